@@ -1,0 +1,3 @@
+from vxlan_dp.cli import main
+
+raise SystemExit(main())

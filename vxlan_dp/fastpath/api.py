@@ -1,0 +1,87 @@
+"""The fastpath API both backends implement: whole batches in, whole batches out.
+
+A `Dataplane` owns, for one daemon: the networks (VNI, encapsulation, peers, FDB, counters),
+the receive endpoints (one underlay socket each, shared by every network with the same
+encapsulation, local address and port) and one egress raw socket per address family.
+Python hands it file descriptors it opened itself and keeps ownership of them; the Dataplane
+never closes an fd.
+
+Two layers:
+- `encap` / `decap`: the per-packet work without I/O (list of frames -> list of outer packets,
+  list of received payloads -> list of inner frames). The differential tests drive these.
+- `pump_tap` / `pump_endpoint`: one readiness event's work with I/O: read up to `batch`
+  items from the fd without blocking, transform them, write them out, count. The C backend
+  does the whole pump in one call with the GIL released (readv/recvmmsg/sendmmsg/write).
+
+Egress order (must match between backends): tap_rx_frames/bytes; frame < 14 bytes ->
+drop_malformed; frame > max_frame_len(mtu) -> drop_too_big; unicast destination in the FDB ->
+that remote; otherwise flood to every peer in order (flood_frames += 1, flood_copies += n);
+no destination at all -> drop_no_peers. Each outer packet sent -> tx_packets / tx_bytes
+(outer IP length); a failed send -> drop_socket_error.
+
+Ingress order: ep rx_datagrams/bytes; decapsulation error -> ep drop_<reason>; key not a
+network of the endpoint -> ep drop_unknown_vni (NVGRE networks match key >> 8, plain networks
+the whole key, plain first); source not a peer (unless allow_unknown_sources) -> net
+drop_unknown_source; inner frame < 14 bytes or group source MAC -> net drop_malformed; inner
+frame too big -> net drop_too_big; learn (if learning) source MAC -> outer source; rx_packets,
+rx_bytes (payload length); then written to the TAP: tap_tx_frames/bytes or drop_tap_write_error.
+
+Times are float seconds from any monotonic origin, passed in by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol, Sequence
+
+__all__ = ["NetworkParams", "FdbRow", "Dataplane", "ENDPOINT_KINDS"]
+
+ENDPOINT_KINDS = ("vxlan", "gre", "gre-udp")
+
+
+@dataclass(frozen=True)
+class NetworkParams:
+    vni: int
+    encap: str                      # "vxlan" | "gre" | "gre-udp"
+    local: str                      # underlay source address, IPv4 or IPv6 text
+    port: int = 4789                # outer UDP destination port (vxlan, gre-udp)
+    sport_min: int = 49152
+    sport_max: int = 65535
+    mtu: int = 1450                 # L3 MTU of the inner network: max frame = mtu + 14 (+4 VLAN)
+    learning: bool = True
+    allow_unknown_sources: bool = False
+    ageing: float = 300.0
+    max_fdb_entries: int = 65536
+    nvgre: bool = False             # gre/gre-udp: key = VSID << 8 | FlowID (RFC 7637)
+    strict: bool = False            # vxlan: drop reserved bits set
+
+
+class FdbRow(NamedTuple):
+    mac: str
+    remote: str
+    static: bool
+    age: float
+
+
+class Dataplane(Protocol):
+    backend: str
+    batch: int
+
+    def set_tx_socket(self, family: int, fd: int) -> None: ...
+    def add_endpoint(self, kind: str, fd: int, *, ipv4_header: bool = False) -> int: ...
+    def remove_endpoint(self, ep: int) -> None: ...
+    def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1) -> int: ...
+    def remove_network(self, net: int) -> None: ...
+    def set_tap(self, net: int, fd: int) -> None: ...
+    def set_peers(self, net: int, peers: Sequence[str]) -> None: ...
+    def peers(self, net: int) -> list[str]: ...
+    def fdb_add(self, net: int, mac: str, remote: str) -> None: ...
+    def fdb_remove(self, net: int, mac: str) -> bool: ...
+    def fdb_dump(self, net: int, now: float) -> list[FdbRow]: ...
+    def age(self, now: float) -> int: ...
+    def encap(self, net: int, frames: Sequence[bytes], now: float) -> list[tuple[str, bytes]]: ...
+    def decap(self, ep: int, datagrams: Sequence[tuple[str, bytes]], now: float) -> list[tuple[int, bytes]]: ...
+    def pump_tap(self, net: int, now: float) -> int: ...
+    def pump_endpoint(self, ep: int, now: float) -> int: ...
+    def counters(self, net: int) -> dict[str, int]: ...
+    def endpoint_counters(self, ep: int) -> dict[str, int]: ...
