@@ -1,0 +1,619 @@
+"""The daemon's TOML config -> frozen dataclasses, validated once, at load.
+
+Invariants:
+- `parse_config`, `load_config` and `config_from_dict` either return a `Config` that the
+  daemon can run as-is, or raise one `ConfigError` for the first problem found, naming the
+  field by its TOML path (`network[1].vni`, `network[0].fdb[2].mac`, `daemon.metrics`;
+  indexes are 0-based in file order) and the reason. Nothing else escapes them.
+- Unknown keys are errors everywhere (a typo must not silently fall back to a default), and a
+  table's unknown keys are reported before anything else in it.
+- Types are exact: a TOML boolean is not an integer; an integer is accepted where seconds are.
+- Values come out normalised: addresses as `ipaddress` compressed text, MACs in lower case,
+  defaults filled in per encapsulation (port 4789 vxlan, 4754 gre-udp, 0 for gre).
+- Rules that span networks (unique name, VNI, TAP; no shared bridge; one encapsulation per
+  UDP port) are reported on the later network, the one whose line the user just added.
+- No I/O other than reading the file in `load_config`: an MTU left out is derived by the
+  daemon from the underlay at start, and certificate paths are opened by whoever uses them.
+
+Dataclasses built by hand skip validation; build them through this module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from .wire import ENCAPS, GRE_UDP_PORT, VNI_MAX, VXLAN_PORT, is_multicast, mac_to_bytes
+
+if TYPE_CHECKING:
+    from .fastpath.api import NetworkParams
+
+__all__ = ["ConfigError", "FdbStatic", "NetworkConfig", "EtcdConfig", "DaemonConfig", "Config",
+           "parse_config", "load_config", "config_from_dict", "EMBEDDED_DEFAULT"]
+
+T = TypeVar("T")
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_PORTS = {"vxlan": VXLAN_PORT, "gre-udp": GRE_UDP_PORT, "gre": 0}
+MTU_MIN, MTU_MAX = 68, 65535        # RFC 791: every IPv4 link carries 68 bytes
+IFNAME_MAX = 15                     # IFNAMSIZ - 1 (include/uapi/linux/if.h)
+BATCH_MAX = 1024
+FDB_ENTRIES_MAX = 1 << 24
+LOG_LEVELS = ("debug", "info", "warning", "error")
+CONTROLS = ("static", "etcd")
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
+_MISSING: Any = object()
+
+
+class ConfigError(Exception):
+    """A config that cannot run. `field` is the TOML path ("" for the whole file)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(field, reason)
+        self.field = field
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}" if self.field else self.reason
+
+
+# --- the dataclasses ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FdbStatic:
+    mac: str                        # lower-case aa:bb:cc:dd:ee:ff, unicast
+    remote: str                     # underlay address, compressed text
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    name: str
+    vni: int
+    encap: str                      # "vxlan" | "gre" | "gre-udp"
+    port: int                       # outer UDP destination port; 0 for gre
+    local: str
+    tap: str
+    bridge: str | None = None
+    mtu: int | None = None          # None: derived from the underlay at start
+    learning: bool = True
+    peers: tuple[str, ...] = ()
+    fdb: tuple[FdbStatic, ...] = ()
+    ageing: float = 300.0
+    source_ports: tuple[int, int] = (49152, 65535)
+    allow_unknown_sources: bool = False
+    strict: bool = False
+    nvgre: bool = False
+    max_fdb_entries: int = 65536
+
+    @property
+    def ipv6(self) -> bool:
+        return ipaddress.ip_address(self.local).version == 6
+
+    def params(self, mtu: int | None = None) -> NetworkParams:
+        """What the fast path needs; `mtu` is the effective one (required if not configured)."""
+        # Imported here so that checking a config never loads (or warns about) the C backend.
+        from .fastpath.api import NetworkParams  # noqa: PLC0415
+
+        mtu = self.mtu if mtu is None else mtu
+        if mtu is None or not MTU_MIN <= mtu <= MTU_MAX:
+            raise ValueError(f"network {self.name}: need an MTU in {MTU_MIN}..{MTU_MAX}, got {mtu}")
+        return NetworkParams(
+            vni=self.vni, encap=self.encap, local=self.local, port=self.port,
+            sport_min=self.source_ports[0], sport_max=self.source_ports[1], mtu=mtu,
+            learning=self.learning, allow_unknown_sources=self.allow_unknown_sources,
+            ageing=self.ageing, max_fdb_entries=self.max_fdb_entries, nvgre=self.nvgre,
+            strict=self.strict)
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    endpoints: tuple[str, ...]      # "host:port" or "http(s)://host:port"
+    prefix: str = "/vxlan-dp"       # starts with "/", no trailing "/"
+    lease_ttl: int = 10             # seconds
+    ca: str | None = None
+    cert: str | None = None         # cert and key come together
+    key: str | None = None
+    username: str | None = None     # username and password come together
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    metrics: str | None = "127.0.0.1:9469"  # normalised "host:port" / "[v6]:port"; None = off
+    control: str = "static"                 # "static" | "etcd"
+    batch: int = 64
+    log_level: str = "info"
+    fdb_sweep: float = 5.0                  # seconds between FDB ageing sweeps
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        return None if self.metrics is None else _host_port(self.metrics)
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig
+    networks: tuple[NetworkConfig, ...]
+    etcd: EtcdConfig | None = None
+    source: str = "<string>"
+
+    def network(self, name: str) -> NetworkConfig:
+        for n in self.networks:
+            if n.name == name:
+                return n
+        raise KeyError(f"no network named {name!r}")
+
+
+EMBEDDED_DEFAULT = """\
+# vxlan-dp example: one VXLAN network between this host (198.18.0.1) and two peers.
+# Check a config with `vxlan-dp check -c FILE`; run it with `vxlan-dp run -c FILE`.
+
+[daemon]
+metrics = "127.0.0.1:9469"      # Prometheus endpoint; "" or false turns it off
+control = "static"              # peers and FDB entries come from this file
+
+[[network]]
+name = "blue"
+vni = 42
+encap = "vxlan"                 # vxlan | gre | gre-udp
+port = 4789                     # UDP destination port (vxlan 4789, gre-udp 4754; none for gre)
+local = "198.18.0.1"            # this host's underlay address
+tap = "vxdp-blue"
+# bridge = "br-blue"            # enslave the TAP to this bridge
+# mtu = 1450                    # default: underlay MTU minus the encapsulation overhead
+peers = ["198.18.0.2", "198.18.0.3"]
+fdb = [{ mac = "02:42:c0:a8:00:04", remote = "198.18.0.2" }]
+"""
+
+
+# --- entry points --------------------------------------------------------------------------
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("", f"invalid TOML: {e}") from None
+    return config_from_dict(data, source)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError("", f"cannot read {os.fspath(path)}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError("", f"cannot read {os.fspath(path)}: not UTF-8 text ({e.reason} "
+                              f"at byte {e.start})") from None
+    return parse_config(text, os.fspath(path))
+
+
+def config_from_dict(d: Mapping[str, Any], source: str = "<dict>") -> Config:
+    top = _Table(d, "", ("daemon", "network", "etcd"))
+    daemon = _daemon(top.take("daemon", lambda v: v, {}))
+    etcd = _etcd(d["etcd"]) if "etcd" in d else None
+    networks = _networks(top.take("network", lambda v: v, []))
+    if daemon.control == "etcd" and etcd is None:
+        raise ConfigError("etcd", 'control = "etcd" needs an [etcd] table with endpoints')
+    if daemon.control == "static" and not networks:
+        raise ConfigError("network", 'control = "static" needs at least one [[network]] table')
+    return Config(daemon, networks, etcd, source)
+
+
+# --- tables --------------------------------------------------------------------------------
+
+class _Table:
+    """One TOML table being read: unknown keys rejected up front, each value converted once.
+
+    Converters take the raw value and raise ValueError(reason); `take` names the field.
+    """
+
+    def __init__(self, data: Any, path: str, keys: tuple[str, ...]) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(path, f"expected a table, got {_show(data)}")
+        for key in data:
+            if key not in keys:
+                near = difflib.get_close_matches(str(key), keys, n=1)
+                hint = f' (did you mean "{near[0]}"?)' if near else ""
+                raise ConfigError(self._join(path, key), f"unknown key{hint}")
+        self.data, self.path = data, path
+
+    @staticmethod
+    def _join(path: str, key: Any) -> str:
+        key = str(key)
+        name = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+        return f"{path}.{name}" if path else name
+
+    def field(self, key: str) -> str:
+        return self._join(self.path, key)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def take(self, key: str, convert: Callable[[Any], T], default: Any = _MISSING) -> T:
+        if key not in self.data:
+            if default is _MISSING:
+                raise ConfigError(self.field(key), "required key missing")
+            return default  # type: ignore[no-any-return]
+        return _convert(self.field(key), convert, self.data[key])
+
+
+def _convert(field: str, convert: Callable[[Any], T], value: Any) -> T:
+    try:
+        return convert(value)
+    except ValueError as e:
+        raise ConfigError(field, str(e)) from None
+
+
+def _daemon(raw: Any) -> DaemonConfig:
+    t = _Table(raw, "daemon", ("metrics", "control", "batch", "log_level", "fdb_sweep"))
+    return DaemonConfig(
+        metrics=t.take("metrics", _metrics, DaemonConfig.metrics),
+        control=t.take("control", _choice(CONTROLS), "static"),
+        batch=t.take("batch", _int(1, BATCH_MAX), 64),
+        log_level=t.take("log_level", _choice(LOG_LEVELS, fold=True), "info"),
+        fdb_sweep=t.take("fdb_sweep", _seconds, 5.0),
+    )
+
+
+def _etcd(raw: Any) -> EtcdConfig:
+    t = _Table(raw, "etcd", ("endpoints", "prefix", "lease_ttl", "ca", "cert", "key",
+                             "username", "password"))
+    endpoints = _unique(t.field("endpoints"), t.take("endpoints", _array), _etcd_endpoint)
+    if not endpoints:
+        raise ConfigError(t.field("endpoints"), "needs at least one endpoint")
+    for a, b in (("cert", "key"), ("key", "cert"), ("username", "password"), ("password", "username")):
+        if t.has(a) and not t.has(b):
+            raise ConfigError(t.field(b), f"required when {a} is set")
+    return EtcdConfig(
+        endpoints=endpoints,
+        prefix=t.take("prefix", _etcd_prefix, "/vxlan-dp"),
+        lease_ttl=t.take("lease_ttl", _int(1, 3600), 10),
+        ca=t.take("ca", _nonempty, None),
+        cert=t.take("cert", _nonempty, None),
+        key=t.take("key", _nonempty, None),
+        username=t.take("username", _nonempty, None),
+        password=t.take("password", _str, None),
+    )
+
+
+_NETWORK_KEYS = ("name", "vni", "encap", "port", "local", "tap", "bridge", "mtu", "learning",
+                 "peers", "fdb", "ageing", "source_ports", "allow_unknown_sources", "strict",
+                 "nvgre", "max_fdb_entries")
+
+
+def _network(raw: Any, path: str) -> NetworkConfig:
+    t = _Table(raw, path, _NETWORK_KEYS)
+    name = t.take("name", _network_name)
+    vni = t.take("vni", _int(0, VNI_MAX))
+    encap = t.take("encap", _choice(ENCAPS), "vxlan")
+    if encap == "gre":
+        for key in ("port", "source_ports"):
+            if t.has(key):
+                raise ConfigError(t.field(key), 'encap "gre" is IP protocol 47 and has no UDP header; '
+                                                f'remove {key} or use encap = "gre-udp"')
+    port = t.take("port", _int(1, 65535), DEFAULT_PORTS[encap])
+    local = t.take("local", _unicast)
+    tap = t.take("tap", _ifname)
+    bridge = t.take("bridge", _ifname, None)
+    if bridge == tap:
+        raise ConfigError(t.field("bridge"), f"{_show(bridge)} is this network's own tap")
+    nvgre = t.take("nvgre", _bool, False)
+    if nvgre and encap == "vxlan":
+        raise ConfigError(t.field("nvgre"), 'NVGRE applies to encap "gre" and "gre-udp", not "vxlan"')
+    return NetworkConfig(
+        name=name, vni=vni, encap=encap, port=port, local=local.compressed, tap=tap, bridge=bridge,
+        mtu=t.take("mtu", _int(MTU_MIN, MTU_MAX), None),
+        learning=t.take("learning", _bool, True),
+        peers=_unique(t.field("peers"), t.take("peers", _array, []), _peer(local)),
+        fdb=_fdb(t.field("fdb"), t.take("fdb", _array, []), local),
+        ageing=t.take("ageing", _seconds, 300.0),
+        source_ports=_source_ports(t),
+        allow_unknown_sources=t.take("allow_unknown_sources", _bool, False),
+        strict=t.take("strict", _bool, False),
+        nvgre=nvgre,
+        max_fdb_entries=t.take("max_fdb_entries", _int(1, FDB_ENTRIES_MAX), 65536),
+    )
+
+
+def _source_ports(t: _Table) -> tuple[int, int]:
+    """`source_ports = [low, high]`: the UDP source range the flow hash maps into (RFC 7348 sec. 5)."""
+    path = t.field("source_ports")
+    items = t.take("source_ports", _array, [49152, 65535])
+    if len(items) != 2:
+        raise ConfigError(path, f"expected [low, high], got {len(items)} element(s)")
+    lo, hi = (_convert(f"{path}[{i}]", _int(1, 65535), v) for i, v in enumerate(items))
+    if lo > hi:
+        raise ConfigError(path, f"low {lo} is above high {hi}")
+    return lo, hi
+
+
+def _fdb(path: str, raw: list[Any], local: Address) -> tuple[FdbStatic, ...]:
+    entries: list[FdbStatic] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        t = _Table(item, f"{path}[{i}]", ("mac", "remote"))
+        mac = t.take("mac", _unicast_mac)
+        if mac in seen:
+            raise ConfigError(t.field("mac"), f"{mac} is a duplicate of fdb[{seen[mac]}]")
+        seen[mac] = i
+        entries.append(FdbStatic(mac, t.take("remote", _peer(local))))
+    return tuple(entries)
+
+
+def _networks(raw: Any) -> tuple[NetworkConfig, ...]:
+    if isinstance(raw, Mapping):
+        raise ConfigError("network", "expected an array of tables, got a single table: "
+                                     "write [[network]], not [network]")
+    nets = [_network(item, f"network[{i}]") for i, item in enumerate(_convert("network", _array, raw))]
+    _check_across(nets)
+    return tuple(nets)
+
+
+def _check_across(nets: list[NetworkConfig]) -> None:
+    """Rules spanning networks; the error names the later network's field."""
+    def owner(index: dict[Any, int], key: Any) -> str:
+        j = index[key]
+        return f"network[{j}] ({nets[j].name})"
+
+    names: dict[str, int] = {}
+    vnis: dict[int, int] = {}
+    taps: dict[str, int] = {}
+    bridges: dict[str, int] = {}
+    udp: dict[tuple[str, int], int] = {}
+    for i, n in enumerate(nets):
+        p = f"network[{i}]"
+        if n.name in names:
+            raise ConfigError(f"{p}.name", f"duplicate of network[{names[n.name]}]")
+        if n.vni in vnis:
+            raise ConfigError(f"{p}.vni", f"{n.vni} is already the VNI of {owner(vnis, n.vni)}")
+        if n.tap in taps:
+            raise ConfigError(f"{p}.tap", f"{_show(n.tap)} is already the tap of {owner(taps, n.tap)}")
+        if n.tap in bridges:
+            raise ConfigError(f"{p}.tap", f"{_show(n.tap)} is the bridge of {owner(bridges, n.tap)}")
+        if n.bridge is not None:
+            if n.bridge in taps:
+                raise ConfigError(f"{p}.bridge", f"{_show(n.bridge)} is the tap of {owner(taps, n.bridge)}")
+            if n.bridge in bridges:
+                raise ConfigError(f"{p}.bridge", f"{_show(n.bridge)} is already the bridge of "
+                                  f"{owner(bridges, n.bridge)}; a shared bridge would carry frames "
+                                  "across VNIs")
+        if n.encap != "gre" and (n.local, n.port) in udp:
+            other = nets[udp[(n.local, n.port)]]
+            if other.encap != n.encap:
+                raise ConfigError(f"{p}.port", f"{n.local} port {n.port} already carries {other.encap} for "
+                                  f"{owner(udp, (n.local, n.port))}; one UDP port carries one encapsulation")
+        _check_gre_keys(nets, i)
+        names[n.name], vnis[n.vni], taps[n.tap] = i, i, i
+        if n.bridge is not None:
+            bridges[n.bridge] = i
+        udp.setdefault((n.local, n.port), i)
+
+
+def _check_gre_keys(nets: list[NetworkConfig], i: int) -> None:
+    """On one GRE endpoint a plain network's key is its VNI, an NVGRE network's keys are
+    VSID << 8 | FlowID (RFC 7637 sec. 3.2); the receiver tries plain first, so the two
+    ranges must not overlap or NVGRE traffic lands in the plain network."""
+    n = nets[i]
+    if n.encap == "vxlan":
+        return
+    for j, m in enumerate(nets[:i]):
+        if (m.encap, m.local, m.port) != (n.encap, n.local, n.port) or m.nvgre == n.nvgre:
+            continue
+        vsid, key = (m.vni, n.vni) if m.nvgre else (n.vni, m.vni)
+        if key >> 8 == vsid:
+            raise ConfigError(f"network[{i}].vni", f"plain GRE key {key} lies inside NVGRE VSID {vsid} "
+                              f"(keys {vsid << 8}..{vsid << 8 | 0xFF}) of the same endpoint; it clashes "
+                              f"with network[{j}] ({m.name})")
+
+
+# --- converters: raw TOML value -> checked value, or ValueError(reason) ---------------------
+
+def _show(v: Any) -> str:
+    """A value as the user wrote it in TOML."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, Mapping):
+        return "a table"
+    if isinstance(v, (list, tuple)):
+        return "an array"
+    return f"a {type(v).__name__}"
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {_show(v)}")
+    return v
+
+
+def _nonempty(v: Any) -> str:
+    if not _str(v):
+        raise ValueError("must not be empty")
+    return str(v)
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {_show(v)}")
+    return v
+
+
+def _array(v: Any) -> list[Any]:
+    if not isinstance(v, (list, tuple)):
+        raise ValueError(f"expected an array, got {_show(v)}")
+    return list(v)
+
+
+def _int(lo: int, hi: int) -> Callable[[Any], int]:
+    def convert(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"expected an integer, got {_show(v)}")
+        if not lo <= v <= hi:
+            raise ValueError(f"{v} is out of range {lo}..{hi}")
+        return v
+    return convert
+
+
+def _seconds(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected a number of seconds, got {_show(v)}")
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{v} is not a positive number of seconds")
+    return float(v)
+
+
+def _choice(options: tuple[str, ...], fold: bool = False) -> Callable[[Any], str]:
+    def convert(v: Any) -> str:
+        s = _str(v).lower() if fold else _str(v)
+        if s not in options:
+            raise ValueError(f"{_show(v)} is not one of {', '.join(options)}")
+        return s
+    return convert
+
+
+def _network_name(v: Any) -> str:
+    if not _NAME_RE.fullmatch(_str(v)):
+        raise ValueError(f"{_show(v)} is not a valid network name (1..64 letters, digits, '.', '_' "
+                         "or '-', starting with a letter or digit)")
+    return str(v)
+
+
+def _ifname(v: Any) -> str:
+    """Linux dev_valid_name() (net/core/dev.c): 1..15 bytes, not "." or "..", no '/', ':' or space."""
+    s = _str(v)
+    size = len(s.encode())
+    if not 1 <= size <= IFNAME_MAX:
+        raise ValueError(f"{_show(s)} is {size} bytes long; Linux interface names are 1..{IFNAME_MAX}")
+    if s in (".", ".."):
+        raise ValueError(f"{_show(s)} is not a valid Linux interface name")
+    if any(c in "/:\0" or c.isspace() for c in s):
+        raise ValueError(f"{_show(s)} is not a valid Linux interface name (no '/', ':' or whitespace)")
+    return s
+
+
+def _address(v: Any) -> Address:
+    s = _str(v)
+    try:
+        addr = ipaddress.ip_address(s)
+    except ValueError:
+        raise ValueError(f"{_show(s)} is not an IPv4 or IPv6 address") from None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id:
+        raise ValueError(f"{_show(s)}: scoped IPv6 addresses (%zone) are not supported")
+    return addr
+
+
+def _unicast(v: Any) -> Address:
+    addr = _address(v)
+    if addr.is_unspecified or addr.is_multicast:
+        kind = "the unspecified" if addr.is_unspecified else "a multicast"
+        raise ValueError(f"{addr} is {kind} address; a unicast underlay address is needed")
+    return addr
+
+
+def _peer(local: Address) -> Callable[[Any], str]:
+    """An underlay address of another host: unicast, of local's family, not local itself."""
+    def convert(v: Any) -> str:
+        addr = _unicast(v)
+        if addr.version != local.version:
+            raise ValueError(f"{addr} is IPv{addr.version} but local {local} is IPv{local.version}")
+        if addr == local:
+            raise ValueError(f"{addr} is this host's local address")
+        return addr.compressed
+    return convert
+
+
+def _unique(path: str, items: list[Any], convert: Callable[[Any], str]) -> tuple[str, ...]:
+    out: dict[str, int] = {}
+    for i, item in enumerate(items):
+        value = _convert(f"{path}[{i}]", convert, item)
+        if value in out:
+            raise ConfigError(f"{path}[{i}]", f"{value} is a duplicate of {path.rsplit('.', 1)[-1]}[{out[value]}]")
+        out[value] = i
+    return tuple(out)
+
+
+def _unicast_mac(v: Any) -> str:
+    s = _str(v)
+    try:
+        raw = mac_to_bytes(s)
+    except ValueError:
+        raise ValueError(f"{_show(s)} is not a MAC address (want aa:bb:cc:dd:ee:ff)") from None
+    mac = s.lower()
+    if is_multicast(raw):
+        raise ValueError(f"{mac} is a group (multicast or broadcast) address; static entries are unicast")
+    return mac
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port); host is an IP literal or a DNS name."""
+    want = 'want "host:port" or "[ipv6]:port"'
+    m = re.fullmatch(r"\[([^\]]*)\]:([^:]*)", text)
+    if m:
+        host, port = m.groups()
+        try:
+            host = ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            raise ValueError(f"{_show(text)}: {_show(host)} is not an IPv6 address") from None
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{_show(text)} has no port; {want}")
+        if ":" in host:
+            raise ValueError(f'{_show(text)}: put an IPv6 address in brackets, as in "[::1]:9469"')
+        if re.fullmatch(r"[0-9.]+", host):
+            try:
+                host = ipaddress.IPv4Address(host).compressed
+            except ValueError:
+                raise ValueError(f"{_show(text)}: {_show(host)} is not an IPv4 address") from None
+        elif not _HOSTNAME_RE.fullmatch(host):
+            raise ValueError(f"{_show(text)}: {_show(host)} is not a host name or address")
+    if not re.fullmatch(r"[0-9]+", port):
+        raise ValueError(f"{_show(text)}: port {_show(port)} is not a number")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"{_show(text)}: port {int(port)} is out of range 1..65535")
+    return host, int(port)
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _metrics(v: Any) -> str | None:
+    if v is False or v == "":
+        return None
+    if not isinstance(v, str):
+        raise ValueError(f'expected "host:port", "" or false, got {_show(v)}')
+    return _join_host_port(*_host_port(v))
+
+
+def _etcd_endpoint(v: Any) -> str:
+    s = _str(v)
+    if "://" not in s:
+        return _join_host_port(*_host_port(s))
+    url = urlsplit(s)
+    if url.scheme not in ("http", "https") or url.path not in ("", "/") or url.query or url.fragment:
+        raise ValueError(f"{_show(s)} is not an etcd endpoint (want host:port or http(s)://host:port)")
+    return f"{url.scheme}://{_join_host_port(*_host_port(url.netloc))}"
+
+
+def _etcd_prefix(v: Any) -> str:
+    s = _str(v).rstrip("/")
+    if not _str(v).startswith("/") or not s:
+        raise ValueError(f'{_show(v)} is not a key prefix (want an absolute path such as "/vxlan-dp")')
+    return s

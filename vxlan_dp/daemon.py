@@ -1,0 +1,329 @@
+"""The daemon's lifecycle: start networks, pump packets, reload on SIGHUP, stop on SIGTERM.
+
+Ownership: the daemon opens every fd (TAPs, receive sockets, egress raw sockets) and closes
+it; the fastpath Dataplane only borrows them. A receive endpoint is shared by every network
+with the same (encap, local, port) and closed with the last of them. READY=1 goes to systemd
+only once every network's TAP and socket are up. A TAP deleted under the running daemon is
+noticed by its pump (negative errno), logged once, and re-created every second until it is
+back; the other networks never stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import __version__, rpc
+from .config import Config, ConfigError, NetworkConfig, load_config
+from .control import Desired, desired_from_config
+from .datapath.tap import Tap
+from .datapath.underlay import open_endpoint, open_tx_socket, underlay_mtu
+from .fastpath import BACKEND, Dataplane
+from .systemd import Notifier, watchdog_interval
+from .wire import encap_overhead
+
+__all__ = ["Daemon", "derive_mtu"]
+
+log = logging.getLogger("vxlan_dp")
+
+DEFAULT_UNDERLAY_MTU = 1500
+
+
+def derive_mtu(net: NetworkConfig, underlay: int | None) -> int:
+    """TAP MTU: underlay MTU minus outer IP, encapsulation and inner Ethernet (DESIGN.md)."""
+    return (underlay or DEFAULT_UNDERLAY_MTU) - encap_overhead(net.encap, net.ipv6) - 14
+
+
+@dataclass
+class _Endpoint:
+    sock: Any
+    handle: int
+    users: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Network:
+    cfg: NetworkConfig
+    handle: int
+    tap: Tap | None
+    mtu: int
+    ep_key: tuple[str, str, int]
+    desired: Desired
+    recovering: asyncio.Task[None] | None = None
+
+
+class Daemon:
+    def __init__(self, config: Config, *, config_path: str | None = None,
+                 notifier: Notifier | None = None, socket_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.socket_path = socket_path
+        self.dp = Dataplane(batch=config.daemon.batch)
+        self.networks: dict[str, _Network] = {}
+        self._endpoints: dict[tuple[str, str, int], _Endpoint] = {}
+        self._tx: dict[int, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.started = time.monotonic()
+        self.reloads = 0
+        self.reload_failures = 0
+
+    # --- networks -------------------------------------------------------------------------
+    def _endpoint(self, net: NetworkConfig) -> tuple[tuple[str, str, int], _Endpoint]:
+        key = (net.encap, net.local, net.port)
+        ep = self._endpoints.get(key)
+        if ep is None:
+            sock = open_endpoint(net.encap, net.local, net.port)
+            ipv4_header = net.encap == "gre" and not net.ipv6
+            handle = self.dp.add_endpoint(net.encap, sock.fileno(), ipv4_header=ipv4_header)
+            ep = self._endpoints[key] = _Endpoint(sock, handle)
+            assert self._loop is not None
+            self._loop.add_reader(sock.fileno(), self._on_endpoint, handle)
+            log.info("listening for %s on %s", net.encap, f"{net.local}:{net.port}" if net.port else net.local)
+        return key, ep
+
+    def _release_endpoint(self, key: tuple[str, str, int], name: str) -> None:
+        ep = self._endpoints[key]
+        ep.users.discard(name)
+        if not ep.users:
+            assert self._loop is not None
+            self._loop.remove_reader(ep.sock.fileno())
+            self.dp.remove_endpoint(ep.handle)
+            ep.sock.close()
+            del self._endpoints[key]
+
+    def _tx_socket(self, version: int) -> None:
+        if version not in self._tx:
+            sock = self._tx[version] = open_tx_socket(version)
+            self.dp.set_tx_socket(version, sock.fileno())
+
+    def start_network(self, cfg: NetworkConfig, desired: Desired) -> None:
+        under = underlay_mtu(cfg.local)
+        if under is None:
+            log.warning("network %s: %s is not an address of this host (yet); assuming underlay MTU %d",
+                        cfg.name, cfg.local, DEFAULT_UNDERLAY_MTU)
+        mtu = cfg.mtu or derive_mtu(cfg, under)
+        if cfg.mtu and under and cfg.mtu > derive_mtu(cfg, under):
+            log.warning("network %s: mtu %d exceeds what underlay MTU %d carries (%d); large frames will be dropped "
+                        "by the underlay", cfg.name, cfg.mtu, under, derive_mtu(cfg, under))
+        self._tx_socket(6 if cfg.ipv6 else 4)
+        key, ep = self._endpoint(cfg)
+        tap = None
+        try:
+            tap = Tap.open(cfg.tap, mtu, cfg.bridge)
+            handle = self.dp.add_network(cfg.params(mtu), ep.handle, tap.fd)
+        except Exception:
+            if tap is not None:
+                tap.close()
+            if not ep.users:
+                ep.users.add(cfg.name)
+                self._release_endpoint(key, cfg.name)
+            raise
+        ep.users.add(cfg.name)
+        net = self.networks[cfg.name] = _Network(cfg, handle, tap, mtu, key, Desired((), ()))
+        self.apply(cfg.name, desired)
+        assert self._loop is not None
+        self._loop.add_reader(tap.fd, self._on_tap, net)
+        log.info("network %s up: vni %d %s tap %s mtu %d peers %d", cfg.name, cfg.vni, cfg.encap, cfg.tap,
+                 mtu, len(desired.peers))
+
+    def stop_network(self, name: str) -> None:
+        net = self.networks.pop(name)
+        assert self._loop is not None
+        if net.recovering:
+            net.recovering.cancel()
+        if net.tap is not None:
+            if net.tap.fd >= 0:
+                self._loop.remove_reader(net.tap.fd)
+            net.tap.close()
+        self.dp.remove_network(net.handle)
+        self._release_endpoint(net.ep_key, name)
+        log.info("network %s removed", name)
+
+    def apply(self, name: str, desired: Desired) -> None:
+        """Bring a network's peers and static FDB entries to `desired` (control plane output)."""
+        net = self.networks[name]
+        if desired.peers != net.desired.peers:
+            self.dp.set_peers(net.handle, desired.peers)
+        old, new = dict(net.desired.fdb), dict(desired.fdb)
+        for mac in old.keys() - new.keys():
+            self.dp.fdb_remove(net.handle, mac)
+        for mac, remote in new.items():
+            if old.get(mac) != remote:
+                self.dp.fdb_add(net.handle, mac, remote)
+        net.desired = desired
+
+    # --- pumps ----------------------------------------------------------------------------
+    def _on_tap(self, net: _Network) -> None:
+        n = self.dp.pump_tap(net.handle, time.monotonic())
+        if n < 0:
+            self._tap_lost(net, -n)
+
+    def _on_endpoint(self, handle: int) -> None:
+        self.dp.pump_endpoint(handle, time.monotonic())
+
+    def _tap_lost(self, net: _Network, err: int) -> None:
+        assert self._loop is not None and net.tap is not None
+        log.error("network %s: TAP %s failed (%s); re-creating it", net.cfg.name, net.cfg.tap, os.strerror(err))
+        self._loop.remove_reader(net.tap.fd)
+        self.dp.set_tap(net.handle, -1)
+        net.tap.close()
+        net.tap = None
+        net.recovering = self._loop.create_task(self._recover_tap(net))
+
+    async def _recover_tap(self, net: _Network) -> None:
+        while True:
+            try:
+                tap = Tap.open(net.cfg.tap, net.mtu, net.cfg.bridge)
+            except Exception as e:  # noqa: BLE001 - keep trying; say why once a second at most
+                log.debug("network %s: TAP not back yet: %s", net.cfg.name, e)
+                await asyncio.sleep(1.0)
+                continue
+            net.tap = tap
+            self.dp.set_tap(net.handle, tap.fd)
+            assert self._loop is not None
+            self._loop.add_reader(tap.fd, self._on_tap, net)
+            net.recovering = None
+            log.info("network %s: TAP %s is back", net.cfg.name, tap.name)
+            return
+
+    # --- reload ---------------------------------------------------------------------------
+    def reload(self, new: Config) -> None:
+        """Apply the difference between the running config and `new`; untouched networks keep running."""
+        old = {n.name: n for n in self.config.networks}
+        want = {n.name: n for n in new.networks}
+        desired = desired_from_config(new)
+        for name in old.keys() - want.keys():
+            self.stop_network(name)
+        for name, cfg in want.items():
+            prev = old.get(name)
+            if prev is not None and name in self.networks:
+                if _same_but_control(prev, cfg):
+                    self.apply(name, desired[name])
+                    continue
+                self.stop_network(name)
+            try:
+                self.start_network(cfg, desired[name])
+            except Exception as e:  # noqa: BLE001 - one bad network must not stop the others
+                log.error("network %s: cannot start: %s", name, e)
+        self.config = new
+        self.reloads += 1
+
+    def _on_sighup(self) -> None:
+        if not self.config_path:
+            log.warning("SIGHUP: no config file to re-read")
+            return
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            self.reload_failures += 1
+            log.error("reload rejected, keeping the running config: %s", e)
+        else:
+            log.info("reloading %s", self.config_path)
+            self.reload(new)
+        self.notifier.ready(self.status_line())
+
+    # --- status ---------------------------------------------------------------------------
+    def status_line(self) -> str:
+        c = [self.dp.counters(n.handle) for n in self.networks.values()]
+        return (f"{len(self.networks)} networks, {sum(x['tx_packets'] for x in c)} tx / "
+                f"{sum(x['rx_packets'] for x in c)} rx packets")
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        nets = {}
+        for name, n in self.networks.items():
+            nets[name] = {
+                "vni": n.cfg.vni, "encap": n.cfg.encap, "port": n.cfg.port, "local": n.cfg.local,
+                "tap": n.cfg.tap, "tap_up": n.tap is not None, "mtu": n.mtu,
+                "peers": self.dp.peers(n.handle),
+                "fdb": [r._asdict() for r in self.dp.fdb_dump(n.handle, now)],
+                "counters": self.dp.counters(n.handle),
+            }
+        eps = [{"encap": k[0], "local": k[1], "port": k[2], "networks": sorted(e.users),
+                "counters": self.dp.endpoint_counters(e.handle)} for k, e in self._endpoints.items()]
+        return {"version": __version__, "backend": BACKEND, "pid": os.getpid(),
+                "uptime": now - self.started, "batch": self.dp.batch, "reloads": self.reloads,
+                "reload_failures": self.reload_failures, "networks": nets, "endpoints": eps}
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def _run_ageing(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.daemon.fdb_sweep)
+            self.dp.age(time.monotonic())
+
+    async def _run_watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        log.info("vxlan-dp %s starting, %s backend, %d networks", __version__, BACKEND,
+                 len(self.config.networks))
+        desired = desired_from_config(self.config)
+        try:
+            for cfg in self.config.networks:
+                self.start_network(cfg, desired[cfg.name])
+        except Exception as e:
+            log.error("start-up failed: %s", e)
+            self._teardown()
+            return 1
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self.request_stop)
+        self._loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        self._tasks.append(self._loop.create_task(self._run_ageing()))
+        wd = watchdog_interval()
+        if wd:
+            self._tasks.append(self._loop.create_task(self._run_watchdog(wd)))
+        server = None
+        if self.socket_path:
+            try:
+                server = await rpc.start(self, self.socket_path)
+            except OSError as e:
+                log.error("cannot listen on the status socket %s: %s", self.socket_path, e)
+                self._teardown()
+                return 1
+        self.notifier.ready(self.status_line())
+        log.info("ready")
+        await self._stop.wait()
+        log.info("stopping")
+        self.notifier.stopping()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if server is not None:
+            server.close()
+            try:
+                os.unlink(self.socket_path or "")
+            except OSError:
+                pass
+        self._teardown()
+        return 0
+
+    def _teardown(self) -> None:
+        for name in list(self.networks):
+            try:
+                self.stop_network(name)
+            except Exception as e:  # noqa: BLE001 - tear down the rest regardless
+                log.error("network %s: teardown: %s", name, e)
+        for sock in self._tx.values():
+            sock.close()
+        self._tx.clear()
+
+
+def _same_but_control(a: NetworkConfig, b: NetworkConfig) -> bool:
+    """True when only peers / static FDB entries differ: those are applied in place."""
+    return replace(a, peers=(), fdb=()) == replace(b, peers=(), fdb=())
+

@@ -1,0 +1,129 @@
+"""TAP devices: created and configured through pyroute2, attached with TUNSETIFF for the fd.
+
+Invariants: the fd is non-blocking and delivers whole Ethernet frames without a packet-info
+prefix (IFF_NO_PI); a TAP that already exists under our name (a daemon killed with SIGKILL
+leaves its TAPs behind) is adopted, not an error; `close()` removes the device and, if we
+created it, the bridge, so nothing the daemon made outlives it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import time
+
+from pyroute2 import IPRoute
+
+from .netlink import netlink_call
+
+__all__ = ["Tap", "TapError"]
+
+log = logging.getLogger(__name__)
+
+TUNSETIFF = 0x400454CA   # _IOW('T', 202, int), linux/if_tun.h
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+
+
+class TapError(RuntimeError):
+    pass
+
+
+def _link_index(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def _wait_oper_up(ipr: IPRoute, index: int, name: str, timeout: float = 3.0) -> None:
+    """Return once the kernel reports the TAP operationally up.
+
+    The carrier that TUNSETIFF turns on reaches operstate through linkwatch, up to a second
+    later (net/core/link_watch.c), and a bridge enables the port only then (br_port_carrier_check):
+    frames sent before that are lost. Waiting here keeps READY=1 truthful.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ipr.get_links(index)[0].get("IFLA_OPERSTATE") == "UP":
+            return
+        time.sleep(0.02)
+    log.warning("TAP %s not operationally up after %.0fs; continuing", name, timeout)
+
+
+def _link_kind(ipr: IPRoute, index: int) -> str | None:
+    link = ipr.get_links(index)[0]
+    return link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+
+
+class Tap:
+    def __init__(self, name: str, fd: int, index: int, bridge: str | None, own_bridge: bool) -> None:
+        self.name = name
+        self.fd = fd
+        self.index = index
+        self.bridge = bridge
+        self._own_bridge = own_bridge
+
+    @classmethod
+    @netlink_call
+    def open(cls, name: str, mtu: int, bridge: str | None = None) -> "Tap":
+        own_bridge = False
+        with IPRoute() as ipr:
+            index = _link_index(ipr, name)
+            if index is not None:
+                if _link_kind(ipr, index) != "tun":
+                    raise TapError(f"{name} exists and is not a TAP device")
+                log.info("adopting existing TAP %s", name)
+            else:
+                ipr.link("add", ifname=name, kind="tuntap", mode="tap")
+                index = _link_index(ipr, name)
+                if index is None:
+                    raise TapError(f"TAP {name} vanished right after creation")
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+                ipr.link("set", index=index, mtu=mtu)
+                if bridge:
+                    bidx = _link_index(ipr, bridge)
+                    if bidx is None:
+                        ipr.link("add", ifname=bridge, kind="bridge")
+                        bidx = _link_index(ipr, bridge)
+                        own_bridge = True
+                        ipr.link("set", index=bidx, state="up")
+                    elif _link_kind(ipr, bidx) != "bridge":
+                        raise TapError(f"{bridge} exists and is not a bridge")
+                    ipr.link("set", index=index, master=bidx)
+                ipr.link("set", index=index, state="up")
+                _wait_oper_up(ipr, index, name)
+            except Exception:
+                os.close(fd)
+                raise
+        return cls(name, fd, index, bridge, own_bridge)
+
+    @netlink_call
+    def exists(self) -> bool:
+        with IPRoute() as ipr:
+            return _link_index(ipr, self.name) is not None
+
+    @netlink_call
+    def close(self) -> None:
+        """Close the fd and remove the TAP; remove the bridge too if we made it and it is empty."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        with IPRoute() as ipr:
+            _delete(ipr, self.name)
+            if self.bridge and self._own_bridge:
+                bidx = _link_index(ipr, self.bridge)
+                if bidx is not None and not any(l.get("IFLA_MASTER") == bidx for l in ipr.get_links()):
+                    _delete(ipr, self.bridge)
+
+
+def _delete(ipr: IPRoute, name: str) -> None:
+    idx = _link_index(ipr, name)
+    if idx is None:
+        return
+    try:
+        ipr.link("del", index=idx)
+    except Exception as e:  # noqa: BLE001 - best effort at teardown, never mask the exit path
+        log.warning("could not remove %s: %s", name, e)

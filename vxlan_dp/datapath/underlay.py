@@ -1,0 +1,86 @@
+"""Underlay sockets and facts: receive endpoints, egress raw sockets, underlay MTU.
+
+Receive: one UDP socket per (local, port) for vxlan / gre-udp; one raw IPPROTO_GRE socket per
+local address for gre (IPv4 raw sockets deliver the IP header too). Egress: one IPPROTO_RAW
+socket per address family (IP_HDRINCL), so every packet carries the outer header we built,
+with its per-flow UDP source port. All sockets are non-blocking, with IP_FREEBIND so a daemon
+starts, and keeps its sockets, while the underlay address is absent (it may come back).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+
+from pyroute2 import IPRoute
+
+from .netlink import netlink_call
+
+__all__ = ["open_endpoint", "open_tx_socket", "underlay_mtu", "UnderlayError"]
+
+log = logging.getLogger(__name__)
+
+IP_FREEBIND = 15
+IPV6_FREEBIND = 78
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+IPPROTO_GRE = 47
+_BUF = 8 << 20
+
+
+class UnderlayError(RuntimeError):
+    pass
+
+
+def _family(local: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(local).version == 6 else socket.AF_INET
+
+
+def _bufsize(sock: socket.socket, rcv: bool) -> None:
+    opt, fallback = (SO_RCVBUFFORCE, socket.SO_RCVBUF) if rcv else (SO_SNDBUFFORCE, socket.SO_SNDBUF)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, opt, _BUF)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, fallback, _BUF)
+
+
+def open_endpoint(kind: str, local: str, port: int) -> socket.socket:
+    fam = _family(local)
+    if kind == "gre":
+        sock = socket.socket(fam, socket.SOCK_RAW, IPPROTO_GRE)
+    else:
+        sock = socket.socket(fam, socket.SOCK_DGRAM)
+    try:
+        if fam == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        _bufsize(sock, rcv=True)
+        sock.bind((local, 0 if kind == "gre" else port))
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        what = f"{kind} {local}" if kind == "gre" else f"{kind} {local}:{port}"
+        raise UnderlayError(f"cannot bind the {what} socket: {e.strerror or e}") from e
+    return sock
+
+
+def open_tx_socket(version: int) -> socket.socket:
+    fam = socket.AF_INET6 if version == 6 else socket.AF_INET
+    sock = socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    _bufsize(sock, rcv=False)
+    sock.setblocking(False)
+    return sock
+
+
+@netlink_call
+def underlay_mtu(local: str) -> int | None:
+    """MTU of the interface that holds `local`, or None when no interface has it (yet)."""
+    with IPRoute() as ipr:
+        addrs = ipr.get_addr(address=ipaddress.ip_address(local).compressed)
+        if not addrs:
+            return None
+        link = ipr.get_links(addrs[0]["index"])[0]
+        return int(link.get("IFLA_MTU"))

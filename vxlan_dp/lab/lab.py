@@ -1,0 +1,378 @@
+"""A multi-host overlay lab on one machine: hosts and containers as network namespaces.
+
+    containers (ns) --veth--> br-blue [host ns] <-- TAP (vxlan-dp) ; host ul0 --veth--> ulbr [underlay ns]
+
+Underlay addresses come from 198.18.0.0/15 (IPv4) and 2001:2::/48 (IPv6), the benchmarking
+ranges; overlay addresses from 192.168.0.0/16. They exist only inside namespaces this lab made.
+Every name carries a random suffix, so runs never collide; `close()` stops the daemons this lab
+started (by PID) and deletes its namespaces, also after a failure; a state file under
+/run/vxlan-dp/lab lets `vxlan-dp lab clean` finish the job if the lab process itself died.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..wire import encap_overhead
+from . import netns
+
+__all__ = ["Lab", "Host", "Container", "PingResult", "LabError", "clean", "STATE_DIR", "PREFIX"]
+
+PREFIX = "vxdp"
+STATE_DIR = "/run/vxlan-dp/lab"
+UNDERLAY_MTU = 1500
+IFA_F_NODAD = 0x02
+
+
+class LabError(RuntimeError):
+    pass
+
+
+@dataclass
+class Container:
+    name: str
+    ns: str
+    host: "Host"
+    ip: str
+    mac: str
+
+
+@dataclass
+class Host:
+    index: int
+    name: str
+    ns: str
+    ip4: str
+    ip6: str
+    containers: list[Container] = field(default_factory=list)
+    proc: subprocess.Popen[Any] | None = None
+    config_path: str = ""
+    socket_path: str = ""
+    log_path: str = ""
+
+    def address(self, ipv6: bool) -> str:
+        return self.ip6 if ipv6 else self.ip4
+
+
+@dataclass
+class PingResult:
+    src: str
+    dst: str
+    sent: int
+    received: int
+    avg_ms: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.sent > 0 and self.received == self.sent
+
+
+class Lab:
+    def __init__(self, hosts: int = 2, *, ipv6: bool = False, workdir: str | None = None) -> None:
+        if not 1 <= hosts <= 200:
+            raise LabError("hosts must be 1..200")
+        self.sfx = secrets.token_hex(2)
+        self.ipv6 = ipv6
+        self.ul_ns = f"{PREFIX}-{self.sfx}-ul"
+        self.hosts = [Host(i, f"h{i}", f"{PREFIX}-{self.sfx}-h{i}", f"198.18.0.{i}", f"2001:2::{i:x}")
+                      for i in range(1, hosts + 1)]
+        self.workdir = workdir or tempfile.mkdtemp(prefix=f"{PREFIX}-{self.sfx}-")
+        self._namespaces: list[str] = []
+        self._pids: list[int] = []
+        self._state = os.path.join(STATE_DIR, f"{PREFIX}-{self.sfx}.json")
+
+    # --- context management ---------------------------------------------------------------
+    def __enter__(self) -> "Lab":
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _save_state(self) -> None:
+        os.makedirs(STATE_DIR, exist_ok=True)
+        with open(self._state, "w") as f:
+            json.dump({"namespaces": self._namespaces, "pids": self._pids, "workdir": self.workdir}, f)
+
+    def _ns(self, name: str) -> str:
+        netns.create(name)
+        self._namespaces.append(name)
+        self._save_state()
+        with netns.ipr(name) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        return name
+
+    # --- building -------------------------------------------------------------------------
+    def build(self) -> None:
+        self._ns(self.ul_ns)
+        with netns.ipr(self.ul_ns) as ul:
+            ul.link("add", ifname="ulbr", kind="bridge")
+            ul.link("set", index=ul.link_lookup(ifname="ulbr")[0], state="up")
+        for h in self.hosts:
+            self.add_host_ns(h)
+
+    def add_host_ns(self, h: Host) -> None:
+        self._ns(h.ns)
+        with netns.ipr(self.ul_ns) as ul:
+            ul.link("add", ifname=h.name, kind="veth", peer=f"{h.name}p")
+            ul.link("set", index=ul.link_lookup(ifname=f"{h.name}p")[0], net_ns_fd=h.ns)
+            idx = ul.link_lookup(ifname=h.name)[0]
+            ul.link("set", index=idx, master=ul.link_lookup(ifname="ulbr")[0], state="up")
+        with netns.ipr(h.ns) as ipr:
+            idx = ipr.link_lookup(ifname=f"{h.name}p")[0]
+            ipr.link("set", index=idx, ifname="ul0", mtu=UNDERLAY_MTU)
+            ipr.addr("add", index=idx, address=h.ip4, prefixlen=24)
+            ipr.addr("add", index=idx, address=h.ip6, prefixlen=64, flags=IFA_F_NODAD)
+            ipr.link("set", index=idx, state="up")
+
+    def add_host(self) -> Host:
+        """A further host joining the running lab (the daemon is started separately)."""
+        i = len(self.hosts) + 1
+        h = Host(i, f"h{i}", f"{PREFIX}-{self.sfx}-h{i}", f"198.18.0.{i}", f"2001:2::{i:x}")
+        self.hosts.append(h)
+        self.add_host_ns(h)
+        return h
+
+    def add_container(self, host: Host, bridge: str = "br-blue", *, mtu: int = 1450,
+                      subnet: int = 0) -> Container:
+        j = len([c for c in host.containers if c.ip.startswith(f"192.168.{subnet}.")]) + 1
+        octet = host.index * 10 + j
+        name = f"c{host.index}-{j}" if subnet == 0 else f"c{host.index}-{j}n{subnet}"
+        ns = self._ns(f"{PREFIX}-{self.sfx}-{name}")
+        mac = f"02:42:c0:a8:{subnet:02x}:{octet:02x}"
+        with netns.ipr(host.ns) as ipr:
+            if not ipr.link_lookup(ifname=bridge):
+                ipr.link("add", ifname=bridge, kind="bridge")
+                ipr.link("set", index=ipr.link_lookup(ifname=bridge)[0], state="up", mtu=mtu)
+            port = f"v{name}"[:15]
+            ipr.link("add", ifname=port, kind="veth", peer=f"{port}p"[:15])
+            ipr.link("set", index=ipr.link_lookup(ifname=f"{port}p"[:15])[0], net_ns_fd=ns)
+            ipr.link("set", index=ipr.link_lookup(ifname=port)[0], mtu=mtu,
+                     master=ipr.link_lookup(ifname=bridge)[0], state="up")
+        with netns.ipr(ns) as ipr:
+            idx = ipr.link_lookup(ifname=f"{port}p"[:15])[0]
+            ipr.link("set", index=idx, ifname="eth0", address=mac, mtu=mtu)
+            ipr.addr("add", index=idx, address=f"192.168.{subnet}.{octet}", prefixlen=24)
+            ipr.link("set", index=idx, state="up")
+        c = Container(name, ns, host, f"192.168.{subnet}.{octet}", mac)
+        host.containers.append(c)
+        return c
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until every veth the lab made is operationally up.
+
+        The kernel activates a link's queue from its linkwatch work, up to a second after the
+        carrier comes on (net/core/link_watch.c); frames sent before that sit in a noop qdisc.
+        """
+        deadline = time.monotonic() + timeout
+        pending = list(self._namespaces)
+        while pending and time.monotonic() < deadline:
+            still = []
+            for ns in pending:
+                with netns.ipr(ns) as ipr:
+                    if any(link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "veth"
+                           and link.get("IFLA_OPERSTATE") != "UP" for link in ipr.get_links()):
+                        still.append(ns)
+            pending = still
+            if pending:
+                time.sleep(0.05)
+        if pending:
+            raise LabError(f"links not up after {timeout}s in {', '.join(pending)}")
+
+    def overlay_mtu(self, encap: str = "vxlan") -> int:
+        return UNDERLAY_MTU - encap_overhead(encap, self.ipv6) - 14
+
+    # --- daemons --------------------------------------------------------------------------
+    def network_toml(self, host: Host, *, name: str = "blue", vni: int = 42, encap: str = "vxlan",
+                     port: int | None = None, tap: str = "vxdp-blue", bridge: str = "br-blue",
+                     peers: list[Host] | None = None, extra: str = "") -> str:
+        others = peers if peers is not None else [h for h in self.hosts if h is not host]
+        lines = ["[[network]]", f'name = "{name}"', f"vni = {vni}", f'encap = "{encap}"']
+        if port is not None and encap != "gre":
+            lines.append(f"port = {port}")
+        lines += [f'local = "{host.address(self.ipv6)}"', f'tap = "{tap}"', f'bridge = "{bridge}"',
+                  "peers = [" + ", ".join(f'"{h.address(self.ipv6)}"' for h in others) + "]"]
+        if extra:
+            lines.append(extra)
+        return "\n".join(lines) + "\n"
+
+    def start_daemon(self, host: Host, networks_toml: str, *, backend: str | None = None,
+                     daemon_toml: str = '[daemon]\nmetrics = ""\n', timeout: float = 20.0,
+                     wait_ready: bool = True, extra_env: dict[str, str] | None = None) -> subprocess.Popen[Any]:
+        host.config_path = os.path.join(self.workdir, f"{host.name}.toml")
+        host.socket_path = os.path.join(self.workdir, f"{host.name}.sock")
+        host.log_path = os.path.join(self.workdir, f"{host.name}.log")
+        with open(host.config_path, "w") as f:
+            f.write(daemon_toml + "\n" + networks_toml)
+        notify_path = os.path.join(self.workdir, f"{host.name}.notify")
+        if os.path.exists(notify_path):
+            os.unlink(notify_path)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        env = dict(os.environ, NOTIFY_SOCKET=notify_path, PYTHONUNBUFFERED="1")
+        if backend == "python":
+            env["VXLAN_DP_PUREPYTHON"] = "1"
+        elif backend == "c":
+            env.pop("VXLAN_DP_PUREPYTHON", None)
+        env.update(extra_env or {})
+        log = open(host.log_path, "ab")
+        host.proc = netns.popen(host.ns, [sys.executable, "-m", "vxlan_dp", "run", "-c", host.config_path,
+                                          "--socket", host.socket_path, "--log-level", "debug"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        self._pids.append(host.proc.pid)
+        self._save_state()
+        try:
+            if wait_ready:
+                self._wait_ready(host, notify, timeout)
+        finally:
+            notify.close()
+        return host.proc
+
+    def _wait_ready(self, host: Host, notify: socket.socket, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        notify.settimeout(0.2)
+        while time.monotonic() < deadline:
+            assert host.proc is not None
+            if host.proc.poll() is not None:
+                raise LabError(f"daemon on {host.name} exited with {host.proc.returncode}:\n{self.log_tail(host)}")
+            try:
+                msg = notify.recv(4096).decode()
+            except socket.timeout:
+                continue
+            if "READY=1" in msg.split("\n"):
+                return
+        raise LabError(f"daemon on {host.name} not ready after {timeout}s:\n{self.log_tail(host)}")
+
+    def log_tail(self, host: Host, lines: int = 30) -> str:
+        try:
+            with open(host.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop_daemon(self, host: Host, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        p = host.proc
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        host.proc = None
+        return p.returncode
+
+    def status(self, host: Host) -> dict[str, Any]:
+        from ..rpc import request  # noqa: PLC0415
+        return request(host.socket_path, {"cmd": "status"})
+
+    # --- traffic --------------------------------------------------------------------------
+    def run(self, ns: str, argv: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        return netns.run(ns, argv, timeout=timeout)
+
+    def ping(self, src: Container, dst_ip: str, count: int = 3, interval: float = 0.2,
+             wait: float = 1.0) -> PingResult:
+        r = self.run(src.ns, ["ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", str(wait), dst_ip],
+                     timeout=count * (interval + wait) + 10)
+        return parse_ping(src.name, dst_ip, r.stdout)
+
+    def ping_all(self, count: int = 3) -> list[PingResult]:
+        """Every container pings every other container on another host, all at once."""
+        pairs = [(a, b) for h in self.hosts for a in h.containers
+                 for g in self.hosts if g is not h for b in g.containers]
+        procs = [(a, b, netns.popen(a.ns, ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "1", b.ip],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                 for a, b in pairs]
+        out = []
+        for a, b, p in procs:
+            try:
+                stdout, _ = p.communicate(timeout=count * 1.5 + 15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                stdout, _ = p.communicate()
+            out.append(parse_ping(a.name, b.name, stdout))
+        return out
+
+    # --- teardown -------------------------------------------------------------------------
+    def close(self) -> None:
+        for h in self.hosts:
+            try:
+                self.stop_daemon(h)
+            except Exception:  # noqa: BLE001 - keep tearing down
+                pass
+        for ns in reversed(self._namespaces):
+            netns.remove(ns)
+        self._namespaces.clear()
+        try:
+            os.unlink(self._state)
+        except OSError:
+            pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_PING_RE = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
+_RTT_RE = re.compile(r"= [\d.]+/([\d.]+)/")
+
+
+def parse_ping(src: str, dst: str, out: str) -> PingResult:
+    m = _PING_RE.search(out or "")
+    rtt = _RTT_RE.search(out or "")
+    return PingResult(src, dst, int(m.group(1)) if m else 0, int(m.group(2)) if m else 0,
+                      float(rtt.group(1)) if rtt else None)
+
+
+def _is_ours(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"vxlan_dp" in f.read()
+    except OSError:
+        return False
+
+
+def clean() -> list[str]:
+    """Remove what dead labs left: their daemons (by recorded PID) and their namespaces."""
+    removed: list[str] = []
+    if os.path.isdir(STATE_DIR):
+        for fn in os.listdir(STATE_DIR):
+            path = os.path.join(STATE_DIR, fn)
+            try:
+                with open(path) as f:
+                    st = json.load(f)
+            except (OSError, ValueError):
+                continue
+            for pid in st.get("pids", []):
+                if _is_ours(pid):
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            for ns in st.get("namespaces", []):
+                if netns.exists(ns):
+                    netns.remove(ns)
+                    removed.append(ns)
+            shutil.rmtree(st.get("workdir", ""), ignore_errors=True) if st.get("workdir") else None
+            os.unlink(path)
+    for ns in netns.listing():
+        if ns.startswith(PREFIX + "-"):
+            netns.remove(ns)
+            removed.append(ns)
+    return removed

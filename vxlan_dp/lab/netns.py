@@ -1,0 +1,68 @@
+"""Network namespaces for the lab: create, delete, open IPRoute inside, run a program inside.
+
+Programs run inside a namespace by entering it between fork and exec (setns(2) through libc),
+so nothing here shells out to `ip`. Names are the files under /run/netns, as iproute2 keeps them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+from typing import Any, Sequence
+
+from pyroute2 import NetNS, netns
+
+__all__ = ["create", "remove", "exists", "listing", "ipr", "enter", "popen", "run", "NETNS_DIR"]
+
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def create(name: str) -> None:
+    netns.create(name)
+
+
+def remove(name: str) -> None:
+    try:
+        netns.remove(name)
+    except OSError:
+        pass
+
+
+def exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def listing() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def ipr(name: str) -> Any:
+    """An IPRoute bound to namespace `name` (use as a context manager)."""
+    return NetNS(name, flags=0)
+
+
+def enter(name: str) -> None:
+    """setns(2) the calling process (or the child, in preexec_fn) into namespace `name`."""
+    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def popen(name: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
+    return subprocess.Popen(list(argv), preexec_fn=lambda: enter(name), **kw)  # noqa: PLW1509
+
+
+def run(name: str, argv: Sequence[str], timeout: float = 30.0, **kw: Any) -> subprocess.CompletedProcess[str]:
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    return subprocess.run(list(argv), preexec_fn=lambda: enter(name), timeout=timeout, check=False, **kw)  # noqa: PLW1509
