@@ -140,6 +140,7 @@ class Lab:
             ipr.addr("add", index=idx, address=h.ip4, prefixlen=24)
             ipr.addr("add", index=idx, address=h.ip6, prefixlen=64, flags=IFA_F_NODAD)
             ipr.link("set", index=idx, state="up")
+        netns.tx_checksum_off(h.ns, "ul0")
 
     def add_host(self) -> Host:
         """A further host joining the running lab (the daemon is started separately)."""
@@ -197,6 +198,30 @@ class Lab:
 
     def overlay_mtu(self, encap: str = "vxlan") -> int:
         return UNDERLAY_MTU - encap_overhead(encap, self.ipv6) - 14
+
+    def add_kernel_vxlan(self, host: Host, *, vni: int = 42, port: int = 4789, bridge: str = "br-blue",
+                         remotes: list[Host] | None = None, ifname: str = "vx-kernel") -> None:
+        """The kernel's own vxlan device on `host`, as the interop peer (learning, head-end flood)."""
+        others = remotes if remotes is not None else [h for h in self.hosts if h is not host]
+        mtu = self.overlay_mtu("vxlan")
+        with netns.ipr(host.ns) as ipr:
+            kw: dict[str, Any] = {"vxlan_id": vni, "vxlan_port": port, "vxlan_learning": 1}
+            kw["vxlan_local6" if self.ipv6 else "vxlan_local"] = host.address(self.ipv6)
+            ipr.link("add", ifname=ifname, kind="vxlan", **kw)
+            idx = ipr.link_lookup(ifname=ifname)[0]
+            if not ipr.link_lookup(ifname=bridge):
+                ipr.link("add", ifname=bridge, kind="bridge")
+                ipr.link("set", index=ipr.link_lookup(ifname=bridge)[0], state="up")
+            ipr.link("set", index=idx, mtu=mtu, master=ipr.link_lookup(ifname=bridge)[0], state="up")
+            for h in others:  # all-zero MAC entries: flood unknown/broadcast to every remote
+                ipr.fdb("append", ifindex=idx, lladdr="00:00:00:00:00:00", dst=h.address(self.ipv6))
+
+    def kernel_fdb(self, host: Host, ifname: str = "vx-kernel") -> dict[str, str]:
+        """MAC -> remote learned or configured on the kernel vxlan device of `host`."""
+        with netns.ipr(host.ns) as ipr:
+            idx = ipr.link_lookup(ifname=ifname)[0]
+            return {m.get("NDA_LLADDR"): m.get("NDA_DST") for m in ipr.fdb("dump", ifindex=idx)
+                    if m.get("NDA_DST") and m.get("NDA_LLADDR") != "00:00:00:00:00:00"}
 
     # --- daemons --------------------------------------------------------------------------
     def network_toml(self, host: Host, *, name: str = "blue", vni: int = 42, encap: str = "vxlan",
@@ -288,6 +313,33 @@ class Lab:
     # --- traffic --------------------------------------------------------------------------
     def run(self, ns: str, argv: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         return netns.run(ns, argv, timeout=timeout)
+
+    def iperf3(self, client: Container, server: Container, *, seconds: float = 2.0, udp_rate: str | None = None,
+               streams: int = 1, reverse: bool = False, length: int | None = None) -> dict[str, Any]:
+        """A bounded iperf3 run between two containers; returns iperf3's JSON result."""
+        srv = netns.popen(server.ns, ["iperf3", "-s", "-1", "-B", server.ip], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+        try:
+            argv = ["iperf3", "-c", server.ip, "-t", str(seconds), "-J", "-P", str(streams), "--connect-timeout", "3000"]
+            if udp_rate:
+                argv += ["-u", "-b", udp_rate]
+            if length:
+                argv += ["-l", str(length)]
+            if reverse:
+                argv.append("-R")
+            for _ in range(50):  # the server needs a moment to listen
+                r = self.run(client.ns, argv, timeout=seconds + 20)
+                if r.returncode == 0 or "Connection refused" not in r.stdout:
+                    break
+                time.sleep(0.1)
+            try:
+                return json.loads(r.stdout)
+            except ValueError:
+                return {"error": r.stdout + r.stderr}
+        finally:
+            if srv.poll() is None:
+                srv.terminate()
+            srv.wait(5)
 
     def ping(self, src: Container, dst_ip: str, count: int = 3, interval: float = 0.2,
              wait: float = 1.0) -> PingResult:

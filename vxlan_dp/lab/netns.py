@@ -13,11 +13,36 @@ from typing import Any, Sequence
 
 from pyroute2 import NetNS, netns
 
-__all__ = ["create", "remove", "exists", "listing", "ipr", "enter", "popen", "run", "NETNS_DIR"]
+__all__ = ["tx_checksum_off", "create", "remove", "exists", "listing", "ipr", "enter", "popen", "run", "NETNS_DIR"]
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17  # include/uapi/linux/ethtool.h
+
+
+def tx_checksum_off(name: str, ifname: str) -> None:
+    """`ethtool -K IFNAME tx off` inside namespace `name`, through the SIOCETHTOOL ioctl.
+
+    veth passes CHECKSUM_PARTIAL packets on without ever computing the checksum (the receiver
+    trusts them), so a kernel vxlan peer's inner TCP checksums reach a userspace VTEP unfilled;
+    a physical NIC would have filled them. Turning TX checksum offload off on the lab's underlay
+    makes the kernel compute them in software, as real hardware would on the wire.
+    """
+    import fcntl  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+
+    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0))
+    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value))
+    sock = netns.create_socket(name, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+    finally:
+        sock.close()
 
 
 def create(name: str) -> None:
