@@ -212,6 +212,9 @@ class Dataplane:
                     ec["drop_unknown_vni"] += 1
                     continue
             n = self._nets[net]
+            if n.params.strict and (payload[0] != 0x08 or payload[1:4] != b"\0\0\0" or payload[7]):
+                ec["drop_bad_flags"] += 1  # RFC 7348 sec. 5 reserved bits, only where asked
+                continue
             if e.ipv4_header:
                 src = socket.inet_ntoa(payload[12:16])
             c = n.c

@@ -21,7 +21,8 @@ no destination at all -> drop_no_peers. Each outer packet sent -> tx_packets / t
 
 Ingress order: ep rx_datagrams/bytes; decapsulation error -> ep drop_<reason>; key not a
 network of the endpoint -> ep drop_unknown_vni (NVGRE networks match key >> 8, plain networks
-the whole key, plain first); source not a peer (unless allow_unknown_sources) -> net
+the whole key, plain first); a `strict` vxlan network with any reserved bit set (flags other
+than exactly 0x08, or a non-zero reserved byte) -> ep drop_bad_flags; source not a peer (unless allow_unknown_sources) -> net
 drop_unknown_source; inner frame < 14 bytes or group source MAC -> net drop_malformed; inner
 frame too big -> net drop_too_big; learn (if learning) source MAC -> outer source; rx_packets,
 rx_bytes (payload length); then written to the TAP: tap_tx_frames/bytes or drop_tap_write_error.
@@ -54,6 +55,24 @@ class NetworkParams:
     max_fdb_entries: int = 65536
     nvgre: bool = False             # gre/gre-udp: key = VSID << 8 | FlowID (RFC 7637)
     strict: bool = False            # vxlan: drop reserved bits set
+
+    def __post_init__(self) -> None:
+        """API misuse fails here, in both backends alike, never per packet on the wire.
+
+        Out-of-range values would otherwise be masked by the encoders (VNI 2**24+42 would go
+        out as 42, into another network) or break the per-packet arithmetic.
+        """
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(f"NetworkParams.{what}")
+        need(self.encap in ENDPOINT_KINDS, f"encap {self.encap!r} is not one of {ENDPOINT_KINDS}")
+        need(0 <= self.vni <= 0xFFFFFF, f"vni {self.vni} is out of range 0..16777215")
+        need(self.encap == "gre" or 1 <= self.port <= 65535, f"port {self.port} is out of range 1..65535")
+        need(1 <= self.sport_min <= self.sport_max <= 65535,
+             f"source ports {self.sport_min}..{self.sport_max} are not a range within 1..65535")
+        need(68 <= self.mtu <= 65535, f"mtu {self.mtu} is out of range 68..65535")
+        need(self.ageing > 0, f"ageing {self.ageing} must be positive")
+        need(1 <= self.max_fdb_entries <= 1 << 24, f"max_fdb_entries {self.max_fdb_entries} is out of range")
 
 
 class FdbRow(NamedTuple):
