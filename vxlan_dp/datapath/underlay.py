@@ -53,7 +53,8 @@ def open_endpoint(kind: str, local: str, port: int) -> socket.socket:
         sock = socket.socket(fam, socket.SOCK_DGRAM)
     try:
         if fam == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if kind != "gre":  # raw sockets refuse IPV6_V6ONLY with EINVAL
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
@@ -63,7 +64,7 @@ def open_endpoint(kind: str, local: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         what = f"{kind} {local}" if kind == "gre" else f"{kind} {local}:{port}"
-        raise UnderlayError(f"cannot bind the {what} socket: {e.strerror or e}") from e
+        raise UnderlayError(f"cannot open the {what} socket: {e.strerror or e}") from e
     return sock
 
 
