@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any, Sequence
 
 from . import __version__
@@ -22,16 +23,42 @@ EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 
 
+_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}  # syslog levels
+
+
+class JournalFormatter(logging.Formatter):
+    """`<N>message` per line (sd-daemon(3)): journald takes N as the priority and adds the time.
+
+    Every line of a multi-line record (a traceback) carries the prefix, so journald does not
+    file the continuation lines at the default priority.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = _PRIORITY.get(record.levelname, 6)
+        text = super().format(record)
+        return "\n".join(f"<{prio}>{line}" for line in text.split("\n"))
+
+
+def _stderr_is_journal() -> bool:
+    """True when stderr is the journal stream systemd gave us (JOURNAL_STREAM = its dev:inode).
+
+    The variable alone is not enough: it is inherited, e.g. by a shell in a terminal that runs
+    as a systemd user service, whose stderr is a pty (systemd.exec(5), $JOURNAL_STREAM).
+    """
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    if not stream:
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
+
+
 def _setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
-        # journald adds its own timestamps; a <N> prefix sets the priority (sd-daemon(3))
-        prio = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
-
-        class _Journal(logging.Formatter):
-            def format(self, record: logging.LogRecord) -> str:
-                return f"<{prio.get(record.levelname, 6)}>{record.getMessage()}"
-        handler.setFormatter(_Journal())
+    if _stderr_is_journal():
+        handler.setFormatter(JournalFormatter("%(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger()
@@ -45,7 +72,8 @@ def _load(path: str) -> Any:
     try:
         return load_config(path)
     except ConfigError as e:
-        print(f"vxlan-dp: {path}: {e}", file=sys.stderr)
+        prio = "<3>" if _stderr_is_journal() else ""  # journald: an error, not an info line
+        print(f"{prio}vxlan-dp: {path}: {e}", file=sys.stderr)
         return None
 
 
@@ -66,7 +94,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     _setup_logging(a.log_level or config.daemon.log_level)
     from .daemon import Daemon  # noqa: PLC0415
     from .rpc import DEFAULT_SOCKET  # noqa: PLC0415
-    daemon = Daemon(config, config_path=a.config, socket_path=a.socket or DEFAULT_SOCKET)
+    daemon = Daemon(config, config_path=a.config, socket_path=a.socket or DEFAULT_SOCKET,
+                    log_level_locked=bool(a.log_level))
     with _event_loop_runner() as runner:
         return runner.run(daemon.run())
 
@@ -133,22 +162,126 @@ def _ask(a: argparse.Namespace, req: dict[str, Any]) -> dict[str, Any] | None:
     return ans
 
 
-def cmd_status(a: argparse.Namespace) -> int:
-    ans = _ask(a, {"cmd": "status"})
-    if ans is None:
-        return EXIT_RUNTIME
-    if a.json:
-        print(json.dumps(ans, indent=2))
-        return 0
-    print(f"vxlan-dp {ans['version']} pid {ans['pid']}, {ans['backend']} backend, up {ans['uptime']:.0f}s")
+def _rates(old: dict[str, int], new: dict[str, int], dt: float) -> dict[str, float]:
+    """Per-second rate of every counter between two samples (a restarted counter reads 0)."""
+    return {k: max(0, v - old.get(k, 0)) / dt for k, v in new.items()} if dt > 0 else {}
+
+
+def add_rates(prev: dict[str, Any] | None, cur: dict[str, Any]) -> dict[str, Any]:
+    """`cur` with "rates" (per second since `prev`) added to each network and endpoint."""
+    dt = cur["uptime"] - prev["uptime"] if prev and prev.get("pid") == cur.get("pid") else 0.0
+    cur["interval"] = dt
+    for name, n in cur["networks"].items():
+        p = prev["networks"].get(name) if prev and dt > 0 else None
+        n["rates"] = _rates(p["counters"], n["counters"], dt) if p else {}
+    old_eps = {(e["encap"], e["local"], e["port"]): e for e in prev["endpoints"]} if prev and dt > 0 else {}
+    for e in cur["endpoints"]:
+        p = old_eps.get((e["encap"], e["local"], e["port"]))
+        e["rates"] = _rates(p["counters"], e["counters"], dt) if p else {}
+    return cur
+
+
+def _si(x: float) -> str:
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}" if x else "0"
+
+
+def _duration(s: float) -> str:
+    s = int(s)
+    d, h, m = s // 86400, s // 3600 % 24, s // 60 % 60
+    return f"{d}d{h:02d}h" if d else f"{h}h{m:02d}m" if h else f"{m}m{s % 60:02d}s"
+
+
+def _drops(c: dict[str, int], r: dict[str, float]) -> str:
+    out = []
+    for k, v in c.items():
+        if k.startswith("drop_") and v:
+            rate = r.get(k, 0.0)
+            out.append(f"{k[5:]} {v}" + (f" ({_si(rate)}/s)" if rate else ""))
+    return ", ".join(out) or "none"
+
+
+def render_status(ans: dict[str, Any]) -> str:
+    """One screen: a header, a line per network with rates, its drops, then the endpoints."""
+    dt = ans.get("interval", 0.0)
+    reloads = f"reloads {ans['reloads']}"
+    if ans.get("reload_failures"):
+        reloads += f" ({ans['reload_failures']} rejected{'' if ans.get('last_reload_ok', True) else ', last one'})"
+    lines = [f"vxlan-dp {ans['version']}  pid {ans['pid']}  {ans['backend']} backend  batch {ans['batch']}  "
+             f"up {_duration(ans['uptime'])}  {reloads}  metrics {ans.get('metrics') or 'off'}",
+             f"rates over {dt:.1f}s" if dt > 0 else "rates: none (one sample)", ""]
+    head = (f"{'NETWORK':<12} {'VNI':>8} {'ENCAP':<7} {'TAP':<15} {'MTU':>5} {'PEERS':>5} {'FDB':>6} "
+            f"{'TX pkt/s':>9} {'TX bit/s':>9} {'RX pkt/s':>9} {'RX bit/s':>9}")
+    lines.append(head)
+
+    def rate(r: dict[str, float], k: str, scale: float = 1.0) -> str:
+        return _si(r[k] * scale) if k in r else "-"
     for name, n in ans["networks"].items():
-        c = n["counters"]
-        drops = ", ".join(f"{k[5:]}={v}" for k, v in c.items() if k.startswith("drop_") and v) or "none"
-        print(f"{name}: vni {n['vni']} {n['encap']} tap {n['tap']}{'' if n['tap_up'] else ' (DOWN)'} "
-              f"mtu {n['mtu']} peers {len(n['peers'])} fdb {len(n['fdb'])}")
-        print(f"  tx {c['tx_packets']} pkts {c['tx_bytes']} B, rx {c['rx_packets']} pkts {c['rx_bytes']} B, "
-              f"flooded {c['flood_frames']}; drops: {drops}")
-    return 0
+        c, r = n["counters"], n.get("rates", {})
+        tap = n["tap"] + ("" if n["tap_up"] else " DOWN")
+        static = sum(1 for e in n["fdb"] if e["static"])
+        lines.append(f"{name:<12} {n['vni']:>8} {n['encap']:<7} {tap:<15} {n['mtu']:>5} {len(n['peers']):>5} "
+                     f"{len(n['fdb']):>6} {rate(r, 'tx_packets'):>9} {rate(r, 'tx_bytes', 8):>9} "
+                     f"{rate(r, 'rx_packets'):>9} {rate(r, 'rx_bytes', 8):>9}")
+        lines.append(f"  fdb {static} static / {len(n['fdb']) - static} learned; flooded {c.get('flood_frames', 0)}"
+                     f" frames ({c.get('flood_copies', 0)} copies); tx {c.get('tx_packets', 0)} pkts "
+                     f"{c.get('tx_bytes', 0)} B, rx {c.get('rx_packets', 0)} pkts {c.get('rx_bytes', 0)} B")
+        lines.append(f"  drops: {_drops(c, r)}")
+    if not ans["networks"]:
+        lines.append("(no networks)")
+    if ans["endpoints"]:
+        lines += ["", f"{'ENDPOINT':<34} {'NETWORKS':<20} {'RX pkt/s':>9} {'RX bit/s':>9}  drops"]
+        for e in ans["endpoints"]:
+            where = f"{e['local']}:{e['port']}" if e["encap"] != "gre" else e["local"]
+            r = e.get("rates", {})
+            lines.append(f"{e['encap'] + ' ' + where:<34} {','.join(e['networks']):<20} "
+                         f"{rate(r, 'rx_datagrams'):>9} {rate(r, 'rx_bytes', 8):>9}  {_drops(e['counters'], r)}")
+    return "\n".join(lines)
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    if a.interval < 0:
+        print("vxlan-dp status: --interval must be >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    prev = None
+    if a.interval > 0:
+        prev = _ask(a, {"cmd": "status"})
+        if prev is None:
+            return EXIT_RUNTIME
+        time.sleep(a.interval)
+    while True:
+        ans = _ask(a, {"cmd": "status"})
+        if ans is None:
+            return EXIT_RUNTIME
+        ans = add_rates(prev, ans)
+        if a.json:
+            print(json.dumps(ans, indent=2))
+        else:
+            if a.watch and sys.stdout.isatty():
+                print("\x1b[H\x1b[2J", end="")
+            print(render_status(ans), flush=True)
+        if not a.watch:
+            return 0
+        prev = ans
+        try:
+            time.sleep(a.interval or 1.0)
+        except KeyboardInterrupt:
+            return 0
+
+
+def render_fdb(network: str, rows: list[dict[str, Any]]) -> str:
+    rows = sorted(rows, key=lambda r: (not r["static"], r["mac"]))
+    static = sum(1 for r in rows if r["static"])
+    lines = [f"network {network}: {len(rows)} entries ({static} static, {len(rows) - static} learned)"]
+    if rows:
+        lines.append(f"{'MAC':<17}  {'REMOTE':<39}  {'TYPE':<7}  AGE")
+    for r in rows:
+        age = "-" if r["static"] else f"{r['age']:.0f}s"
+        kind = "static" if r["static"] else "learned"
+        lines.append(f"{r['mac']:<17}  {r['remote']:<39}  {kind:<7}  {age}")
+    return "\n".join(lines)
 
 
 def cmd_fdb(a: argparse.Namespace) -> int:
@@ -158,11 +291,7 @@ def cmd_fdb(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(ans["fdb"], indent=2))
         return 0
-    print(f"{'mac':<17}  {'remote':<39}  {'type':<7}  age")
-    for r in ans["fdb"]:
-        age = "-" if r["static"] else f"{r['age']:.0f}s"
-        kind = "static" if r["static"] else "learned"
-        print(f"{r['mac']:<17}  {r['remote']:<39}  {kind:<7}  {age}")
+    print(render_fdb(a.network, ans["fdb"]))
     return 0
 
 
@@ -199,7 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="live view of a running daemon")
     s.add_argument("--socket", default=DEFAULT_SOCKET)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the daemon's snapshot with per-second rates, as JSON")
+    s.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                   help="measure rates over this long (default 1; 0: one sample, no rates)")
+    s.add_argument("--watch", action="store_true", help="refresh every interval until interrupted")
     s.set_defaults(func=cmd_status)
 
     f = sub.add_parser("fdb", help="a network's forwarding entries")

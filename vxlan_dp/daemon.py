@@ -6,6 +6,13 @@ with the same (encap, local, port) and closed with the last of them. READY=1 goe
 only once every network's TAP and socket are up. A TAP deleted under the running daemon is
 noticed by its pump (negative errno), logged once, and re-created every second until it is
 back; the other networks never stop.
+
+Everything runs on one event loop: the pumps, the status socket, the Prometheus endpoint (a
+scrape reads the counters between two pump calls, never concurrently), the WATCHDOG=1 pings
+(so a stuck loop stops them and systemd restarts us) and the STATUS= refresh. A reload (SIGHUP)
+re-reads the config, rejects it whole when it does not validate or its metrics address cannot
+be bound (the running config stays in force), and otherwise touches only the networks that
+changed; RELOADING=1 ... READY=1 brackets it for systemd.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from .control import Desired, desired_from_config
 from .datapath.tap import Tap
 from .datapath.underlay import open_endpoint, open_tx_socket, underlay_mtu
 from .fastpath import BACKEND, Dataplane
+from .metrics import EndpointView, MetricsServer, NetworkView, make_registry
 from .systemd import Notifier, watchdog_interval
 from .wire import encap_overhead
 
@@ -32,6 +40,11 @@ __all__ = ["Daemon", "derive_mtu"]
 log = logging.getLogger("vxlan_dp")
 
 DEFAULT_UNDERLAY_MTU = 1500
+STATUS_INTERVAL = 5.0  # seconds between STATUS= refreshes to systemd
+
+
+class ReloadRejected(Exception):
+    """A new config that validates but cannot be put in force (e.g. its metrics address)."""
 
 
 def derive_mtu(net: NetworkConfig, underlay: int | None) -> int:
@@ -59,7 +72,8 @@ class _Network:
 
 class Daemon:
     def __init__(self, config: Config, *, config_path: str | None = None,
-                 notifier: Notifier | None = None, socket_path: str | None = None) -> None:
+                 notifier: Notifier | None = None, socket_path: str | None = None,
+                 log_level_locked: bool = False) -> None:
         self.config = config
         self.config_path = config_path
         self.notifier = notifier or Notifier()
@@ -74,6 +88,13 @@ class Daemon:
         self.started = time.monotonic()
         self.reloads = 0
         self.reload_failures = 0
+        self.last_reload_ok = True
+        self.log_level_locked = log_level_locked  # --log-level given: config changes do not apply
+        self.metrics = MetricsServer(make_registry(self))
+        self._ready = False
+        self._reload_task: asyncio.Task[None] | None = None
+        self._reload_again = False
+        self._sample: tuple[float, dict[str, int]] | None = None
 
     # --- networks -------------------------------------------------------------------------
     def _endpoint(self, net: NetworkConfig) -> tuple[tuple[str, str, int], _Endpoint]:
@@ -220,22 +241,115 @@ class Daemon:
         if not self.config_path:
             log.warning("SIGHUP: no config file to re-read")
             return
+        if not self._ready or (self._reload_task is not None and not self._reload_task.done()):
+            self._reload_again = True  # run once the start-up or the current reload is done
+            return
+        assert self._loop is not None
+        self._reload_task = self._loop.create_task(self._run_reload())
+
+    async def _run_reload(self) -> None:
+        while True:
+            self._reload_again = False
+            await self.reload_from_file()
+            if not self._reload_again:
+                return
+
+    async def reload_from_file(self) -> bool:
+        """SIGHUP's work: re-read `config_path` and apply it, or reject it whole. True if applied."""
+        assert self.config_path
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
-        except ConfigError as e:
+            await self._switch_metrics(new.daemon.metrics_address)
+        except (ConfigError, ReloadRejected) as e:
             self.reload_failures += 1
+            self.last_reload_ok = False
             log.error("reload rejected, keeping the running config: %s", e)
+            applied = False
         else:
             log.info("reloading %s", self.config_path)
-            self.reload(new)
+            try:
+                self._reload_daemon_settings(new)
+                self.reload(new)
+                self.last_reload_ok = applied = True
+            except Exception:  # noqa: BLE001 - systemd must see READY=1 again whatever happened
+                log.exception("reload failed half-way; running networks: %s", ", ".join(self.networks) or "none")
+                self.reload_failures += 1
+                self.last_reload_ok = applied = False
         self.notifier.ready(self.status_line())
+        return applied
+
+    def _reload_daemon_settings(self, new: Config) -> None:
+        old = self.config.daemon
+        if new.daemon.batch != self.dp.batch:
+            log.warning("daemon.batch %d -> %d takes effect at the next restart", self.dp.batch, new.daemon.batch)
+        if new.daemon.control != old.control:
+            log.warning("daemon.control %s -> %s takes effect at the next restart", old.control, new.daemon.control)
+        if new.daemon.log_level != old.log_level and not self.log_level_locked:
+            logging.getLogger().setLevel(new.daemon.log_level.upper())
+            log.info("log level now %s", new.daemon.log_level)
+
+    async def _switch_metrics(self, want: tuple[str, int] | None) -> None:
+        """Move the Prometheus endpoint to `want` (None: off); on failure keep the old one and raise."""
+        have = self.metrics.requested
+        if want == have:
+            return
+        await self.metrics.close()
+        if want is None:
+            log.info("metrics endpoint off")
+            return
+        try:
+            await self.metrics.start(*want)
+        except OSError as e:
+            if have is not None:
+                try:
+                    await self.metrics.start(*have)
+                except OSError as e2:
+                    log.error("metrics: cannot listen on %s:%d again: %s", have[0], have[1], e2)
+            raise ReloadRejected(f"daemon.metrics: cannot listen on {_show_addr(want)}: "
+                                 f"{e.strerror or e}") from None
+        log.info("metrics on http://%s/metrics", _show_addr(want))
 
     # --- status ---------------------------------------------------------------------------
     def status_line(self) -> str:
-        c = [self.dp.counters(n.handle) for n in self.networks.values()]
-        return (f"{len(self.networks)} networks, {sum(x['tx_packets'] for x in c)} tx / "
-                f"{sum(x['rx_packets'] for x in c)} rx packets")
+        """One line for systemd's STATUS=: networks, and rates since the previous call."""
+        now = time.monotonic()
+        tot = dict.fromkeys(("tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "drops"), 0)
+        down = 0
+        for n in self.networks.values():
+            c = self.dp.counters(n.handle)
+            for k in ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes"):
+                tot[k] += c.get(k, 0)
+            tot["drops"] += sum(v for k, v in c.items() if k.startswith("drop_"))
+            down += n.tap is None
+        for e in self._endpoints.values():
+            tot["drops"] += sum(v for k, v in self.dp.endpoint_counters(e.handle).items() if k.startswith("drop_"))
+        text = f"{len(self.networks)} networks" + (f" ({down} TAP down)" if down else "")
+        prev, self._sample = self._sample, (now, tot)
+        if prev is None or now - prev[0] < 0.5:
+            return f"{text}, {tot['tx_packets']} tx / {tot['rx_packets']} rx packets"
+
+        def rate(k: str) -> float:
+            assert prev is not None
+            return max(0, tot[k] - prev[1].get(k, 0)) / (now - prev[0])
+        return (f"{text}; tx {_si(rate('tx_packets'))}pkt/s {_si(rate('tx_bytes') * 8)}bit/s; "
+                f"rx {_si(rate('rx_packets'))}pkt/s {_si(rate('rx_bytes') * 8)}bit/s; "
+                f"drops {_si(rate('drops'))}/s")
+
+    def metric_networks(self) -> list[NetworkView]:
+        return [NetworkView(name, n.handle, n.cfg.vni, n.cfg.encap, n.cfg.tap, n.tap is not None, n.mtu,
+                            n.cfg.max_fdb_entries, len(dict(n.desired.fdb)))
+                for name, n in self.networks.items()]
+
+    def metric_endpoints(self) -> list[EndpointView]:
+        return [EndpointView(k[0], k[1], k[2], e.handle) for k, e in self._endpoints.items()]
+
+    def fdb_rows(self, name: str) -> list[dict[str, Any]] | None:
+        """One network's forwarding entries, or None when there is no such network."""
+        net = self.networks.get(name)
+        if net is None:
+            return None
+        return [r._asdict() for r in self.dp.fdb_dump(net.handle, time.monotonic())]
 
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -252,7 +366,9 @@ class Daemon:
                 "counters": self.dp.endpoint_counters(e.handle)} for k, e in self._endpoints.items()]
         return {"version": __version__, "backend": BACKEND, "pid": os.getpid(),
                 "uptime": now - self.started, "batch": self.dp.batch, "reloads": self.reloads,
-                "reload_failures": self.reload_failures, "networks": nets, "endpoints": eps}
+                "reload_failures": self.reload_failures, "last_reload_ok": self.last_reload_ok,
+                "metrics": _show_addr(self.metrics.address) if self.metrics.address else None,
+                "networks": nets, "endpoints": eps}
 
     # --- lifecycle ------------------------------------------------------------------------
     async def _run_ageing(self) -> None:
@@ -261,9 +377,15 @@ class Daemon:
             self.dp.age(time.monotonic())
 
     async def _run_watchdog(self, interval: float) -> None:
+        # From the loop itself: if a pump or anything else blocks the loop, the pings stop.
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+    async def _run_status(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.notifier.status(self.status_line())
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -273,6 +395,8 @@ class Daemon:
         log.info("vxlan-dp %s starting, %s backend, %d networks", __version__, BACKEND,
                  len(self.config.networks))
         desired = desired_from_config(self.config)
+        # SIGHUP before READY would kill us (default action): catch it now, reload once ready.
+        self._loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
             for cfg in self.config.networks:
                 self.start_network(cfg, desired[cfg.name])
@@ -282,7 +406,6 @@ class Daemon:
             return 1
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.request_stop)
-        self._loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self._tasks.append(self._loop.create_task(self._run_ageing()))
         wd = watchdog_interval()
         if wd:
@@ -295,20 +418,37 @@ class Daemon:
                 log.error("cannot listen on the status socket %s: %s", self.socket_path, e)
                 self._teardown()
                 return 1
+        addr = self.config.daemon.metrics_address
+        if addr is not None:
+            try:
+                await self.metrics.start(*addr)
+            except OSError as e:
+                log.error("daemon.metrics: cannot listen on %s: %s", _show_addr(addr), e.strerror or e)
+                if server is not None:
+                    server.close()
+                    _unlink(self.socket_path)
+                self._teardown()
+                return 1
+            log.info("metrics on http://%s/metrics", _show_addr(addr))
+        if self.notifier.enabled:
+            self._tasks.append(self._loop.create_task(self._run_status(STATUS_INTERVAL)))
+        self._ready = True
         self.notifier.ready(self.status_line())
         log.info("ready")
+        if self._reload_again:
+            self._on_sighup()
         await self._stop.wait()
         log.info("stopping")
         self.notifier.stopping()
+        if self._reload_task is not None:
+            self._tasks.append(self._reload_task)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.metrics.close()
         if server is not None:
             server.close()
-            try:
-                os.unlink(self.socket_path or "")
-            except OSError:
-                pass
+            _unlink(self.socket_path)
         self._teardown()
         return 0
 
@@ -321,6 +461,25 @@ class Daemon:
         for sock in self._tx.values():
             sock.close()
         self._tx.clear()
+
+
+def _unlink(path: str | None) -> None:
+    try:
+        os.unlink(path or "")
+    except OSError:
+        pass
+
+
+def _show_addr(addr: tuple[str, int]) -> str:
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+
+
+def _si(x: float) -> str:
+    """1234567 -> '1.23M': rates in a status line."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"
 
 
 def _same_but_control(a: NetworkConfig, b: NetworkConfig) -> bool:

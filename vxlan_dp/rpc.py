@@ -29,14 +29,14 @@ _MAX_REQUEST = 4096
 def _answer(daemon: "Daemon", req: Any) -> dict[str, Any]:
     if not isinstance(req, dict):
         return {"ok": False, "error": "request must be a JSON object"}
-    snap = daemon.snapshot()
     if req.get("cmd") == "status":
-        return {"ok": True, **snap}
+        return {"ok": True, **daemon.snapshot()}
     if req.get("cmd") == "fdb":
         name = req.get("network")
-        if name not in snap["networks"]:
+        rows = daemon.fdb_rows(name) if isinstance(name, str) else None
+        if rows is None:
             return {"ok": False, "error": f"no network named {name!r}"}
-        return {"ok": True, "network": name, "fdb": snap["networks"][name]["fdb"]}
+        return {"ok": True, "network": name, "fdb": rows}
     return {"ok": False, "error": f"unknown command {req.get('cmd')!r}"}
 
 

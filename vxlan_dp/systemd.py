@@ -4,6 +4,9 @@ No libsystemd: the protocol is one datagram of newline-separated KEY=VALUE to a 
 (abstract when the path starts with '@'). Outside systemd every call is a no-op. The watchdog
 interval comes from $WATCHDOG_USEC (checked against $WATCHDOG_PID when set); we ping at half
 of it, from the event loop itself, so a stuck loop stops the pings and systemd notices.
+
+The socket is non-blocking: a receiver that stops reading (its queue holds a handful of
+datagrams) costs us a lost notification, never a blocked event loop.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ class Notifier:
         self._sock: socket.socket | None = None
         if address:
             self._addr = "\0" + address[1:] if address.startswith("@") else address
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
 
     @property
     def enabled(self) -> bool:
