@@ -1,4 +1,4 @@
-"""The fastpath API's semantics, driven through the pure-Python reference backend without I/O.
+"""The fastpath API's semantics, driven through every built backend without I/O.
 
 `encap` (frames from the TAP -> outer packets) and `decap` (received payloads -> frames for the
 TAP) carry every forwarding decision; the pumps only add the fds. Each test states what a
@@ -17,10 +17,16 @@ from scapy.layers.l2 import GRE, Ether
 from scapy.layers.vxlan import VXLAN
 
 from vxlan_dp.core import EP_COUNTERS, NET_COUNTERS
-from vxlan_dp.fastpath import NetworkParams, PureDataplane
+from vxlan_dp.fastpath import NetworkParams, PureDataplane, backends
 from vxlan_dp.wire import encode_gre, encode_vxlan
 
-Dataplane = PureDataplane
+Dataplane: type = PureDataplane
+
+
+@pytest.fixture(autouse=True, params=sorted(backends()))
+def _each_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test here on the Python reference and on the C backend when it is built."""
+    monkeypatch.setitem(globals(), "Dataplane", backends()[request.param])
 
 A, B, C, D = "198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"
 A6, B6, C6 = "2001:db8::1", "2001:db8::2", "2001:db8::3"

@@ -1,0 +1,154 @@
+/*
+ * internal.h: the fast path's private state and the helpers shared by its .c files.
+ *
+ * Invariants:
+ * - all memory a pump touches is allocated by management calls (vxdp_new, add_network,
+ *   set_peers, fdb_add); the per-packet code only reads and writes it;
+ * - an FDB never holds more than max(max_entries, statics added) entries, and its
+ *   entry array always has room for max_entries, so learning never allocates;
+ * - network and endpoint ids are never reused (like the pure-Python backend).
+ */
+#ifndef VXDP_INTERNAL_H
+#define VXDP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "fastpath.h"
+
+#define VXDP_ETH_HLEN 14
+#define VXDP_TXQ 512            /* outer packets queued before a sendmmsg (or copy-out) */
+#define VXDP_SLOT (VXDP_HEADROOM + VXDP_FRAME_MAX + 1)  /* one rx buffer: headroom + frame */
+
+/* ---- wire.c: pure functions over bytes, mirroring vxlan_dp/wire ------------------------ */
+
+/* Decapsulation results: 0 or a drop reason, in the order of the ep counters. */
+enum vxdp_wire_err {
+    VXDP_OK = 0,
+    VXDP_E_MALFORMED,
+    VXDP_E_BAD_FLAGS,
+    VXDP_E_BAD_VERSION,
+    VXDP_E_BAD_PROTOCOL,
+    VXDP_E_BAD_CHECKSUM,
+};
+
+uint64_t vxdp_csum_partial(const uint8_t *p, size_t len, uint64_t sum);
+uint16_t vxdp_csum_fold(uint64_t sum);
+int vxdp_decapsulate(int kind, bool ipv4_header, const uint8_t *p, uint32_t len,
+                     uint32_t *key, uint32_t *off);
+bool vxdp_is_multicast(const uint8_t *mac);
+int64_t vxdp_max_frame_len(int32_t mtu, const uint8_t *frame, uint32_t len);
+
+/* ---- fdb.c: one network's forwarding table ------------------------------------------- */
+
+struct vxdp_fdb_entry {
+    uint64_t mac;               /* 48-bit MAC, first octet most significant */
+    double seen;                /* time of the last frame from this MAC (learned only) */
+    struct vxdp_addr remote;
+    bool is_static;
+};
+
+struct vxdp_fdb {
+    struct vxdp_fdb_entry *ent; /* dense: [0, count) */
+    uint32_t count, cap;        /* cap >= max_entries */
+    uint32_t *idx;              /* open addressing, linear probing: entry index or EMPTY */
+    uint32_t mask;              /* idx has mask + 1 slots, a power of two >= 2 * cap */
+    uint32_t max_entries;
+    double ageing;
+    uint64_t seed;              /* per-table hash key: spoofed MACs cannot pick collisions */
+};
+
+enum { VXDP_LEARN_NEW, VXDP_LEARN_MOVED, VXDP_LEARN_REFRESHED, VXDP_LEARN_STATIC,
+       VXDP_LEARN_FULL };
+
+int vxdp_fdb_init(struct vxdp_fdb *f, uint32_t max_entries, double ageing);
+void vxdp_fdb_destroy(struct vxdp_fdb *f);
+const struct vxdp_fdb_entry *vxdp_fdb_lookup(const struct vxdp_fdb *f, uint64_t mac);
+int vxdp_fdb_learn(struct vxdp_fdb *f, uint64_t mac, const struct vxdp_addr *remote, double now);
+int vxdp_fdb_set_static(struct vxdp_fdb *f, uint64_t mac, const struct vxdp_addr *remote);
+bool vxdp_fdb_del(struct vxdp_fdb *f, uint64_t mac);
+uint32_t vxdp_fdb_age(struct vxdp_fdb *f, double now);
+uint64_t vxdp_mac_key(const uint8_t *mac);
+
+/* ---- fastpath.c / manage.c: the objects -------------------------------------------- */
+
+struct vxdp_keymap {            /* sorted by key: VNI / VSID -> network id */
+    struct { uint32_t key; int32_t net; } *v;
+    int n, cap;
+};
+
+struct vxdp_ep {
+    int kind;                   /* VXDP_ENCAP_* */
+    int fd;
+    bool ipv4_header;           /* raw IPv4 GRE socket: datagrams start with the IP header */
+    struct vxdp_keymap plain, nvgre;
+    struct vxdp_ep_counters c;
+};
+
+struct vxdp_net {
+    int id, ep, tap_fd;
+    struct vxdp_net_params p;
+    int family;                 /* 4 or 6, from p.local */
+    int iphl, l4hlen;           /* outer IP header; UDP + VXLAN/GRE (16) or GRE alone (8) */
+    bool udp;
+    struct vxdp_addr *peers;    /* flood list, in configured order */
+    struct vxdp_addr *peers_sorted; /* same set, sorted: source checks by bsearch */
+    int npeers;
+    struct vxdp_fdb fdb;
+    struct vxdp_fdb local;      /* local-MAC table: TAP source MACs, last seen (no remote) */
+    struct vxdp_net_counters c;
+};
+
+/* Outgoing packets of one batch, waiting for sendmmsg (or, for vxdp_encap, a copy out). */
+struct vxdp_txq {
+    int n;
+    uint32_t len[VXDP_TXQ];     /* outer packet lengths, for tx_bytes */
+    struct mmsghdr msg[VXDP_TXQ];
+    struct iovec iov[VXDP_TXQ][2];
+    union { struct sockaddr_in v4; struct sockaddr_in6 v6; } sa[VXDP_TXQ];
+    uint8_t hdr[VXDP_TXQ][VXDP_HEADROOM];   /* per-copy outer headers of flooded frames */
+};
+
+struct vxdp_dp {
+    pthread_mutex_t lock;
+    int batch;
+    int tx_fd[2];               /* egress raw sockets: [0] IPv4, [1] IPv6 */
+    struct vxdp_net **nets;     /* by id; NULL once removed */
+    int nnets, nets_cap;
+    struct vxdp_ep **eps;
+    int neps, eps_cap;
+    /* Batch buffers, allocated once by vxdp_new (mmap: only touched pages are backed). */
+    uint8_t *slab;              /* batch slots of VXDP_SLOT bytes */
+    size_t slab_len;
+    uint32_t *lens;             /* TAP read lengths */
+    struct mmsghdr *rx_msg;
+    struct iovec *rx_iov;
+    struct sockaddr_in6 *rx_sa;
+    int32_t *dl_net;            /* ingress deliveries of one batch: network, offset */
+    uint32_t *dl_off;
+    int32_t *dl_idx;
+    struct vxdp_txq *txq;
+};
+
+/* ---- outer.c: egress headers --------------------------------------------------------- */
+
+/* The per-frame part of an outer header: everything except the destination address. */
+struct vxdp_outer {
+    uint32_t l4len;             /* bytes after the IP header: (UDP +) VXLAN/GRE + frame */
+    uint8_t l4[16];             /* UDP header (checksum 0) + VXLAN/GRE, or GRE alone */
+    uint64_t l4sum;             /* IPv6 + UDP: partial checksum of l4[] and the frame */
+};
+
+bool vxdp_outer_fits(const struct vxdp_net *n, uint32_t frame_len);
+void vxdp_outer_prepare(const struct vxdp_net *n, const uint8_t *frame, uint32_t len,
+                        struct vxdp_outer *o);
+int vxdp_outer_write(const struct vxdp_net *n, const struct vxdp_outer *o,
+                     const struct vxdp_addr *dst, uint8_t *h);
+
+struct vxdp_net *vxdp_get_net(struct vxdp_dp *dp, int id);
+struct vxdp_ep *vxdp_get_ep(struct vxdp_dp *dp, int id);
+int vxdp_keymap_find(const struct vxdp_keymap *m, uint32_t key);
+
+#endif /* VXDP_INTERNAL_H */

@@ -1,0 +1,309 @@
+"""The C backend: `Dataplane` over the compiled `vxlan_dp._fastpath` (csrc/), same API as _pure.
+
+Python validates arguments (NetworkParams checks its own ranges) and converts text to bytes
+here, once per management call; the per-packet work, whole pump batches included, runs in C
+with the GIL released (cffi's API mode releases it around every call). Semantics, drop
+decisions and counters are those of _pure.Dataplane; tests/unit/test_differential.py checks
+that with hypothesis.
+
+Invariants: network and endpoint ids are the C library's own (never reused); the Python-side
+tables mirror them only to raise the same KeyError / ValueError as _pure before calling C;
+addresses cross into C as `struct vxdp_addr` and come back as `ipaddress` compressed text.
+
+Importing this module raises ImportError, so that `vxlan_dp.fastpath` falls back to the
+pure-Python backend with one warning, when the compiled module is missing, was built for
+another package version (a stale build), or its counter structs do not list the fields of
+`vxlan_dp.core.counters` in order.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .. import __version__
+from ..core.counters import EP_COUNTERS, NET_COUNTERS
+from ..wire import mac_to_bytes, mac_to_str
+from .api import ENDPOINT_KINDS, FdbRow, NetworkParams
+
+try:
+    from .._fastpath import ffi, lib  # type: ignore[import-not-found]
+except ImportError as e:
+    raise ImportError(f"vxlan_dp._fastpath is not built ({e})") from e
+
+__all__ = ["Dataplane"]
+
+_BUILT_VERSION = ffi.string(lib.vxdp_version()).decode()
+if _BUILT_VERSION != __version__:
+    raise ImportError(f"stale C fast path: built for vxlan-dp {_BUILT_VERSION}, this is "
+                      f"{__version__}; rebuild it with `pip install .`")
+
+
+def _fields(struct: str) -> tuple[str, ...]:
+    return tuple(name for name, _ in ffi.typeof(struct).fields)
+
+
+if _fields("struct vxdp_net_counters") != NET_COUNTERS or \
+        _fields("struct vxdp_ep_counters") != EP_COUNTERS:
+    raise ImportError("C fast path counters do not match vxlan_dp.core.counters; rebuild it")
+
+_KIND = {"vxlan": lib.VXDP_ENCAP_VXLAN, "gre": lib.VXDP_ENCAP_GRE,
+         "gre-udp": lib.VXDP_ENCAP_GRE_UDP}
+_HEADROOM: int = lib.VXDP_HEADROOM
+_HDR_MAX: int = lib.VXDP_HDR_MAX
+
+
+def _check(r: int) -> int:
+    """C returns a count or -errno; the errno cases here are API misuse or ENOMEM."""
+    if r < 0:
+        if r == -errno.ENOMEM:
+            raise MemoryError("vxlan-dp fast path: out of memory")
+        raise OSError(-r, os.strerror(-r))
+    return r
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(addr: str) -> tuple[int, bytes, str]:
+    """Text address -> (family, packed, normalised text); ValueError if not an address."""
+    a = ipaddress.ip_address(addr)
+    return a.version, a.packed, a.compressed
+
+
+@functools.lru_cache(maxsize=4096)
+def _text(packed: bytes) -> str:
+    return ipaddress.ip_address(packed).compressed
+
+
+def _fill_addr(dst: Any, family: int, packed: bytes) -> None:
+    dst.family = family
+    ffi.memmove(dst.bytes, packed, len(packed))
+
+
+def _new_addr(addr: str) -> Any:
+    family, packed, _ = _parse(addr)
+    a = ffi.new("struct vxdp_addr *")
+    _fill_addr(a, family, packed)
+    return a
+
+
+def _addr_text(a: Any) -> str:
+    return _text(bytes(ffi.buffer(a.bytes, 4 if a.family == 4 else 16)))
+
+
+@dataclass
+class _Net:
+    params: NetworkParams
+    endpoint: int
+    family: int
+    peers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Endpoint:
+    kind: str
+    ipv4_header: bool
+    nets: int = 0
+
+
+class Dataplane:
+    backend = "c"
+
+    def __init__(self, batch: int = 64) -> None:
+        if not 1 <= batch <= 1024:
+            raise ValueError("batch must be 1..1024")
+        self.batch = batch
+        p = lib.vxdp_new(batch)
+        if p == ffi.NULL:
+            raise MemoryError("vxlan-dp fast path: cannot allocate the batch buffers")
+        self._dp = ffi.gc(p, lib.vxdp_free)
+        self._nets: dict[int, _Net] = {}
+        self._eps: dict[int, _Endpoint] = {}
+
+    # --- management -------------------------------------------------------------------
+    def set_tx_socket(self, family: int, fd: int) -> None:
+        if family not in (4, 6):
+            raise ValueError("family must be 4 or 6")
+        _check(lib.vxdp_set_tx_socket(self._dp, family, fd))
+
+    def add_endpoint(self, kind: str, fd: int, *, ipv4_header: bool = False) -> int:
+        if kind not in ENDPOINT_KINDS:
+            raise ValueError(f"unknown endpoint kind {kind!r}")
+        if ipv4_header and kind != "gre":
+            raise ValueError("ipv4_header is for raw IPv4 GRE sockets only")
+        ep = _check(lib.vxdp_add_endpoint(self._dp, _KIND[kind], fd, int(ipv4_header)))
+        self._eps[ep] = _Endpoint(kind, ipv4_header)
+        return ep
+
+    def remove_endpoint(self, ep: int) -> None:
+        e = self._eps[ep]
+        if e.nets:
+            raise ValueError("endpoint still has networks")
+        _check(lib.vxdp_remove_endpoint(self._dp, ep))
+        del self._eps[ep]
+
+    def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1) -> int:
+        e = self._eps[endpoint]
+        if params.encap != e.kind:
+            raise ValueError(f"network encap {params.encap} on a {e.kind} endpoint")
+        for n in self._nets.values():
+            if n.endpoint == endpoint and n.params.nvgre == params.nvgre \
+                    and n.params.vni == params.vni:
+                raise ValueError(f"VNI {params.vni} already on this endpoint")
+        family, packed, _ = _parse(params.local)
+        cp = ffi.new("struct vxdp_net_params *")
+        cp.vni = params.vni
+        cp.encap = _KIND[params.encap]
+        _fill_addr(cp.local, family, packed)
+        cp.port = params.port if params.encap != "gre" else 0   # GRE has no port to send
+        cp.sport_min = params.sport_min
+        cp.sport_max = params.sport_max
+        cp.learning = params.learning
+        cp.allow_unknown_sources = params.allow_unknown_sources
+        cp.nvgre = params.nvgre
+        cp.strict = params.strict
+        cp.mtu = params.mtu
+        cp.ageing = params.ageing
+        cp.max_fdb_entries = params.max_fdb_entries
+        net = _check(lib.vxdp_add_network(self._dp, cp, endpoint, tap_fd))
+        self._nets[net] = _Net(params, endpoint, family)
+        e.nets += 1
+        return net
+
+    def remove_network(self, net: int) -> None:
+        n = self._nets.pop(net)
+        _check(lib.vxdp_remove_network(self._dp, net))
+        self._eps[n.endpoint].nets -= 1
+
+    def set_tap(self, net: int, fd: int) -> None:
+        self._nets[net]  # noqa: B018 - KeyError for an unknown network, like _pure
+        _check(lib.vxdp_set_tap(self._dp, net, fd))
+
+    def set_peers(self, net: int, peers: Sequence[str]) -> None:
+        n = self._nets[net]
+        norm = list(dict.fromkeys(_parse(p)[2] for p in peers))
+        for p in norm:
+            if _parse(p)[0] != n.family:
+                raise ValueError(f"peer {p} is not of the network's address family")
+        arr = ffi.new("struct vxdp_addr[]", max(1, len(norm)))
+        for i, p in enumerate(norm):
+            family, packed, _ = _parse(p)
+            _fill_addr(arr[i], family, packed)
+        _check(lib.vxdp_set_peers(self._dp, net, arr, len(norm)))
+        n.peers = norm
+
+    def peers(self, net: int) -> list[str]:
+        return list(self._nets[net].peers)
+
+    def fdb_add(self, net: int, mac: str, remote: str) -> None:
+        n = self._nets[net]
+        family, _, r = _parse(remote)
+        if family != n.family:
+            raise ValueError(f"remote {r} is not of the network's address family")
+        _check(lib.vxdp_fdb_add(self._dp, net, mac_to_bytes(mac), _new_addr(r)))
+
+    def fdb_remove(self, net: int, mac: str) -> bool:
+        self._nets[net]  # noqa: B018
+        return bool(_check(lib.vxdp_fdb_remove(self._dp, net, mac_to_bytes(mac))))
+
+    def fdb_dump(self, net: int, now: float) -> list[FdbRow]:
+        self._nets[net]  # noqa: B018
+        count = _check(lib.vxdp_fdb_count(self._dp, net))
+        rows = ffi.new("struct vxdp_fdb_row[]", max(1, count))
+        got = _check(lib.vxdp_fdb_dump(self._dp, net, now, rows, count))
+        return [FdbRow(mac_to_str(bytes(ffi.buffer(rows[i].mac))), _addr_text(rows[i].remote),
+                       bool(rows[i].is_static), rows[i].age) for i in range(got)]
+
+    def age(self, now: float) -> int:
+        return int(lib.vxdp_age(self._dp, now))
+
+    def local_macs(self, net: int, now: float) -> list[tuple[str, float]]:
+        self._nets[net]  # noqa: B018
+        count = _check(lib.vxdp_local_count(self._dp, net))
+        rows = ffi.new("struct vxdp_fdb_row[]", max(1, count))
+        got = _check(lib.vxdp_local_macs(self._dp, net, now, rows, count))
+        return [(mac_to_str(bytes(ffi.buffer(rows[i].mac))), rows[i].age) for i in range(got)]
+
+    def counters(self, net: int) -> dict[str, int]:
+        self._nets[net]  # noqa: B018
+        c = ffi.new("struct vxdp_net_counters *")
+        _check(lib.vxdp_net_counters(self._dp, net, c))
+        return {name: getattr(c, name) for name in NET_COUNTERS}
+
+    def endpoint_counters(self, ep: int) -> dict[str, int]:
+        self._eps[ep]  # noqa: B018
+        c = ffi.new("struct vxdp_ep_counters *")
+        _check(lib.vxdp_ep_counters(self._dp, ep, c))
+        return {name: getattr(c, name) for name in EP_COUNTERS}
+
+    # --- per-packet work, no I/O ------------------------------------------------------
+    def encap(self, net: int, frames: Sequence[bytes], now: float) -> list[tuple[str, bytes]]:
+        n = self._nets[net]
+        if not frames:
+            return []
+        # one buffer, each frame with VXDP_HEADROOM free bytes in front (C writes there)
+        count = len(frames)
+        offs = ffi.new("size_t[]", count)
+        lens = ffi.new("uint32_t[]", count)
+        buf = bytearray(sum(_HEADROOM + len(f) for f in frames))
+        pos = 0
+        for i, f in enumerate(frames):
+            pos += _HEADROOM
+            buf[pos:pos + len(f)] = f
+            offs[i] = pos
+            lens[i] = len(f)
+            pos += len(f)
+        copies = max(1, len(n.peers))
+        out_max = count * copies
+        out = bytearray(sum(_HDR_MAX + len(f) for f in frames) * copies)
+        out_lens = ffi.new("uint32_t[]", out_max)
+        got = _check(lib.vxdp_encap(self._dp, net, ffi.from_buffer(buf), len(buf), offs, lens,
+                                    count, now, ffi.from_buffer(out), len(out), out_lens,
+                                    out_max))
+        dst = slice(16, 20) if n.family == 4 else slice(24, 40)
+        result: list[tuple[str, bytes]] = []
+        pos = 0
+        for i in range(got):
+            pkt = bytes(out[pos:pos + out_lens[i]])
+            pos += out_lens[i]
+            result.append((_text(pkt[dst]), pkt))
+        return result
+
+    def decap(self, ep: int, datagrams: Sequence[tuple[str, bytes]], now: float) -> list[tuple[int, bytes]]:
+        e = self._eps[ep]
+        if not datagrams:
+            return []
+        count = len(datagrams)
+        offs = ffi.new("size_t[]", count)
+        lens = ffi.new("uint32_t[]", count)
+        srcs = ffi.new("struct vxdp_addr[]", count)
+        buf = bytearray(sum(len(p) for _, p in datagrams))
+        pos = 0
+        for i, (src, payload) in enumerate(datagrams):
+            if not e.ipv4_header:       # else C reads the source from the IP header
+                family, packed, _ = _parse(src)
+                _fill_addr(srcs[i], family, packed)
+            buf[pos:pos + len(payload)] = payload
+            offs[i] = pos
+            lens[i] = len(payload)
+            pos += len(payload)
+        out_idx = ffi.new("int32_t[]", count)
+        out_net = ffi.new("int32_t[]", count)
+        out_off = ffi.new("uint32_t[]", count)
+        got = _check(lib.vxdp_decap(self._dp, ep, ffi.from_buffer(buf), len(buf), offs, lens,
+                                    srcs, count, now, out_idx, out_net, out_off))
+        return [(out_net[k], datagrams[out_idx[k]][1][out_off[k]:]) for k in range(got)]
+
+    # --- one readiness event, with I/O --------------------------------------------------
+    def pump_tap(self, net: int, now: float) -> int:
+        """Read up to `batch` frames from the TAP, send them; returns frames read or -errno."""
+        self._nets[net]  # noqa: B018
+        return int(lib.vxdp_pump_tap(self._dp, net, now))
+
+    def pump_endpoint(self, ep: int, now: float) -> int:
+        """Receive up to `batch` datagrams, deliver them; returns datagrams read or -errno."""
+        self._eps[ep]  # noqa: B018
+        return int(lib.vxdp_pump_endpoint(self._dp, ep, now))
