@@ -111,6 +111,13 @@ def cmd_check(a: argparse.Namespace) -> int:
     print(f"{a.config}: OK")
     print(f"backend: {BACKEND} ({BACKEND_REASON}); batch {d.batch}; control {d.control}; "
           f"metrics {d.metrics or 'off'}")
+    if d.control == "etcd" and config.etcd is not None:
+        e = config.etcd
+        tls = e.ca or e.cert or any(x.startswith("https:") for x in e.endpoints)
+        auth = ", ".join(x for x in ("TLS" if tls else "", f"user {e.username}" if e.username else "") if x)
+        print(f"etcd: {', '.join(e.endpoints)}, prefix {e.prefix}, lease ttl {e.lease_ttl}s"
+              f"{'; ' + auth if auth else ''}; store networks run with local "
+              f"{e.local or '(the route towards the store)'}, tap {e.tap}, bridge {e.bridge or '(none)'}")
     for n in config.networks:
         try:
             under = underlay_mtu(n.local)
@@ -139,7 +146,26 @@ def cmd_demo(a: argparse.Namespace) -> int:
         return EXIT_USAGE
     from .lab.demo import run_demo  # noqa: PLC0415
     return run_demo(a.hosts, port=a.port, encap=a.encap, ipv6=a.ipv6, keep=a.keep, backend=a.backend,
-                    containers=a.containers)
+                    containers=a.containers, control=a.control)
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    if a.what == "encap":
+        from .bench.encap import run_encap  # noqa: PLC0415
+        run_encap(a.seconds or 1.0, out_dir=a.out)
+        return 0
+    if os.geteuid() != 0:
+        print(f"vxlan-dp bench {a.what}: needs root (network namespaces, TAP devices)", file=sys.stderr)
+        return EXIT_USAGE
+    from .bench.e2e import VARIANTS, run_e2e  # noqa: PLC0415
+    variants = tuple(a.variants.split(",")) if a.variants else VARIANTS
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        print(f"vxlan-dp bench e2e: unknown tunnel {', '.join(bad)}; choose from {', '.join(VARIANTS)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    results, _ = run_e2e(variants, seconds=a.seconds or 5.0, out_dir=a.out)
+    return 0 if all("error" not in r for r in results) else EXIT_RUNTIME
 
 
 def cmd_lab_clean(a: argparse.Namespace) -> int:
@@ -211,7 +237,11 @@ def render_status(ans: dict[str, Any]) -> str:
         reloads += f" ({ans['reload_failures']} rejected{'' if ans.get('last_reload_ok', True) else ', last one'})"
     lines = [f"vxlan-dp {ans['version']}  pid {ans['pid']}  {ans['backend']} backend  batch {ans['batch']}  "
              f"up {_duration(ans['uptime'])}  {reloads}  metrics {ans.get('metrics') or 'off'}",
-             f"rates over {dt:.1f}s" if dt > 0 else "rates: none (one sample)", ""]
+             f"rates over {dt:.1f}s" if dt > 0 else "rates: none (one sample)"]
+    control = render_control(ans.get("control"))
+    if control:
+        lines.append(control)
+    lines.append("")
     head = (f"{'NETWORK':<12} {'VNI':>8} {'ENCAP':<7} {'TAP':<15} {'MTU':>5} {'PEERS':>5} {'FDB':>6} "
             f"{'TX pkt/s':>9} {'TX bit/s':>9} {'RX pkt/s':>9} {'RX bit/s':>9}")
     lines.append(head)
@@ -239,6 +269,25 @@ def render_status(ans: dict[str, Any]) -> str:
             lines.append(f"{e['encap'] + ' ' + where:<34} {','.join(e['networks']):<20} "
                          f"{rate(r, 'rx_datagrams'):>9} {rate(r, 'rx_bytes', 8):>9}  {_drops(e['counters'], r)}")
     return "\n".join(lines)
+
+
+def render_control(h: dict[str, Any] | None) -> str:
+    """One line on the control plane; "" for static (the file needs no health line)."""
+    if not h or h.get("backend") == "static":
+        return ""
+    if h.get("connected"):
+        ago = f"{max(0.0, time.time() - h['last_sync']):.0f}s ago" if h.get("last_sync") else "never"
+        line = (f"control {h['backend']}: connected to {h.get('endpoint')}, prefix {h.get('prefix')}, "
+                f"{h.get('store_keys', 0)} keys, last full sync {ago}, {h.get('resyncs', 0)} syncs, "
+                f"{h.get('claimed_macs', 0)} local MACs published")
+    else:
+        since = h.get("down_since")
+        for_ = f" for {_duration(time.time() - since)}" if since else ""
+        line = (f"control {h['backend']}: DISCONNECTED{for_} ({h.get('last_error') or 'not connected yet'}); "
+                f"forwarding on the last known state")
+    for name, why in (h.get("problems") or {}).items():
+        line += f"\n  store network {name} not joined: {why}"
+    return line
 
 
 def cmd_status(a: argparse.Namespace) -> int:
@@ -319,7 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ipv6", action="store_true", help="IPv6 underlay")
     d.add_argument("--backend", choices=["c", "python"], help="fast path backend of the daemons")
     d.add_argument("--keep", action="store_true", help="leave the lab up")
+    d.add_argument("--control", choices=["static", "etcd"], default="static",
+                   help="where peers come from: per-host config files, or an etcd server on its own lab host")
     d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="encapsulation micro-bench, or end-to-end throughput against the kernel")
+    b.add_argument("what", choices=["encap", "e2e"])
+    b.add_argument("--seconds", type=float, help="per measurement (default 1 for encap, 5 for e2e)")
+    b.add_argument("--variants", help="e2e tunnels, comma-separated (default kernel,c,python,socat)")
+    b.add_argument("--out", default="bench/results", help="where the .json/.md/.png results go")
+    b.set_defaults(func=cmd_bench)
 
     lab = sub.add_parser("lab", help="lab housekeeping")
     lsub = lab.add_subparsers(dest="labcmd", required=True)

@@ -14,6 +14,9 @@ Invariants:
   UDP port) are reported on the later network, the one whose line the user just added.
 - No I/O other than reading the file in `load_config`: an MTU left out is derived by the
   daemon from the underlay at start, and certificate paths are opened by whoever uses them.
+- A network declared in the etcd store (`store_network`) goes through the same checks as a
+  [[network]] table, its fields named after the store key (`/vxlan-dp/networks/blue.vni`);
+  only the host's own parts (local address, TAP and bridge names) come from the [etcd] table.
 
 Dataclasses built by hand skip validation; build them through this module.
 """
@@ -38,7 +41,8 @@ if TYPE_CHECKING:
     from .fastpath.api import NetworkParams
 
 __all__ = ["ConfigError", "FdbStatic", "NetworkConfig", "EtcdConfig", "DaemonConfig", "Config",
-           "parse_config", "load_config", "config_from_dict", "EMBEDDED_DEFAULT"]
+           "parse_config", "load_config", "config_from_dict", "store_network", "check_networks",
+           "STORE_NETWORK_KEYS", "EMBEDDED_DEFAULT"]
 
 T = TypeVar("T")
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -127,6 +131,16 @@ class EtcdConfig:
     key: str | None = None
     username: str | None = None     # username and password come together
     password: str | None = None
+    local: str | None = None        # this host's underlay address for store-declared networks;
+                                    # None: the source address the kernel picks towards the store
+    tap: str = "vxdp-{name}"        # TAP of a store-declared network, "{name}" = network name
+    bridge: str | None = "br-{name}"  # its bridge (None: the TAP is left unbridged)
+
+    def tap_for(self, name: str) -> str:
+        return self.tap.replace("{name}", name)
+
+    def bridge_for(self, name: str) -> str | None:
+        return None if self.bridge is None else self.bridge.replace("{name}", name)
 
 
 @dataclass(frozen=True)
@@ -270,7 +284,7 @@ def _daemon(raw: Any) -> DaemonConfig:
 
 def _etcd(raw: Any) -> EtcdConfig:
     t = _Table(raw, "etcd", ("endpoints", "prefix", "lease_ttl", "ca", "cert", "key",
-                             "username", "password"))
+                             "username", "password", "local", "tap", "bridge"))
     endpoints = _unique(t.field("endpoints"), t.take("endpoints", _array), _etcd_endpoint)
     if not endpoints:
         raise ConfigError(t.field("endpoints"), "needs at least one endpoint")
@@ -286,7 +300,29 @@ def _etcd(raw: Any) -> EtcdConfig:
         key=t.take("key", _nonempty, None),
         username=t.take("username", _nonempty, None),
         password=t.take("password", _str, None),
+        local=_opt_compressed(t.take("local", _unicast, None)),
+        tap=t.take("tap", _ifname_pattern, "vxdp-{name}"),
+        bridge=t.take("bridge", _bridge_pattern, "br-{name}"),
     )
+
+
+def _opt_compressed(addr: Address | None) -> str | None:
+    return None if addr is None else addr.compressed
+
+
+def _ifname_pattern(v: Any) -> str:
+    """An interface name with "{name}" standing for the network name ("vxdp-{name}")."""
+    s = _str(v)
+    if "{name}" not in s:
+        raise ValueError(f'{_show(s)} has no "{{name}}": every store network needs its own device')
+    if any(c in "{}" for c in s.replace("{name}", "")):
+        raise ValueError(f'{_show(s)}: "{{name}}" is the only placeholder')
+    _ifname(s.replace("{name}", "x"))  # the shortest name must be a valid Linux name already
+    return s
+
+
+def _bridge_pattern(v: Any) -> str | None:
+    return None if v is False or v == "" else _ifname_pattern(v)
 
 
 _NETWORK_KEYS = ("name", "vni", "encap", "port", "local", "tap", "bridge", "mtu", "learning",
@@ -351,6 +387,47 @@ def _fdb(path: str, raw: list[Any], local: Address) -> tuple[FdbStatic, ...]:
         seen[mac] = i
         entries.append(FdbStatic(mac, t.take("remote", _peer(local))))
     return tuple(entries)
+
+
+# Keys a network definition in the etcd store may carry; the rest (local, tap, bridge) is the
+# host's business and comes from its [etcd] table, peers and fdb entries are the store's own.
+STORE_NETWORK_KEYS = ("vni", "encap", "port", "mtu", "learning", "ageing", "source_ports",
+                      "allow_unknown_sources", "strict", "nvgre", "max_fdb_entries")
+_NOT_IN_STORE = {
+    "name": "is the last part of the key",
+    "local": "is set per host ([etcd] local)",
+    "tap": "is set per host ([etcd] tap)",
+    "bridge": "is set per host ([etcd] bridge)",
+    "peers": "come from the members/ keys of the store",
+    "fdb": "comes from the fdb/ keys of the store",
+}
+
+
+def store_network(name: str, value: Any, *, local: str, etcd: EtcdConfig, path: str) -> NetworkConfig:
+    """A network declared in the store (`value`: its decoded JSON object) as this host runs it.
+
+    `path` names the store key in errors (`/vxlan-dp/networks/blue.vni: ...`). Raises ConfigError.
+    """
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"expected a JSON object, got {_show(value)}")
+    for key, why in _NOT_IN_STORE.items():
+        if key in value:
+            raise ConfigError(_Table._join(path, key), why)
+    _Table(value, path, STORE_NETWORK_KEYS)  # unknown keys first
+    name = _convert(path, _network_name, name)
+    tap = _convert(f"{path} (etcd.tap)", _ifname, etcd.tap_for(name))
+    bridge = etcd.bridge_for(name)
+    if bridge is not None:
+        bridge = _convert(f"{path} (etcd.bridge)", _ifname, bridge)
+    raw = dict(value) | {"name": name, "local": local, "tap": tap}
+    if bridge is not None:
+        raw["bridge"] = bridge
+    return _network(raw, path)
+
+
+def check_networks(nets: list[NetworkConfig]) -> None:
+    """The rules that span networks (unique VNI, TAP, bridge, ...), for a list built at run time."""
+    _check_across(nets)
 
 
 def _networks(raw: Any) -> tuple[NetworkConfig, ...]:

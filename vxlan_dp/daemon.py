@@ -13,6 +13,10 @@ scrape reads the counters between two pump calls, never concurrently), the WATCH
 re-reads the config, rejects it whole when it does not validate or its metrics address cannot
 be bound (the running config stays in force), and otherwise touches only the networks that
 changed; RELOADING=1 ... READY=1 brackets it for systemd.
+
+Which networks run and what they hold comes from the control plane (`self.control`, static file
+or etcd store): it calls back `converge` (the set of networks changed) and `apply` (a network's
+peers / static FDB entries changed) on this loop, and reads `local_macs` to publish them.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import __version__, rpc
 from .config import Config, ConfigError, NetworkConfig, load_config
-from .control import Desired, desired_from_config
+from .control import ControlPlane, Desired, make_control
 from .datapath.tap import Tap
 from .datapath.underlay import open_endpoint, open_tx_socket, underlay_mtu
 from .fastpath import BACKEND, Dataplane
@@ -95,6 +100,8 @@ class Daemon:
         self._reload_task: asyncio.Task[None] | None = None
         self._reload_again = False
         self._sample: tuple[float, dict[str, int]] | None = None
+        self.control: ControlPlane = make_control(config)
+        self._no_local_macs = False
 
     # --- networks -------------------------------------------------------------------------
     def _endpoint(self, net: NetworkConfig) -> tuple[tuple[str, str, int], _Endpoint]:
@@ -218,15 +225,20 @@ class Daemon:
     # --- reload ---------------------------------------------------------------------------
     def reload(self, new: Config) -> None:
         """Apply the difference between the running config and `new`; untouched networks keep running."""
-        old = {n.name: n for n in self.config.networks}
-        want = {n.name: n for n in new.networks}
-        desired = desired_from_config(new)
-        for name in old.keys() - want.keys():
+        self.control.update_config(new)
+        self.converge(self.control.networks(), self.control.desired())
+        self.config = new
+        self.reloads += 1
+
+    def converge(self, want: Mapping[str, NetworkConfig], desired: Mapping[str, Desired]) -> set[str]:
+        """Run exactly the networks in `want`: stop the others, (re)start changed ones, apply the rest."""
+        for name in self.networks.keys() - want.keys():
             self.stop_network(name)
         for name, cfg in want.items():
-            prev = old.get(name)
-            if prev is not None and name in self.networks:
-                if _same_but_control(prev, cfg):
+            net = self.networks.get(name)
+            if net is not None:
+                if _same_but_control(net.cfg, cfg):
+                    net.cfg = cfg
                     self.apply(name, desired[name])
                     continue
                 self.stop_network(name)
@@ -234,8 +246,20 @@ class Daemon:
                 self.start_network(cfg, desired[name])
             except Exception as e:  # noqa: BLE001 - one bad network must not stop the others
                 log.error("network %s: cannot start: %s", name, e)
-        self.config = new
-        self.reloads += 1
+        return set(self.networks)
+
+    def local_macs(self, name: str, now: float) -> list[tuple[str, float]]:
+        """(mac, age) seen leaving network `name`'s TAP, for the control plane to publish."""
+        net = self.networks.get(name)
+        if net is None:
+            return []
+        try:
+            return self.dp.local_macs(net.handle, now)
+        except AttributeError:  # a C build from before the local-MAC table
+            if not self._no_local_macs:
+                self._no_local_macs = True
+                log.warning("the %s fast path does not report local MACs; they are not published", BACKEND)
+            return []
 
     def _on_sighup(self) -> None:
         if not self.config_path:
@@ -368,7 +392,7 @@ class Daemon:
                 "uptime": now - self.started, "batch": self.dp.batch, "reloads": self.reloads,
                 "reload_failures": self.reload_failures, "last_reload_ok": self.last_reload_ok,
                 "metrics": _show_addr(self.metrics.address) if self.metrics.address else None,
-                "networks": nets, "endpoints": eps}
+                "control": self.control.health(), "networks": nets, "endpoints": eps}
 
     # --- lifecycle ------------------------------------------------------------------------
     async def _run_ageing(self) -> None:
@@ -394,14 +418,17 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         log.info("vxlan-dp %s starting, %s backend, %d networks", __version__, BACKEND,
                  len(self.config.networks))
-        desired = desired_from_config(self.config)
         # SIGHUP before READY would kill us (default action): catch it now, reload once ready.
         self._loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        await self.control.start(self)  # etcd: the first read of the store (bounded wait)
+        desired = self.control.desired()
         try:
-            for cfg in self.config.networks:
-                self.start_network(cfg, desired[cfg.name])
+            for name, cfg in self.control.networks().items():
+                if name not in self.networks:
+                    self.start_network(cfg, desired[name])
         except Exception as e:
             log.error("start-up failed: %s", e)
+            await self.control.stop()
             self._teardown()
             return 1
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -416,6 +443,7 @@ class Daemon:
                 server = await rpc.start(self, self.socket_path)
             except OSError as e:
                 log.error("cannot listen on the status socket %s: %s", self.socket_path, e)
+                await self.control.stop()
                 self._teardown()
                 return 1
         addr = self.config.daemon.metrics_address
@@ -427,6 +455,7 @@ class Daemon:
                 if server is not None:
                     server.close()
                     _unlink(self.socket_path)
+                await self.control.stop()
                 self._teardown()
                 return 1
             log.info("metrics on http://%s/metrics", _show_addr(addr))
@@ -445,6 +474,7 @@ class Daemon:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.control.stop()  # etcd: revoke our lease, so the others drop us at once
         await self.metrics.close()
         if server is not None:
             server.close()

@@ -137,8 +137,30 @@ class DataplaneCollector:
                                 "1 if the last reload was applied (or none was asked), 0 if rejected.",
                                 value=1 if src.last_reload_ok else 0)
 
+        yield from self._control()
         yield from self._networks(nets)
         yield from self._endpoints(eps)
+
+    def _control(self) -> Iterator[Metric]:
+        """The control plane's health (the daemon's `control`; absent in a bare test source)."""
+        control = getattr(self.source, "control", None)
+        if control is None:
+            return
+        h = control.health()
+        backend = str(h.get("backend", "unknown"))
+        up = GaugeMetricFamily(_name("control_connected"), "1 if the control plane's source is reachable "
+                               "(always 1 for static); 0: forwarding on the last known state.",
+                               labels=["backend"])
+        up.add_metric([backend], 1 if h.get("connected") else 0)
+        yield up
+        if "resyncs" in h:
+            yield CounterMetricFamily(_name("control_resyncs"), "Full reads of the store (start-up and after "
+                                      "every reconnection).", value=int(h["resyncs"]))
+            yield CounterMetricFamily(_name("control_outages"), "Times the store became unreachable.",
+                                      value=int(h.get("outages", 0)))
+        if h.get("last_sync") is not None:
+            yield GaugeMetricFamily(_name("control_last_sync_timestamp_seconds"), "Unix time of the last full "
+                                    "read of the store.", value=float(h["last_sync"]))
 
     def _networks(self, nets: list[NetworkView]) -> Iterator[Metric]:
         dp = self.source.dp

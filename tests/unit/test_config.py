@@ -134,6 +134,16 @@ def test_etcd_control_may_have_no_networks() -> None:
     assert cfg.networks == () and cfg.etcd == EtcdConfig(endpoints=("127.0.0.1:2379",))
 
 
+def test_etcd_host_settings_for_store_networks() -> None:
+    cfg = parse_config('[daemon]\ncontrol = "etcd"\n' + ETCD + 'local = "2001:DB8::3"\ntap = "ov-{name}"\n'
+                       'bridge = ""\n')
+    assert cfg.etcd is not None
+    assert (cfg.etcd.local, cfg.etcd.tap, cfg.etcd.bridge) == ("2001:db8::3", "ov-{name}", None)
+    assert cfg.etcd.tap_for("blue") == "ov-blue" and cfg.etcd.bridge_for("blue") is None
+    d = parse_config('[daemon]\ncontrol = "etcd"\n' + ETCD).etcd
+    assert d is not None and (d.local, d.tap_for("red"), d.bridge_for("red")) == (None, "vxdp-red", "br-red")
+
+
 def test_config_from_dict_matches_parse_config() -> None:
     d = {"network": [{"name": "blue", "vni": 42, "local": "198.18.0.1", "tap": "vxdp-blue",
                       "peers": ("198.18.0.2",), "source_ports": (1000, 2000)}]}
@@ -298,6 +308,11 @@ BAD: list[tuple[str, str, str]] = [
     (net() + ETCD + "password = 'pw'\n", "etcd.username", "required when password is set"),
     (net() + ETCD + "prefix = 'vxlan-dp'\n", "etcd.prefix", "is not a key prefix"),
     (net() + ETCD + "lease_ttl = 0\n", "etcd.lease_ttl", "0 is out of range 1..3600"),
+    (net() + ETCD + "local = '0.0.0.0'\n", "etcd.local", "unspecified address"),
+    (net() + ETCD + "tap = 'vxdp'\n", "etcd.tap", 'has no "{name}"'),
+    (net() + ETCD + "tap = 'vx-{name}-{vni}'\n", "etcd.tap", 'is the only placeholder'),
+    (net() + ETCD + "tap = 'a-very-long-tap-{name}'\n", "etcd.tap", "Linux interface names are 1..15"),
+    (net() + ETCD + "bridge = 'br {name}'\n", "etcd.bridge", "not a valid Linux interface name"),
 ]
 
 

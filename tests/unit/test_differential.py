@@ -362,3 +362,36 @@ def test_strategies_reach_every_drop_reason() -> None:
         ("batches", "tx_packets", "tx_bytes", "tap_tx_frames", "tap_tx_bytes",
          "tap_write_error", "socket_error")))
     assert never == [], f"the generators never produced: {never}"
+
+
+def test_local_mac_table_edges_are_the_same_in_c() -> None:
+    """The local-MAC table the etcd control plane publishes from (api.py), edge by edge:
+    group and short frames are not recorded, a too-big frame is, a full table refuses new
+    MACs but refreshes known ones, `local_macs` hides MACs exactly `ageing` old, and `age`
+    forgets them without counting them as FDB entries."""
+    tables = []
+    for cls in (CDataplane, PureDataplane):
+        dp = cls(batch=8)
+        ep = dp.add_endpoint("vxlan", -1)
+        net = dp.add_network(NetworkParams(vni=42, encap="vxlan", local=LOCAL[4], ageing=2.5,
+                                           max_fdb_entries=2, mtu=1450), ep)
+        dp.set_peers(net, PEERS[4][:1])
+        seen = []
+        steps = [(0.0, [_eth(UNICAST[4], UNICAST[0]), _eth(UNICAST[0], GROUP[1]), b"\x02" * 13]),
+                 (1.0, [_eth(UNICAST[0], UNICAST[1], 3000)]),     # too big, still a sighting
+                 (1.5, [_eth(UNICAST[0], UNICAST[2])]),           # full: refused
+                 (2.0, [_eth(UNICAST[2], UNICAST[0])]),           # known: refreshed
+                 (3.5, []), (4.5, []), (4.5, [_eth(UNICAST[0], UNICAST[2])])]
+        for now, frames in steps:
+            if frames:
+                dp.encap(net, frames, now)
+            seen.append((dp.local_macs(net, now), dp.age(now) if now == 3.5 else None))
+        tables.append((seen, dp.counters(net)))
+    assert tables[0] == tables[1]
+    # at 4.5: ...:01 (last seen 2.0) is exactly `ageing` old, hidden; the 3.5 sweep made room for ...:03
+    assert tables[1][0][-1][0] == [("02:00:00:00:00:03", 0.0)]
+    assert tables[1][0][2][0] == [("02:00:00:00:00:01", 1.5), ("02:00:00:00:00:02", 0.5)]
+
+
+def _eth(dst: bytes, src: bytes, size: int = 64) -> bytes:
+    return dst + src + b"\x08\x00" + bytes(size - 14)

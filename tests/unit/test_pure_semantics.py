@@ -506,3 +506,25 @@ def test_round_trip(kind, family, nvgre):
     assert b.fdb_dump(b_net, NOW) == [(MAC_A, a_local, False, 0.0)]
     # and the reply goes straight back, unicast
     assert [r for r, _ in b.encap(b_net, [frame(MAC_A, MAC_B)], NOW)] == [a_local]
+
+
+# --- edges where the backends once disagreed -------------------------------------------------
+
+def test_strict_applies_to_vxlan_only_a_strict_gre_network_still_carries_traffic():
+    dp, ep, net = make("gre-udp", strict=True, port=4754)
+    payload = encode_gre(VNI) + frame(MAC_A, MAC_X)
+    assert len(dp.decap(ep, [(B, payload)], NOW)) == 1
+    assert dp.endpoint_counters(ep)["drop_bad_flags"] == 0
+
+
+def test_frame_beyond_what_one_outer_packet_carries_is_too_big_not_an_exception():
+    dp, ep, net = make(mtu=65535)
+    dp.fdb_add(net, MAC_B, B)
+    assert dp.encap(net, [frame(MAC_B, size=65535 - 20)], NOW) == []
+    assert dp.counters(net)["drop_too_big"] == 1
+
+
+def test_ipv4_header_is_for_gre_endpoints_only():
+    dp = Dataplane()
+    with pytest.raises(ValueError):
+        dp.add_endpoint("vxlan", -1, ipv4_header=True)

@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
-from ..config import Config
+from ..config import Config, NetworkConfig
+from .base import ControlSink, Desired
 
-__all__ = ["Desired", "desired_from_config"]
-
-
-@dataclass(frozen=True)
-class Desired:
-    peers: tuple[str, ...]
-    fdb: tuple[tuple[str, str], ...]  # (mac, remote)
+__all__ = ["Desired", "StaticControl", "desired_from_config"]
 
 
 def desired_from_config(config: Config) -> dict[str, Desired]:
-    return {n.name: Desired(n.peers, tuple((f.mac, f.remote) for f in n.fdb)) for n in config.networks}
+    return {n.name: Desired(n.peers, tuple((f.mac, f.remote) for f in n.fdb))
+            for n in config.networks}
+
+
+class StaticControl:
+    """The file is the whole truth; it changes only on SIGHUP (`update_config`)."""
+
+    backend = "static"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    async def start(self, sink: ControlSink) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def networks(self) -> dict[str, NetworkConfig]:
+        return {n.name: n for n in self.config.networks}
+
+    def desired(self) -> dict[str, Desired]:
+        return desired_from_config(self.config)
+
+    def update_config(self, config: Config) -> None:
+        self.config = config
+
+    def health(self) -> dict[str, Any]:
+        return {"backend": self.backend, "connected": True}

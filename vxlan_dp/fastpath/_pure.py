@@ -15,7 +15,7 @@ from typing import Sequence
 
 from ..core.counters import EP_COUNTERS, NET_COUNTERS
 from ..core.fdb import LEARN_FULL, LEARN_MOVED, LEARN_NEW, Fdb
-from ..wire import (WireError, decapsulate, encapsulate, flow_hash, is_multicast, mac_to_bytes,
+from ..wire import (WireError, decapsulate, encap_overhead, encapsulate, flow_hash, is_multicast, mac_to_bytes,
                     mac_to_str, max_frame_len)
 from .api import ENDPOINT_KINDS, FdbRow, NetworkParams
 
@@ -38,7 +38,13 @@ class _Net:
     peers: list[str] = field(default_factory=list)
     packed: dict[str, bytes] = field(default_factory=dict)
     fdb: Fdb = field(default_factory=Fdb)
+    local_seen: dict[bytes, float] = field(default_factory=dict)  # local-MAC table: mac -> last seen
     c: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NET_COUNTERS, 0))
+
+    @property
+    def outer_l3(self) -> int:
+        """Bytes the 16-bit outer length field counts besides the frame (IPv6 excludes its header)."""
+        return encap_overhead(self.params.encap, self.family == 6) - (40 if self.family == 6 else 0)
 
     def addr(self, remote: str) -> bytes:
         p = self.packed.get(remote)
@@ -83,6 +89,8 @@ class Dataplane:
     def add_endpoint(self, kind: str, fd: int, *, ipv4_header: bool = False) -> int:
         if kind not in ENDPOINT_KINDS:
             raise ValueError(f"unknown endpoint kind {kind!r}")
+        if ipv4_header and kind != "gre":
+            raise ValueError("ipv4_header is for raw IPv4 GRE sockets only")
         sock = socket.socket(fileno=fd) if fd >= 0 else None
         ep = self._next_ep
         self._next_ep += 1
@@ -151,7 +159,16 @@ class Dataplane:
             aged = len(n.fdb.age(now))
             n.c["fdb_aged"] += aged
             total += aged
+            limit = n.params.ageing
+            for mac in [m for m, seen in n.local_seen.items() if now - seen >= limit]:
+                del n.local_seen[mac]
         return total
+
+    def local_macs(self, net: int, now: float) -> list[tuple[str, float]]:
+        n = self._nets[net]
+        limit = n.params.ageing
+        return [(mac_to_str(m), max(0.0, now - seen)) for m, seen in sorted(n.local_seen.items())
+                if now - seen < limit]
 
     def counters(self, net: int) -> dict[str, int]:
         return dict(self._nets[net].c)
@@ -171,7 +188,12 @@ class Dataplane:
             if len(frame) < 14:
                 c["drop_malformed"] += 1
                 continue
-            if len(frame) > max_frame_len(p.mtu, frame):
+            src = frame[6:12]
+            if not is_multicast(src) and (src in n.local_seen or len(n.local_seen) < p.max_fdb_entries):
+                n.local_seen[src] = now
+            if len(frame) > max_frame_len(p.mtu, frame) or len(frame) + n.outer_l3 > 0xFFFF:
+                # the second test only bites with an MTU beyond what one outer packet carries:
+                # IPv4 Total Length / IPv6 Payload Length are 16 bits and we never fragment
                 c["drop_too_big"] += 1
                 continue
             dst = frame[:6]
@@ -212,7 +234,7 @@ class Dataplane:
                     ec["drop_unknown_vni"] += 1
                     continue
             n = self._nets[net]
-            if n.params.strict and (payload[0] != 0x08 or payload[1:4] != b"\0\0\0" or payload[7]):
+            if n.params.strict and e.kind == "vxlan" and (payload[0] != 0x08 or payload[1:4] != b"\0\0\0" or payload[7]):
                 ec["drop_bad_flags"] += 1  # RFC 7348 sec. 5 reserved bits, only where asked
                 continue
             if e.ipv4_header:

@@ -14,7 +14,8 @@ Two layers:
   does the whole pump in one call with the GIL released (readv/recvmmsg/sendmmsg/write).
 
 Egress order (must match between backends): tap_rx_frames/bytes; frame < 14 bytes ->
-drop_malformed; frame > max_frame_len(mtu) -> drop_too_big; unicast destination in the FDB ->
+drop_malformed; a unicast source MAC -> the local-MAC table (below); frame > max_frame_len(mtu)
+-> drop_too_big; unicast destination in the FDB ->
 that remote; otherwise flood to every peer in order (flood_frames += 1, flood_copies += n);
 no destination at all -> drop_no_peers. Each outer packet sent -> tx_packets / tx_bytes
 (outer IP length); a failed send -> drop_socket_error.
@@ -26,6 +27,13 @@ than exactly 0x08, or a non-zero reserved byte) -> ep drop_bad_flags; source not
 drop_unknown_source; inner frame < 14 bytes or group source MAC -> net drop_malformed; inner
 frame too big -> net drop_too_big; learn (if learning) source MAC -> outer source; rx_packets,
 rx_bytes (payload length); then written to the TAP: tap_tx_frames/bytes or drop_tap_write_error.
+
+Local-MAC table (per network; what the etcd control plane publishes as "this MAC is here"):
+the unicast source MAC of every frame read from the TAP that is at least an Ethernet header
+long, with the time it was last seen. At most `max_fdb_entries` MACs: a new MAC beyond that is
+not recorded (silently: the table only feeds the control plane, the frame is still sent).
+`local_macs(net, now)` lists the MACs seen less than `ageing` seconds ago, sorted by MAC, with
+their age; `age(now)` also forgets the older ones. Its return value counts FDB entries only.
 
 Times are float seconds from any monotonic origin, passed in by the caller.
 """
@@ -98,6 +106,7 @@ class Dataplane(Protocol):
     def fdb_remove(self, net: int, mac: str) -> bool: ...
     def fdb_dump(self, net: int, now: float) -> list[FdbRow]: ...
     def age(self, now: float) -> int: ...
+    def local_macs(self, net: int, now: float) -> list[tuple[str, float]]: ...
     def encap(self, net: int, frames: Sequence[bytes], now: float) -> list[tuple[str, bytes]]: ...
     def decap(self, ep: int, datagrams: Sequence[tuple[str, bytes]], now: float) -> list[tuple[int, bytes]]: ...
     def pump_tap(self, net: int, now: float) -> int: ...

@@ -1,7 +1,12 @@
-"""`vxlan-dp demo`: build the lab, start one daemon per host, ping everything, show counters."""
+"""`vxlan-dp demo`: build the lab, start one daemon per host, ping everything, show counters.
+
+With `control="etcd"` the lab gets an etcd server on a host of its own; the network is declared
+once in the store and each daemon's config holds only the store's endpoint and its own address.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import TextIO
@@ -21,7 +26,7 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 
 def run_demo(hosts: int = 2, *, port: int | None = None, encap: str = "vxlan", ipv6: bool = False,
              keep: bool = False, backend: str | None = None, containers: int = 2,
-             out: TextIO = sys.stdout) -> int:
+             control: str = "static", out: TextIO = sys.stdout) -> int:
     lab = Lab(hosts, ipv6=ipv6)
     ok = False
     try:
@@ -35,11 +40,18 @@ def run_demo(hosts: int = 2, *, port: int | None = None, encap: str = "vxlan", i
         where = "" if encap == "gre" else f" port {port or (4754 if encap == 'gre-udp' else 4789)}"
         print(f"lab {lab.sfx}: {hosts} hosts, {hosts * containers} containers, {encap}{where}, "
               f"underlay {'IPv6' if ipv6 else 'IPv4'}, overlay MTU {mtu}", file=out)
+        if control == "etcd":
+            _store_up(lab, encap, port, out)
         for h in lab.hosts:
-            lab.start_daemon(h, lab.network_toml(h, encap=encap, port=port), backend=backend)
+            if control == "etcd":
+                lab.start_daemon(h, "", daemon_toml=lab.etcd_toml(h), backend=backend)
+            else:
+                lab.start_daemon(h, lab.network_toml(h, encap=encap, port=port), backend=backend)
             st = lab.status(h)
             print(f"  {h.name} ({h.address(ipv6)}): vxlan-dp pid {st['pid']}, {st['backend']} backend, "
                   f"containers " + ", ".join(f"{c.name}={c.ip}" for c in h.containers), file=out)
+        if control == "etcd":
+            _wait_for_members(lab, out)
         print(f"lab up in {time.monotonic() - t0:.1f}s; pinging every container from every other host ...", file=out)
         results = lab.ping_all(count=3)
         rows = [["from", "to", "sent", "recv", "avg rtt", "result"]]
@@ -57,6 +69,8 @@ def run_demo(hosts: int = 2, *, port: int | None = None, encap: str = "vxlan", i
                              str(c["flood_copies"]), str(c["rx_packets"]), str(c["tap_tx_frames"]),
                              str(len(n["fdb"])), ", ".join(f"{k}={v}" for k, v in drops.items()) or "0"])
         _table(crow, out)
+        if control == "etcd":
+            _show_store(lab, out)
         ok = all(r.ok for r in results) and bool(results)
         good = sum(r.ok for r in results)
         print(f"{good}/{len(results)} container pairs reached each other across the overlay: "
@@ -64,10 +78,51 @@ def run_demo(hosts: int = 2, *, port: int | None = None, encap: str = "vxlan", i
         if keep:
             print(f"--keep: lab left up; namespaces {lab.ul_ns.rsplit('-', 1)[0]}-*, remove with "
                   f"`vxlan-dp lab clean`", file=out)
-    except LabError as e:
+    except (LabError, OSError) as e:
         print(f"demo failed: {e}", file=out)
     finally:
         if not keep:
             lab.close()
     return 0 if ok else 1
 
+
+
+def _store_up(lab: Lab, encap: str, port: int | None, out: TextIO) -> None:
+    """etcd on its own lab host, and the one network declared in it."""
+    t0 = time.monotonic()
+    lab.add_etcd_host()
+    net: dict[str, object] = {"vni": 42, "encap": encap}
+    if port is not None and encap != "gre":
+        net["port"] = port
+    r = lab.etcdctl("put", "/vxlan-dp/networks/blue", json.dumps(net))
+    if r.returncode != 0:
+        raise LabError(f"etcdctl put failed: {r.stderr.strip()}")
+    print(f"  etcd ({lab.etcd_endpoint}) up in {time.monotonic() - t0:.1f}s; declared "
+          f"/vxlan-dp/networks/blue = {json.dumps(net)}; each host's config: the endpoint and its address",
+          file=out)
+
+
+def _wait_for_members(lab: Lab, out: TextIO, timeout: float = 10.0) -> None:
+    """Until every daemon has every other host in its flood list (bounded)."""
+    t0 = time.monotonic()
+    want = len(lab.hosts) - 1
+    while time.monotonic() - t0 < timeout:
+        if all(len(lab.status(h)["networks"].get("blue", {}).get("peers", [])) == want for h in lab.hosts):
+            print(f"  every host found the {want} others through the store in {time.monotonic() - t0:.1f}s",
+                  file=out)
+            return
+        time.sleep(0.1)
+    print(f"  not every host found the others within {timeout:.0f}s", file=out)
+
+
+def _show_store(lab: Lab, out: TextIO) -> None:
+    r = lab.etcdctl("get", "--prefix", "--keys-only", "/vxlan-dp/")
+    keys = [k for k in r.stdout.splitlines() if k]
+    members = [k.rsplit("/", 1)[1] for k in keys if "/members/" in k]
+    fdb = [k for k in keys if "/fdb/" in k]
+    print(f"the store: {len(keys)} keys; members of blue: {', '.join(members)}; {len(fdb)} MACs published",
+          file=out)
+    for h in lab.hosts:
+        c = lab.status(h)["control"]
+        print(f"  {h.name}: control {c['backend']} {'connected' if c['connected'] else 'DISCONNECTED'}, "
+              f"{c.get('claimed_macs', 0)} local MACs published, {c.get('store_keys', 0)} keys known", file=out)

@@ -7,6 +7,10 @@ ranges; overlay addresses from 192.168.0.0/16. They exist only inside namespaces
 Every name carries a random suffix, so runs never collide; `close()` stops the daemons this lab
 started (by PID) and deletes its namespaces, also after a failure; a state file under
 /run/vxlan-dp/lab lets `vxlan-dp lab clean` finish the job if the lab process itself died.
+
+`add_etcd_host()` adds one more namespace on the underlay (198.18.0.254 / 2001:2::fe, never a
+daemon host) running Debian's etcd server with its data in the lab's workdir, for the etcd
+control plane; its PID is recorded like the daemons' and it is stopped by `close()`.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from typing import Any
 from ..wire import encap_overhead
 from . import netns
 
-__all__ = ["Lab", "Host", "Container", "PingResult", "LabError", "clean", "STATE_DIR", "PREFIX"]
+__all__ = ["Lab", "Host", "Container", "PingResult", "LabError", "clean", "STATE_DIR", "PREFIX",
+           "ETCD_PORT"]
 
 PREFIX = "vxdp"
 STATE_DIR = "/run/vxlan-dp/lab"
 UNDERLAY_MTU = 1500
 IFA_F_NODAD = 0x02
+ETCD_PORT = 2379
 
 
 class LabError(RuntimeError):
@@ -92,6 +98,10 @@ class Lab:
         self._namespaces: list[str] = []
         self._pids: list[int] = []
         self._state = os.path.join(STATE_DIR, f"{PREFIX}-{self.sfx}.json")
+        self.etcd_host: Host | None = None
+        self.etcd_proc: subprocess.Popen[Any] | None = None
+        self._etcd_args: list[str] = []
+        self._etcd_scheme = "http"
 
     # --- context management ---------------------------------------------------------------
     def __enter__(self) -> "Lab":
@@ -310,6 +320,78 @@ class Lab:
         from ..rpc import request  # noqa: PLC0415
         return request(host.socket_path, {"cmd": "status"})
 
+    # --- etcd -----------------------------------------------------------------------------
+    def add_etcd_host(self, *, extra_args: list[str] | None = None, scheme: str = "http",
+                      timeout: float = 20.0) -> Host:
+        """A lab host of its own running etcd (`etcd` from Debian's etcd-server) on the underlay."""
+        if shutil.which("etcd") is None:
+            raise LabError("etcd is not installed (apt-get install etcd-server)")
+        h = Host(0, "etcd", f"{PREFIX}-{self.sfx}-etcd", "198.18.0.254", "2001:2::fe")
+        self.add_host_ns(h)
+        self.etcd_host = h
+        self._etcd_args, self._etcd_scheme = list(extra_args or []), scheme
+        self.start_etcd(timeout)
+        return h
+
+    @property
+    def etcd_endpoint(self) -> str:
+        assert self.etcd_host is not None
+        host = f"[{self.etcd_host.ip6}]" if self.ipv6 else self.etcd_host.ip4
+        return f"{self._etcd_scheme}://{host}:{ETCD_PORT}"
+
+    def start_etcd(self, timeout: float = 20.0) -> None:
+        """(Re)start the lab's etcd on its data directory; returns once it serves clients."""
+        h = self.etcd_host
+        assert h is not None and self.etcd_proc is None
+        # "vxlan_dp" in the data directory's name lets `lab clean` recognise the process as ours
+        data = os.path.join(self.workdir, "vxlan_dp-etcd")
+        s = self._etcd_scheme
+        client_urls = f"{s}://{h.ip4}:{ETCD_PORT},{s}://[{h.ip6}]:{ETCD_PORT}"
+        log_path = os.path.join(self.workdir, "etcd.log")
+        argv = ["etcd", "--name", "lab", "--data-dir", data, "--listen-client-urls", client_urls,
+                "--advertise-client-urls", client_urls, "--listen-peer-urls", "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+                "--initial-cluster", "lab=http://127.0.0.1:2380", *self._etcd_args]
+        with open(log_path, "ab") as log:
+            start = log.tell()
+            self.etcd_proc = netns.popen(h.ns, argv, stdout=log, stderr=subprocess.STDOUT)
+        self._pids.append(self.etcd_proc.pid)
+        self._save_state()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.etcd_proc.poll() is not None:
+                raise LabError(f"etcd exited with {self.etcd_proc.returncode}:\n{_tail(log_path, start)}")
+            if b"ready to serve client requests" in _read_from(log_path, start):
+                return
+            time.sleep(0.05)
+        raise LabError(f"etcd not ready after {timeout}s:\n{_tail(log_path, start)}")
+
+    def stop_etcd(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        p = self.etcd_proc
+        if p is None:
+            return
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.etcd_proc = None
+
+    def etcdctl(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+        """`etcdctl ARGS` (Debian's etcd-client) against the lab's etcd, run in its namespace."""
+        assert self.etcd_host is not None
+        return netns.run(self.etcd_host.ns, ["etcdctl", "--endpoints", self.etcd_endpoint,
+                                             "--dial-timeout", "3s", *args], timeout=timeout,
+                         env=dict(os.environ, ETCDCTL_API="3"))
+
+    def etcd_toml(self, host: Host, *, lease_ttl: int = 10, prefix: str = "/vxlan-dp", extra: str = "") -> str:
+        """A daemon config knowing only the store and its own address (control = "etcd")."""
+        return ('[daemon]\nmetrics = ""\ncontrol = "etcd"\n\n[etcd]\n'
+                f'endpoints = ["{self.etcd_endpoint}"]\nprefix = "{prefix}"\n'
+                f'local = "{host.address(self.ipv6)}"\nlease_ttl = {lease_ttl}\n' + extra)
+
     # --- traffic --------------------------------------------------------------------------
     def run(self, ns: str, argv: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         return netns.run(ns, argv, timeout=timeout)
@@ -371,6 +453,10 @@ class Lab:
                 self.stop_daemon(h)
             except Exception:  # noqa: BLE001 - keep tearing down
                 pass
+        try:
+            self.stop_etcd()
+        except Exception:  # noqa: BLE001 - keep tearing down
+            pass
         for ns in reversed(self._namespaces):
             netns.remove(ns)
         self._namespaces.clear()
@@ -383,6 +469,19 @@ class Lab:
 
 _PING_RE = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
 _RTT_RE = re.compile(r"= [\d.]+/([\d.]+)/")
+
+
+def _read_from(path: str, offset: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _tail(path: str, offset: int, lines: int = 15) -> str:
+    return "\n".join(_read_from(path, offset).decode(errors="replace").splitlines()[-lines:])
 
 
 def parse_ping(src: str, dst: str, out: str) -> PingResult:

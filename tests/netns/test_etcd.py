@@ -1,0 +1,256 @@
+"""The etcd control plane for real: daemons that know only the store find each other.
+
+Each lab gets an etcd server (Debian's etcd-server) on a host of its own on the underlay; the
+daemons' configs hold nothing but the store's endpoint and their own address, and the network
+itself ("blue", VNI 42) is declared in the store. Every wait is bounded; leases are short (3 s)
+so that a dead host's departure is seen within the test's time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from vxlan_dp.lab import Container, Host, Lab, netns
+
+CI = os.environ.get("CI", "").lower() == "true"
+TTL = 3          # seconds: the daemons' lease TTL in these labs
+PREFIX = "/vxlan-dp"
+NET = json.dumps({"vni": 42, "encap": "vxlan", "port": 4789})
+
+
+@pytest.fixture(autouse=True)
+def _needs_etcd() -> None:
+    missing = [t for t in ("etcd", "etcdctl") if shutil.which(t) is None]
+    if missing:
+        why = f"{', '.join(missing)} not installed (apt-get install etcd-server etcd-client)"
+        if CI:
+            pytest.fail(f"CI=true and {why}", pytrace=False)
+        pytest.skip(why)
+
+
+def _wait(what: str, probe: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+
+
+def _peers(lab: Lab, h: Host) -> list[str]:
+    return lab.status(h)["networks"].get("blue", {}).get("peers", [])
+
+
+def _fdb(lab: Lab, h: Host) -> dict[str, tuple[str, bool]]:
+    rows = lab.status(h)["networks"].get("blue", {}).get("fdb", [])
+    return {r["mac"]: (r["remote"], r["static"]) for r in rows}
+
+
+def _store(lab: Lab) -> dict[str, Any]:
+    r = lab.etcdctl("get", "--prefix", PREFIX + "/")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    return {k: json.loads(v) for k, v in zip(lines[0::2], lines[1::2])}
+
+
+def _start(lab: Lab, h: Host, backend: str, ttl: int = TTL, extra: str = "") -> None:
+    lab.start_daemon(h, "", daemon_toml=lab.etcd_toml(h, lease_ttl=ttl, extra=extra), backend=backend)
+
+
+def _etcd_lab(make_lab: Callable[..., Lab], backend: str, hosts: int = 3, ttl: int = TTL) -> Lab:
+    lab = make_lab(hosts)
+    for h in lab.hosts:
+        lab.add_container(h, mtu=lab.overlay_mtu())
+    lab.settle()
+    lab.add_etcd_host()
+    assert lab.etcdctl("put", f"{PREFIX}/networks/blue", NET).returncode == 0
+    for h in lab.hosts:
+        _start(lab, h, backend, ttl)
+    return lab
+
+
+def _all_ping(lab: Lab) -> None:
+    bad = [(r.src, r.dst, r.received) for r in lab.ping_all(count=2) if not r.ok]
+    assert not bad, f"pairs that did not reach each other: {bad}"
+
+
+def _container(lab: Lab, host: Host, name: str, mac: str, ip: str) -> Container:
+    """A container with a chosen MAC and IP (one that moved here from another host)."""
+    ns = lab._ns(f"{lab.ul_ns.rsplit('-', 1)[0]}-{name}")
+    port = f"v{name}"[:15]
+    with netns.ipr(host.ns) as ipr:
+        ipr.link("add", ifname=port, kind="veth", peer=f"{port}p"[:15])
+        ipr.link("set", index=ipr.link_lookup(ifname=f"{port}p"[:15])[0], net_ns_fd=ns)
+        ipr.link("set", index=ipr.link_lookup(ifname=port)[0], mtu=lab.overlay_mtu(),
+                 master=ipr.link_lookup(ifname="br-blue")[0], state="up")
+    with netns.ipr(ns) as ipr:
+        idx = ipr.link_lookup(ifname=f"{port}p"[:15])[0]
+        ipr.link("set", index=idx, ifname="eth0", address=mac, mtu=lab.overlay_mtu())
+        ipr.addr("add", index=idx, address=ip, prefixlen=24)
+        ipr.link("set", index=idx, state="up")
+    c = Container(name, ns, host, ip, mac)
+    host.containers.append(c)
+    return c
+
+
+def test_hosts_that_know_only_the_store_find_each_other_join_and_drop_out(make_lab, backend):
+    lab = _etcd_lab(make_lab, backend)
+    h1, h2, h3 = lab.hosts
+    addrs = [h.ip4 for h in lab.hosts]
+    for h in lab.hosts:
+        _wait(f"{h.name}'s flood list", lambda h=h: _peers(lab, h) == [a for a in addrs if a != h.ip4], 5)
+        assert lab.status(h)["control"]["connected"] is True
+    _all_ping(lab)
+    # every container's MAC was published by its own host, and the others installed it
+    _wait("container MACs in h1's FDB from the store",
+          lambda: all(_fdb(lab, h1).get(c.mac) == (c.host.ip4, True) for c in h2.containers + h3.containers), 5)
+    store = _store(lab)
+    assert {k for k in store if "/members/" in k} == {f"{PREFIX}/members/blue/{a}" for a in addrs}
+    assert store[f"{PREFIX}/fdb/blue/{h2.containers[0].mac}"] == {"remote": h2.ip4}
+
+    # a fourth host joins, knowing only the store: everybody reaches it within seconds
+    h4 = lab.add_host()
+    c4 = lab.add_container(h4, mtu=lab.overlay_mtu())
+    lab.settle()
+    t0 = time.monotonic()
+    _start(lab, h4, backend)
+    for h in (h1, h2, h3):
+        _wait(f"h4 in {h.name}'s flood list", lambda h=h: h4.ip4 in _peers(lab, h), 5)
+    joined = time.monotonic() - t0
+    for h in (h1, h2, h3):
+        assert lab.ping(h.containers[0], c4.ip).ok, f"{h.name} -> h4"
+        assert lab.ping(c4, h.containers[0].ip).ok, f"h4 -> {h.name}"
+    assert joined < 5
+
+    # SIGKILL h2: no goodbye, its lease runs out and everybody drops it (flood list and FDB)
+    lab.stop_daemon(h2, signal.SIGKILL)
+    t0 = time.monotonic()
+    for h in (h1, h3, h4):
+        _wait(f"h2 gone from {h.name}'s flood list", lambda h=h: h2.ip4 not in _peers(lab, h), TTL + 3)
+    gone = time.monotonic() - t0
+    assert gone <= TTL + 3
+    assert h2.containers[0].mac not in {m for m, (_, static) in _fdb(lab, h1).items() if static}
+    assert not any(f"/{h2.ip4}" in k for k in _store(lab))
+
+    # SIGTERM h3: a clean stop revokes its lease, so it leaves at once
+    lab.stop_daemon(h3)
+    _wait("h3 gone from h1's flood list", lambda: h3.ip4 not in _peers(lab, h1), 1.5)
+
+
+def test_a_mac_that_moves_to_another_host_is_followed(make_lab, backend):
+    lab = _etcd_lab(make_lab, backend)
+    h1, h2, h3 = lab.hosts
+    mover, watcher = h1.containers[0], h3.containers[0]
+    stay = lab.add_container(h1, mtu=lab.overlay_mtu())  # h1 keeps a container of its own
+    assert lab.ping(watcher, mover.ip).ok
+    _wait("the mover's MAC at h1, in h3's FDB", lambda: _fdb(lab, h3).get(mover.mac) == (h1.ip4, True), 5)
+
+    # the container moves: gone from h1, back on h2 with the same MAC and address
+    with netns.ipr(h1.ns) as ipr:  # its link to h1's bridge goes (the namespace stays, unplugged)
+        ipr.link("del", index=ipr.link_lookup(ifname=f"v{mover.name}"[:15])[0])
+    h1.containers.remove(mover)
+    moved = _container(lab, h2, "mv", mover.mac, mover.ip)
+    lab.settle()
+    t0 = time.monotonic()
+    assert lab.ping(moved, watcher.ip, count=2).ok  # its first frames announce it at h2
+    _wait("the moved MAC at h2, in h3's FDB", lambda: _fdb(lab, h3).get(mover.mac) == (h2.ip4, True), 5)
+    assert time.monotonic() - t0 < 5
+    assert lab.ping(watcher, moved.ip).ok
+    assert lab.ping(stay, moved.ip).ok
+    # h1 saw the MAC before the move and must not take it back
+    time.sleep(2.5)
+    assert _store(lab)[f"{PREFIX}/fdb/blue/{mover.mac}"] == {"remote": h2.ip4}
+    assert _fdb(lab, h1).get(mover.mac) == (h2.ip4, True)
+
+
+def test_store_outage_keeps_forwarding_and_resynchronises(make_lab, backend):
+    lab = _etcd_lab(make_lab, backend, ttl=5)
+    h1, h2, h3 = lab.hosts
+    _all_ping(lab)
+
+    lab.stop_etcd()
+    for h in lab.hosts:
+        _wait(f"{h.name} notices the outage", lambda h=h: not lab.status(h)["control"]["connected"], 6)
+    # forwarding goes on with the last known state
+    _all_ping(lab)
+    assert sorted(_peers(lab, h1)) == [h2.ip4, h3.ip4]
+    r = subprocess.run([sys.executable, "-m", "vxlan_dp", "status", "--socket", h1.socket_path, "--interval", "0"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and "DISCONNECTED" in r.stdout and "last known state" in r.stdout, r.stdout
+    assert "lost" in lab.log_tail(h1, 200)
+    # a change during the outage: a new container on h3, which talks (its host cannot publish it yet)
+    late = lab.add_container(h3, mtu=lab.overlay_mtu())
+    lab.settle()
+    assert lab.ping(late, h1.containers[0].ip).ok
+
+    lab.start_etcd()
+    t0 = time.monotonic()
+    for h in lab.hosts:
+        _wait(f"{h.name} reconnects", lambda h=h: lab.status(h)["control"]["connected"], 8)
+    _wait("the outage's change reaches h1 through the store",
+          lambda: _fdb(lab, h1).get(late.mac) == (h3.ip4, True), 6)
+    assert time.monotonic() - t0 < 12
+    assert _store(lab)[f"{PREFIX}/fdb/blue/{late.mac}"] == {"remote": h3.ip4}
+    assert lab.status(h1)["control"]["resyncs"] >= 2
+    _all_ping(lab)
+
+
+def _openssl(*args: str, cwd: str) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def test_tls_client_certificates_and_user_password(make_lab, tmp_path):
+    """mTLS to the store plus etcd's own users: the daemon's [etcd] ca/cert/key/username/password."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    d = str(tmp_path)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=lab-ca",
+             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+    for name, san in (("server", "IP:198.18.0.254,IP:2001:2::fe"), ("client", "DNS:client")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", "-addext", f"subjectAltName={san}", cwd=d)
+        (tmp_path / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
+    lab = make_lab(2)
+    for h in lab.hosts:
+        lab.add_container(h, mtu=lab.overlay_mtu())
+    lab.settle()
+    lab.add_etcd_host(scheme="https", extra_args=[
+        "--cert-file", f"{d}/server.pem", "--key-file", f"{d}/server.key",
+        "--trusted-ca-file", f"{d}/ca.pem", "--client-cert-auth"])
+    tls = ["--cacert", f"{d}/ca.pem", "--cert", f"{d}/client.pem", "--key", f"{d}/client.key"]
+    for cmd in (["user", "add", "root:rootpw"], ["user", "add", "vxdp:s3cret"], ["role", "add", "vxdp"],
+                ["role", "grant-permission", "vxdp", "--prefix=true", "readwrite", PREFIX + "/"],
+                ["user", "grant-role", "vxdp", "vxdp"], ["auth", "enable"],
+                ["--user", "root:rootpw", "put", f"{PREFIX}/networks/blue", NET]):
+        r = lab.etcdctl(*tls, *cmd)
+        assert r.returncode == 0, (cmd, r.stderr)
+    extra = (f'ca = "{d}/ca.pem"\ncert = "{d}/client.pem"\nkey = "{d}/client.key"\n'
+             'username = "vxdp"\npassword = "s3cret"\n')
+    for h in lab.hosts:
+        _start(lab, h, "python", extra=extra)
+    h1, h2 = lab.hosts
+    _wait("h1 learns h2 from the TLS store", lambda: _peers(lab, h1) == [h2.ip4], 5)
+    assert lab.status(h1)["control"]["endpoint"].startswith("https://")
+    assert lab.ping(h1.containers[0], h2.containers[0].ip).ok
+    # a wrong password is refused, logged, and shows in status
+    h3 = lab.add_host()
+    lab.settle()
+    lab.start_daemon(h3, "", daemon_toml=lab.etcd_toml(h3, lease_ttl=TTL, extra=extra.replace("s3cret", "nope")),
+                     backend="python")
+    st = _wait("h3's refusal in its status", lambda: lab.status(h3)["control"]["last_error"], 8)
+    assert not lab.status(h3)["control"]["connected"] and "authentication failed" in st.lower(), st

@@ -1,0 +1,343 @@
+"""The etcd control plane without a server: key schema, mirrored store, Desired state, publishing.
+
+etcd_state.py takes key/value pairs and `now` and hands back decisions, so every rule of the
+issue is checked here in memory: who is in a flood list, which FDB entries a host installs,
+when a host claims a MAC, yields it to another host, takes it back or withdraws it. The
+fastpath's local-MAC table (what the publisher reads) is checked on the Python reference; the
+C backend is held to it by test_differential.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from vxlan_dp.config import ConfigError, EtcdConfig, parse_config, store_network
+from vxlan_dp.control import Desired, StaticControl, make_control
+from vxlan_dp.control.etcd import Endpoint, EtcdControl, _describe, parse_endpoint
+from vxlan_dp.control.etcd_state import (Change, Keys, Publisher, StoreView, decode_fdb, desired_for,
+                                         encode_fdb, plan_networks)
+from vxlan_dp.fastpath import NetworkParams, PureDataplane
+
+A, B, C, D = "198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"
+A6, B6 = "2001:db8::1", "2001:db8::2"
+M1, M2, M3 = "02:42:c0:a8:00:01", "02:42:c0:a8:00:02", "02:42:c0:a8:00:03"
+P = "/vxlan-dp"
+K = Keys(P)
+ETCD = EtcdConfig(endpoints=("198.18.0.254:2379",), local=A)
+NOW = 1000.0
+
+
+def _view(*kvs: tuple[str, Any]) -> StoreView:
+    v = StoreView(K)
+    v.load([(k.encode(), json.dumps(val).encode()) for k, val in kvs], NOW)
+    return v
+
+
+def _blue(local: str = A, **kw: Any):
+    return store_network("blue", {"vni": 42} | kw, local=local, etcd=ETCD, path=f"{P}/networks/blue")
+
+
+# --- key schema -----------------------------------------------------------------------------
+
+def test_keys_round_trip_and_reject_what_is_not_ours() -> None:
+    assert K.network("blue") == b"/vxlan-dp/networks/blue"
+    assert K.member("blue", A) == b"/vxlan-dp/members/blue/198.18.0.1"
+    assert K.fdb("blue", M1) == b"/vxlan-dp/fdb/blue/02:42:c0:a8:00:01"
+    assert K.parse(K.member("blue", A6)) == ("members", "blue", A6)  # IPv6 colons are fine
+    assert K.parse(K.network("red")) == ("networks", "red", "")
+    for bad in (b"/other/networks/blue", b"/vxlan-dp/networks/", b"/vxlan-dp/members/blue",
+                b"/vxlan-dp/fdb/blue/x/y", b"/vxlan-dp/peers/blue/a", b"/vxlan-dp/\xff"):
+        with pytest.raises(ValueError):
+            K.parse(bad)
+    assert Keys("/lab/overlay/").root == b"/lab/overlay/"
+
+
+def test_fdb_values_decode_to_normalised_unicast_addresses() -> None:
+    assert decode_fdb(encode_fdb(A)) == A
+    assert decode_fdb(b'{"remote": "2001:DB8:0::2"}') == B6
+    for bad in (b"x", b"[]", b'{"remote": 5}', b'{"remote": "nope"}', b'{"remote": "224.0.0.1"}'):
+        with pytest.raises(ValueError):
+            decode_fdb(bad)
+
+
+# --- the mirrored store ---------------------------------------------------------------------
+
+def test_view_follows_puts_and_deletes_and_reports_what_changed() -> None:
+    v = StoreView(K)
+    assert v.put(K.network("blue"), b'{"vni": 42}', NOW) == Change(networks=True, dirty={"blue"})
+    assert v.put(K.network("blue"), b'{"vni": 42}', NOW) == Change()          # same value: nothing
+    assert v.put(K.member("blue", B), b"{}", NOW) == Change(dirty={"blue"})
+    assert v.put(K.member("blue", B), b"{}", NOW) == Change()
+    assert v.put(K.fdb("blue", M1), encode_fdb(B), NOW) == Change(dirty={"blue"})
+    assert v.owner("blue", M1) == B and v.changed_at[("blue", M1)] == NOW
+    assert v.put(K.fdb("blue", M1), encode_fdb(C), NOW + 1) == Change(dirty={"blue"})
+    assert v.changed_at[("blue", M1)] == NOW + 1
+    assert len(v) == 3
+    assert v.delete(K.fdb("blue", M1), NOW) == Change(dirty={"blue"})
+    assert v.delete(K.fdb("blue", M1), NOW) == Change()
+    assert v.delete(K.member("blue", B), NOW) == Change(dirty={"blue"})
+    assert v.delete(K.network("blue"), NOW) == Change(networks=True, dirty={"blue"})
+    assert len(v) == 0 and not v.changed_at
+
+
+def test_bad_keys_are_remembered_and_ignored_never_fatal() -> None:
+    v = StoreView(K)
+    v.put(K.fdb("blue", M1), encode_fdb(B), NOW)
+    assert v.put(K.fdb("blue", M1), b'{"remote": "nope"}', NOW) == Change(dirty={"blue"})  # old value gone
+    assert v.owner("blue", M1) is None and "not an IP address" in v.bad[K.fdb("blue", M1)]
+    v.put(K.fdb("blue", "02:42:C0:A8:00:01"), encode_fdb(B), NOW)
+    v.put(K.fdb("blue", "ff:ff:ff:ff:ff:ff"), encode_fdb(B), NOW)
+    v.put(K.member("blue", "2001:db8:0::1"), b"{}", NOW)
+    v.put(b"/vxlan-dp/junk", b"{}", NOW)
+    v.put(K.network("red"), b"not json", NOW)
+    assert len(v.bad) == 6 and len(v) == 0
+    assert v.put(K.fdb("blue", M1), encode_fdb(C), NOW) == Change(dirty={"blue"})  # fixed: back
+    assert len(v.bad) == 5
+
+
+def test_full_reload_keeps_change_times_of_unchanged_entries() -> None:
+    v = _view((f"{P}/fdb/blue/{M1}", {"remote": B}), (f"{P}/fdb/blue/{M2}", {"remote": B}),
+              (f"{P}/members/blue/{B}", {}))
+    change = v.load([(K.fdb("blue", M1), encode_fdb(B)), (K.fdb("blue", M2), encode_fdb(C)),
+                     (K.member("blue", B), b"{}"), (K.member("red", C), b"{}")], NOW + 50)
+    assert change == Change(networks=False, dirty={"blue", "red"})
+    assert v.changed_at == {("blue", M1): NOW, ("blue", M2): NOW + 50}
+    assert v.load(list((k, val) for k, val in [(K.fdb("blue", M1), encode_fdb(B)),
+                                               (K.fdb("blue", M2), encode_fdb(C)),
+                                               (K.member("blue", B), b"{}"),
+                                               (K.member("red", C), b"{}")]), NOW + 60) == Change()
+
+
+# --- Desired state --------------------------------------------------------------------------
+
+def test_desired_is_the_other_members_and_their_macs_never_our_own() -> None:
+    v = _view((f"{P}/members/blue/{A}", {}), (f"{P}/members/blue/{C}", {}), (f"{P}/members/blue/{B}", {}),
+              (f"{P}/members/blue/198.18.0.10", {}), (f"{P}/members/blue/{B6}", {}),
+              (f"{P}/members/red/{D}", {}),
+              (f"{P}/fdb/blue/{M1}", {"remote": A}), (f"{P}/fdb/blue/{M2}", {"remote": B}),
+              (f"{P}/fdb/blue/{M3}", {"remote": B6}))
+    d = desired_for(v, _blue())
+    assert d == Desired((B, C, "198.18.0.10"), ((M2, B),))  # address order, IPv4 only, not A
+    assert desired_for(v, _blue()) == d                       # equal inputs, equal outputs
+
+
+def test_file_networks_add_static_peers_and_entries_that_win() -> None:
+    cfg = parse_config('[daemon]\ncontrol = "etcd"\n[etcd]\nendpoints = ["198.18.0.254:2379"]\n'
+                       '[[network]]\nname = "blue"\nvni = 42\nlocal = "198.18.0.1"\ntap = "t0"\n'
+                       f'peers = ["{D}"]\nfdb = [{{ mac = "{M2}", remote = "{D}" }}]\n')
+    v = _view((f"{P}/members/blue/{B}", {}), (f"{P}/fdb/blue/{M2}", {"remote": B}),
+              (f"{P}/fdb/blue/{M3}", {"remote": B}))
+    assert desired_for(v, cfg.networks[0]) == Desired((B, D), ((M2, D), (M3, B)))
+
+
+def test_plan_networks_file_shadows_store_and_bad_definitions_are_reported() -> None:
+    cfg = parse_config('[daemon]\ncontrol = "etcd"\n[etcd]\nendpoints = ["198.18.0.254:2379"]\n'
+                       '[[network]]\nname = "blue"\nvni = 7\nlocal = "198.18.0.1"\ntap = "t0"\n')
+    v = _view((f"{P}/networks/blue", {"vni": 42}), (f"{P}/networks/green", {"vni": 44, "encap": "gre-udp"}),
+              (f"{P}/networks/red", {"vni": 7}), (f"{P}/networks/bad", {"vni": "x"}),
+              (f"{P}/networks/averylongname", {"vni": 9}), (f"{P}/networks/odd", {"vni": 10, "peers": []}))
+    nets, problems = plan_networks(cfg.networks, v, ETCD, A)
+    assert sorted(nets) == ["blue", "green"]
+    assert nets["blue"].vni == 7 and nets["blue"].tap == "t0"                 # the file's own
+    assert (nets["green"].tap, nets["green"].bridge, nets["green"].port) == ("vxdp-green", "br-green", 4754)
+    assert problems["red"].startswith("/vxlan-dp/networks/red: ") and "7 is already the VNI" in problems["red"]
+    assert problems["bad"] == '/vxlan-dp/networks/bad.vni: expected an integer, got "x"'
+    assert "15" in problems["averylongname"] and "etcd.tap" in problems["averylongname"]
+    assert problems["odd"] == "/vxlan-dp/networks/odd.peers: come from the members/ keys of the store"
+    nets, problems = plan_networks((), v, ETCD, None)
+    assert not nets and "set etcd.local" in problems["blue"]
+
+
+# --- publishing local MACs --------------------------------------------------------------------
+
+def test_publisher_claims_new_macs_once_and_withdraws_them_when_they_age_out() -> None:
+    v, pub = StoreView(K), Publisher(K)
+    ops = pub.plan("blue", A, [(M1, 0.5), (M2, 3.0)], v, NOW)
+    assert ops.puts == [(K.fdb("blue", M1), encode_fdb(A)), (K.fdb("blue", M2), encode_fdb(A))]
+    assert not ops.deletes
+    for k, val in ops.puts:  # what etcd.py does after a successful write
+        v.put(k, val, NOW)
+    assert not pub.plan("blue", A, [(M1, 1.5), (M2, 4.0)], v, NOW + 1)        # already ours: quiet
+    ops = pub.plan("blue", A, [(M1, 2.5)], v, NOW + 2)                         # M2 aged out here
+    assert ops.deletes == [(K.fdb("blue", M2), encode_fdb(A))] and not ops.puts  # delete if still ours
+    assert pub.count() == 1
+    v.delete(K.fdb("blue", M1), NOW + 3)                                       # someone deleted ours
+    assert pub.plan("blue", A, [(M1, 0.1)], v, NOW + 3).puts == [(K.fdb("blue", M1), encode_fdb(A))]
+
+
+def test_a_mac_that_moved_away_is_left_to_its_new_host_until_seen_here_again() -> None:
+    v, pub = StoreView(K), Publisher(K)
+    for k, val in pub.plan("blue", A, [(M1, 0.0)], v, NOW).puts:
+        v.put(k, val, NOW)
+    v.put(K.fdb("blue", M1), encode_fdb(B), NOW + 5)   # B saw it after we last did: it moved
+    assert not pub.plan("blue", A, [(M1, 5.5)], v, NOW + 5.5)                  # last seen NOW < NOW + 5
+    assert pub.count() == 0
+    assert not pub.plan("blue", A, [], v, NOW + 400)                           # aged out: nothing to withdraw
+    # it comes back: seen here after B's claim, so A claims it again
+    assert pub.plan("blue", A, [(M1, 0.2)], v, NOW + 10).puts == [(K.fdb("blue", M1), encode_fdb(A))]
+    # B's claim arriving *after* A's last sighting never makes A delete B's entry
+    v.put(K.fdb("blue", M1), encode_fdb(B), NOW + 11)
+    ops = pub.plan("blue", A, [], v, NOW + 12)
+    assert not ops.deletes
+
+
+def test_renew_rebinds_only_claims_the_store_still_shows_as_ours_and_forget_withdraws() -> None:
+    v, pub = StoreView(K), Publisher(K)
+    for k, val in pub.plan("blue", A, [(M1, 0.0), (M2, 0.0)], v, NOW).puts:
+        v.put(k, val, NOW)
+    v.put(K.fdb("blue", M2), encode_fdb(B), NOW + 1)
+    assert pub.renew(v).puts == [(K.fdb("blue", M1), encode_fdb(A))]
+    ops = pub.forget("blue", v)
+    assert ops.deletes == [(K.fdb("blue", M1), encode_fdb(A))] and pub.count() == 0
+
+
+# --- the local-MAC table of the fast path (Python reference) ----------------------------------
+
+def _frame(dst: str, src: str, size: int = 100) -> bytes:
+    hdr = bytes.fromhex(dst.replace(":", "")) + bytes.fromhex(src.replace(":", "")) + b"\x08\x00"
+    return hdr + bytes(size - len(hdr))
+
+
+def test_local_mac_table_records_unicast_sources_leaving_the_tap() -> None:
+    dp = PureDataplane()
+    ep = dp.add_endpoint("vxlan", -1)
+    net = dp.add_network(NetworkParams(vni=42, encap="vxlan", local=A, ageing=10.0, max_fdb_entries=2), ep)
+    dp.set_peers(net, [B])
+    dp.encap(net, [_frame("ff:ff:ff:ff:ff:ff", M1), _frame(M2, "01:00:5e:00:00:01"), b"short"], NOW)
+    dp.encap(net, [_frame(M1, M2, 9000)], NOW + 1)           # too big: still a sighting, not sent
+    assert dp.local_macs(net, NOW + 2) == [(M1, 2.0), (M2, 1.0)]
+    dp.encap(net, [_frame(M1, M3)], NOW + 2)                 # table full: M3 not recorded
+    dp.encap(net, [_frame(M3, M1)], NOW + 3)                 # M1 refreshed
+    assert dp.local_macs(net, NOW + 10.5) == [(M1, 7.5), (M2, 9.5)]
+    assert dp.local_macs(net, NOW + 11.5) == [(M1, 8.5)]     # M2 older than ageing: not listed
+    assert dp.age(NOW + 11.5) == 0                           # counts FDB entries only
+    dp.encap(net, [_frame(M1, M3)], NOW + 12)                # room again after the sweep
+    assert [m for m, _ in dp.local_macs(net, NOW + 12)] == [M1, M3]
+    assert dp.counters(net)["tap_rx_frames"] == 7
+
+
+# --- the I/O half, without a server ------------------------------------------------------------
+
+def test_endpoints_parse_to_tls_when_asked() -> None:
+    assert parse_endpoint("198.18.0.254:2379", False) == Endpoint("198.18.0.254", 2379, False)
+    assert parse_endpoint("https://etcd1.example:2379", False) == Endpoint("etcd1.example", 2379, True)
+    assert parse_endpoint("http://[2001:db8::9]:2379", True) == Endpoint("2001:db8::9", 2379, True)
+    assert str(Endpoint("2001:db8::9", 2379, True)) == "https://[2001:db8::9]:2379"
+
+
+def test_grpc_targets_for_ipv4_ipv6_and_names() -> None:
+    """etcd3aio builds "ipv4:" targets only; we set its channel target (pins that attribute)."""
+    cfg = parse_config('[daemon]\ncontrol = "etcd"\n[etcd]\nendpoints = ["198.18.0.254:2379", '
+                       '"[2001:db8::9]:2379", "etcd.example:2380"]\nlocal = "198.18.0.1"\n')
+    ctl = EtcdControl(cfg)
+    targets = [ctl._new_client(ep)._manager.target for ep in ctl.endpoints]
+    assert targets == ["ipv4:198.18.0.254:2379", "ipv6:[2001:db8::9]:2379", "dns:///etcd.example:2380"]
+
+
+def test_describe_gives_one_line_for_grpc_errors() -> None:
+    class FakeRpcError(Exception):
+        def code(self) -> Any:
+            return type("C", (), {"name": "INVALID_ARGUMENT"})()
+
+        def details(self) -> str:
+            return "etcdserver: authentication failed"
+
+    assert _describe(FakeRpcError("a\nb")) == "INVALID_ARGUMENT: etcdserver: authentication failed"
+    assert _describe(TimeoutError()) == "TimeoutError"
+    assert _describe(OSError("no route\nmore")) == "OSError: no route"
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.converged: list[set[str]] = []
+        self.applied: list[tuple[str, Desired]] = []
+
+    def converge(self, want: Any, desired: Any) -> set[str]:
+        self.converged.append(set(want))
+        return set(want)
+
+    def apply(self, name: str, desired: Desired) -> None:
+        self.applied.append((name, desired))
+
+    def local_macs(self, name: str, now: float) -> list[tuple[str, float]]:
+        return []
+
+
+def test_store_changes_reach_the_daemon_coalesced_without_a_server() -> None:
+    cfg = parse_config('[daemon]\ncontrol = "etcd"\n[etcd]\nendpoints = ["198.18.0.254:2379"]\n'
+                       'local = "198.18.0.1"\n')
+
+    async def scenario() -> tuple[_Sink, EtcdControl]:
+        ctl = EtcdControl(cfg)
+        sink = _Sink()
+        ctl.sink = sink
+        flusher = asyncio.get_running_loop().create_task(ctl._run_flusher())
+        try:
+            ctl._changed(ctl.view.put(K.network("blue"), b'{"vni": 42}', time.monotonic()))
+            await asyncio.sleep(0.3)
+            assert sink.converged == [{"blue"}] and ctl.networks()["blue"].tap == "vxdp-blue"
+            for i in range(50):  # a burst of members: one apply, not fifty
+                ctl._changed(ctl.view.put(K.member("blue", f"198.18.1.{i + 1}"), b"{}", time.monotonic()))
+            await asyncio.sleep(0.3)
+        finally:
+            flusher.cancel()
+        return sink, ctl
+
+    sink, ctl = asyncio.run(scenario())
+    assert len(sink.applied) == 1 and len(sink.applied[0][1].peers) == 50
+    h = ctl.health()
+    assert h["backend"] == "etcd" and h["connected"] is False and h["store_keys"] == 51
+
+
+def test_make_control_picks_the_backend() -> None:
+    static = parse_config('[[network]]\nname = "blue"\nvni = 42\nlocal = "198.18.0.1"\ntap = "t0"\n'
+                          'peers = ["198.18.0.2"]\n')
+    ctl = make_control(static)
+    assert isinstance(ctl, StaticControl) and ctl.health() == {"backend": "static", "connected": True}
+    assert ctl.desired() == {"blue": Desired(("198.18.0.2",), ())}
+    etcd = parse_config('[daemon]\ncontrol = "etcd"\n[etcd]\nendpoints = ["198.18.0.254:2379"]\n')
+    assert isinstance(make_control(etcd), EtcdControl)
+
+
+def test_status_and_metrics_show_a_disconnected_store() -> None:
+    from prometheus_client.exposition import generate_latest
+
+    from vxlan_dp.cli import render_control
+    from vxlan_dp.metrics import make_registry
+
+    health = {"backend": "etcd", "connected": False, "down_since": time.time() - 65, "resyncs": 3, "outages": 1,
+              "last_sync": 1.5e9, "last_error": "http://198.18.0.254:2379: UNAVAILABLE: connection refused",
+              "problems": {"red": "/vxlan-dp/networks/red.vni: expected an integer"}}
+    line = render_control(health)
+    assert "DISCONNECTED for 1m05s" in line and "last known state" in line and "UNAVAILABLE" in line
+    assert "store network red not joined" in line
+    assert render_control({"backend": "static", "connected": True}) == ""
+    assert "connected to" in render_control(health | {"connected": True, "endpoint": "http://x:1"})
+
+    class Source:
+        dp = PureDataplane()
+        reloads = reload_failures = 0
+        last_reload_ok = True
+        control = type("Ctl", (), {"health": staticmethod(lambda: health)})()
+
+        def metric_networks(self) -> list[Any]:
+            return []
+
+        def metric_endpoints(self) -> list[Any]:
+            return []
+
+    text = generate_latest(make_registry(Source(), process=False)).decode()  # type: ignore[arg-type]
+    assert 'vxlan_dp_control_connected{backend="etcd"} 0.0' in text
+    assert "vxlan_dp_control_resyncs_total 3.0" in text and "vxlan_dp_control_outages_total 1.0" in text
+    assert "vxlan_dp_control_last_sync_timestamp_seconds 1.5e+09" in text
+
+
+def test_store_network_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError) as e:
+        store_network("blue", {"vni": 42, "local": "1.2.3.4"}, local=A, etcd=ETCD, path=f"{P}/networks/blue")
+    assert str(e.value) == "/vxlan-dp/networks/blue.local: is set per host ([etcd] local)"

@@ -1,0 +1,73 @@
+"""The one interface between the daemon and a control plane (static file or etcd store).
+
+A control plane answers two questions, and tells the daemon when the answers change:
+- which networks this host runs (`networks()`: name -> NetworkConfig), and
+- what each of them should hold (`desired()`: name -> Desired: flood list + static FDB entries).
+
+Invariants:
+- The daemon owns the data plane; a control plane never touches it. It calls back through
+  `ControlSink`: `converge` when the set of networks (or a network's definition) changes,
+  `apply` when only a network's Desired state changes. Both run on the daemon's event loop,
+  never concurrently with a pump.
+- `Desired.peers` is in a stable order (the file's for static, sorted for etcd) and never holds
+  the network's own local address; `Desired.fdb` holds at most one entry per MAC. Equal inputs
+  give equal Desired values, so the daemon's diff in `apply` does nothing when nothing changed.
+- Losing the source (the store is unreachable) never changes Desired: the data plane keeps
+  forwarding on the last known state, and `health()` says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..config import Config, NetworkConfig
+
+__all__ = ["Desired", "ControlPlane", "ControlSink"]
+
+
+@dataclass(frozen=True)
+class Desired:
+    peers: tuple[str, ...]
+    fdb: tuple[tuple[str, str], ...]  # (mac, remote)
+
+
+class ControlSink(Protocol):
+    """What a control plane may ask of the daemon."""
+
+    def converge(self, want: Mapping[str, NetworkConfig], desired: Mapping[str, Desired]) -> set[str]:
+        """Run exactly the networks in `want` (start, stop, restart changed ones); names now running."""
+        ...
+
+    def apply(self, name: str, desired: Desired) -> None:
+        """Bring running network `name` to `desired`."""
+        ...
+
+    def local_macs(self, name: str, now: float) -> list[tuple[str, float]]:
+        """(mac, age) of the MACs recently seen leaving network `name`'s TAP ([] if not running)."""
+        ...
+
+
+class ControlPlane(Protocol):
+    backend: str
+
+    async def start(self, sink: ControlSink) -> None:
+        """Begin; returns once the first state is known (or, for a store, a bounded wait ended)."""
+        ...
+
+    async def stop(self) -> None:
+        """End: withdraw what this host published where that is possible, within a bounded time."""
+        ...
+
+    def networks(self) -> dict[str, NetworkConfig]: ...
+
+    def desired(self) -> dict[str, Desired]: ...
+
+    def update_config(self, config: Config) -> None:
+        """A reloaded config file; the daemon converges on `networks()`/`desired()` next."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """JSON-able: {"backend", "connected", "last_sync", ...} for status and metrics."""
+        ...

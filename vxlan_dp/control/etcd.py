@@ -1,0 +1,487 @@
+"""The etcd control plane: membership, FDB entries and network definitions from an etcd v3 store.
+
+Client: etcd3aio (grpc.aio). Chosen because it is asyncio-native on our own event loop (no
+thread, no second runtime), released recently, typed, and the only maintained asyncio client
+that speaks TLS with client certificates as well as user/password (aetcd, the other maintained
+one, opens plaintext channels only).
+
+The key schema and every decision live in etcd_state.py (no I/O); this module talks. One
+*session* per connection to one endpoint (the next one after a failure):
+
+    connect (TLS, auth) -> grant a lease -> read the whole prefix at one revision (paged)
+      -> converge the daemon on it -> put our member keys and re-bind our FDB claims to the
+      new lease -> revoke the previous lease (whatever it still holds is stale)
+      -> run until one of these fails:
+           watch      prefix from revision+1: events -> StoreView -> pending changes
+           keepalive  every lease_ttl/3; no answer within that time = the store is gone
+           writer     every second: member keys of running networks; local MACs -> claims
+           auth       re-authenticate every 4 minutes (etcd's simple tokens expire)
+
+Between sessions nothing in the data plane changes: it forwards on the last known state,
+`health()` says "connected": false (status, metrics) and a warning is logged once per outage;
+a new session's full read brings everything back in line (the resynchronisation), including
+changes made while we were away. A watch that etcd cancels (compaction) ends the session the
+same way. Changes are applied by a flusher that coalesces a burst of events (100 ms), so 20,000
+entries arriving one by one cost a few dozen diffs, not 20,000.
+
+Our keys: P/members/<net>/<local> for every running network, P/fdb/<net>/<mac> for every MAC
+this host claims; all bound to our lease, so a host that dies drops out of everybody's flood
+lists and FDBs within lease_ttl. A clean stop revokes the lease: gone at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..config import Config, NetworkConfig
+from .base import ControlSink, Desired
+from .etcd_state import (Change, Keys, Ops, Publisher, StoreView, desired_for, encode_fdb,
+                         encode_member, plan_networks)
+
+__all__ = ["EtcdControl", "Endpoint", "parse_endpoint", "route_source"]
+
+log = logging.getLogger("vxlan_dp.etcd")
+
+RPC_TIMEOUT = 5.0        # seconds for one request (a store that takes longer is as good as gone)
+START_WAIT = 5.0         # start-up waits this long for the first full read, then goes on without
+RETRY_MIN, RETRY_MAX = 0.5, 5.0  # reconnect back-off
+PUBLISH_INTERVAL = 1.0   # local MACs polled and published this often
+FLUSH_DELAY = 0.1        # store events coalesce for this long before the data plane sees them
+PAGE = 5000              # keys per range request at start-up (gRPC messages stay well under 4 MiB)
+TXN_OPS = 100            # puts per transaction (etcd's --max-txn-ops defaults to 128)
+AUTH_REFRESH = 240.0     # etcd simple tokens live 300 s by default
+
+
+class Resync(Exception):
+    """The session must start over with a full read (watch cancelled, lease lost)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+
+def parse_endpoint(text: str, tls: bool) -> Endpoint:
+    """A config endpoint ("host:port", "http(s)://host:port", validated by config.py)."""
+    url = urlsplit(text if "://" in text else f"//{text}")
+    assert url.hostname is not None and url.port is not None
+    return Endpoint(url.hostname, url.port, tls or url.scheme == "https")
+
+
+def route_source(host: str, port: int) -> str:
+    """The source address the kernel picks towards host:port (a UDP connect sends nothing)."""
+    family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect(addr)
+        return ipaddress.ip_address(s.getsockname()[0]).compressed
+
+
+def _describe(e: BaseException) -> str:
+    """One line for a log or status: gRPC's status code and etcd's words, else the exception."""
+    code, details = getattr(e, "code", None), getattr(e, "details", None)
+    if callable(code) and callable(details):  # grpc.aio.AioRpcError: its repr spans lines
+        return f"{code().name}: {details() or 'no details'}"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+class EtcdControl:
+    backend = "etcd"
+
+    def __init__(self, config: Config) -> None:
+        assert config.etcd is not None
+        # gRPC logs every cancelled stream at DEBUG with a traceback: not our debugging aid
+        logging.getLogger("grpc").setLevel(logging.WARNING)
+        self.config = config
+        self.etcd = config.etcd
+        self.keys = Keys(self.etcd.prefix)
+        self.view = StoreView(self.keys)
+        self.publisher = Publisher(self.keys)
+        tls = self.etcd.ca is not None or self.etcd.cert is not None
+        self.endpoints = [parse_endpoint(e, tls) for e in self.etcd.endpoints]
+        self.local: str | None = self.etcd.local
+        self.sink: ControlSink | None = None
+        self._nets: dict[str, NetworkConfig] = {n.name: n for n in config.networks}
+        self._running: dict[str, NetworkConfig] = {}
+        self._problems: dict[str, str] = {}
+        self._pending = Change()
+        self._dirty = asyncio.Event()
+        self._wake_writer = asyncio.Event()
+        self._synced = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._closing = False
+        self._members: set[tuple[str, str]] = set()   # member keys put in this session
+        self._client: Any = None
+        self._lease = 0
+        # health
+        self.connected = False
+        self.endpoint: Endpoint | None = None
+        self.last_sync: float | None = None   # wall clock of the last full read
+        self.last_event: float | None = None  # wall clock of the last watch event
+        self.down_since: float | None = time.time()
+        self.last_error: str | None = None
+        self.resyncs = 0
+        self.outages = 0
+
+    # --- ControlPlane ---------------------------------------------------------------------
+    async def start(self, sink: ControlSink) -> None:
+        self.sink = sink
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run_sessions()), loop.create_task(self._run_flusher())]
+        try:
+            await asyncio.wait_for(self._synced.wait(), START_WAIT)
+        except asyncio.TimeoutError:
+            log.warning("etcd: no answer from %s within %.0fs (%s); starting without the store, retrying",
+                        ", ".join(map(str, self.endpoints)), START_WAIT, self.last_error or "no error yet")
+
+    async def stop(self) -> None:
+        self._closing = True  # the session leaves its client open for the revoke below
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.connected and self._client is not None and self._lease:
+            # Revoking the lease deletes our member keys and claims now, not lease_ttl later.
+            try:
+                await asyncio.wait_for(self._client.lease.revoke(self._lease), 2.0)
+                log.info("etcd: lease revoked, membership withdrawn")
+            except Exception as e:  # noqa: BLE001 - going away anyway; the lease will expire
+                log.warning("etcd: could not revoke the lease (%s); it expires in %ds", _describe(e),
+                            self.etcd.lease_ttl)
+        if self._client is not None:
+            try:
+                await asyncio.wait_for(self._client.close(), 1.0)
+            except Exception:  # noqa: BLE001 - closing a dead channel
+                pass
+            self._client = None
+
+    def networks(self) -> dict[str, NetworkConfig]:
+        return dict(self._nets)
+
+    def desired(self) -> dict[str, Desired]:
+        return {name: desired_for(self.view, n) for name, n in self._nets.items()}
+
+    def update_config(self, config: Config) -> None:
+        if config.etcd != self.etcd:
+            log.warning("etcd settings changed; they take effect at the next restart")
+        self.config = config
+        self._reconcile()
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "connected": self.connected,
+            "endpoint": str(self.endpoint) if self.endpoint else None,
+            "prefix": self.etcd.prefix, "local": self.local,
+            "last_sync": self.last_sync, "last_event": self.last_event,
+            "down_since": None if self.connected else self.down_since,
+            "last_error": self.last_error, "resyncs": self.resyncs, "outages": self.outages,
+            "lease": f"{self._lease:x}" if self._lease else None, "lease_ttl": self.etcd.lease_ttl,
+            "store_keys": len(self.view), "claimed_macs": self.publisher.count(),
+            "problems": dict(self._problems),
+            "bad_keys": {k.decode(errors="replace"): v for k, v in list(self.view.bad.items())[:20]},
+        }
+
+    # --- applying the view ----------------------------------------------------------------
+    def _changed(self, change: Change) -> None:
+        if change.networks or change.dirty:
+            self._pending |= change
+            self._dirty.set()
+
+    async def _run_flusher(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(FLUSH_DELAY)  # let a burst of events land first
+            self._dirty.clear()
+            if self._closing:
+                continue
+            pending, self._pending = self._pending, Change()
+            try:
+                if pending.networks:
+                    self._reconcile()
+                else:
+                    for name in sorted(pending.dirty & self._running.keys()):
+                        self._apply(name)
+            except Exception:  # noqa: BLE001 - keep the control plane alive; the next change retries
+                log.exception("etcd: applying store changes failed")
+
+    def _apply(self, name: str) -> None:
+        assert self.sink is not None
+        self.sink.apply(name, desired_for(self.view, self._running[name]))
+
+    def _reconcile(self, converge: bool = True) -> None:
+        """Recompute the network set; with `converge`, make the daemon run it."""
+        nets, problems = plan_networks(self.config.networks, self.view, self.etcd, self.local)
+        for name, why in problems.items():
+            if self._problems.get(name) != why:
+                log.error("etcd: network %s not joined: %s", name, why)
+        self._problems = problems
+        self._nets = nets
+        if converge and self.sink is not None and not self._closing:
+            desired = {name: desired_for(self.view, n) for name, n in nets.items()}
+            running = self.sink.converge(nets, desired)
+            self._running = {name: nets[name] for name in running if name in nets}
+            self._wake_writer.set()
+
+    # --- sessions -------------------------------------------------------------------------
+    async def _run_sessions(self) -> None:
+        delay, i = RETRY_MIN, 0
+        while True:
+            ep = self.endpoints[i % len(self.endpoints)]
+            try:
+                await self._session(ep)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any failure ends the session; we retry
+                if self.connected:
+                    delay = RETRY_MIN  # it worked until now: try again promptly
+                self._lost(ep, e)
+            i += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    def _lost(self, ep: Endpoint, e: BaseException) -> None:
+        error, self.last_error = self.last_error, f"{ep}: {_describe(e)}"
+        if self.connected:
+            self.connected = False
+            self.down_since = time.time()
+            self.outages += 1
+            log.warning("etcd %s lost (%s); the data plane keeps forwarding on the last known state "
+                        "(%d networks), reconnecting", ep, _describe(e), len(self._running))
+        elif self.last_error != error:  # say each new reason once, not every retry
+            log.warning("etcd %s: %s; retrying", ep, _describe(e))
+        else:
+            log.debug("etcd %s: %s", ep, _describe(e))
+
+    def _new_client(self, ep: Endpoint) -> Any:
+        from etcd3aio import Etcd3Client  # noqa: PLC0415 - static mode never loads grpc
+
+        tls: dict[str, bytes | None] = {}
+        if ep.tls:
+            ca = self.etcd.ca or ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+            tls["ca_cert"] = _read(ca)
+            if self.etcd.cert and self.etcd.key:
+                tls["cert_chain"] = _read(self.etcd.cert)
+                tls["cert_key"] = _read(self.etcd.key)
+        client = Etcd3Client([f"{ep.host}:{ep.port}"], tls_server_name=ep.host if ep.tls else None,
+                             rpc_max_attempts=2, **tls)
+        # etcd3aio targets "ipv4:<endpoints>" only; an IPv6 endpoint needs gRPC's ipv6: scheme
+        # and a host name its dns: resolver (TLS still checks the name, tls_server_name above).
+        try:
+            addr = ipaddress.ip_address(ep.host)
+        except ValueError:
+            client._manager.target = f"dns:///{ep.host}:{ep.port}"
+        else:
+            client._manager.target = (f"ipv6:[{addr}]:{ep.port}" if addr.version == 6
+                                      else f"ipv4:{addr}:{ep.port}")
+        return client
+
+    async def _session(self, ep: Endpoint) -> None:
+        if self.local is None:
+            self.local = await asyncio.get_running_loop().run_in_executor(None, route_source, ep.host, ep.port)
+            log.info("etcd: local underlay address %s (the route towards %s; set etcd.local to choose)",
+                     self.local, ep)
+        client = self._new_client(ep)
+        await client.connect()
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            if self.etcd.username:
+                await self._authenticate(client)
+            grant = await client.lease.grant(self.etcd.lease_ttl, timeout=RPC_TIMEOUT)
+            old_lease, lease = self._lease, grant.ID
+            revision = await self._read_all(client)
+            self._client, self._lease, self.endpoint = client, lease, ep
+            self._members = set()
+            await self._write_members(client, lease)
+            await self._execute(client, lease, self.publisher.renew(self.view))
+            if old_lease and old_lease != lease:
+                try:
+                    await client.lease.revoke(old_lease, timeout=RPC_TIMEOUT)
+                except Exception as e:  # noqa: BLE001 - most often: it expired while we were away
+                    log.debug("etcd: old lease %x: %s", old_lease, _describe(e))
+            was_down = self.down_since
+            self.connected = True
+            self.last_error = None
+            if self.resyncs == 1:
+                log.info("etcd %s: connected; %d keys under %s, lease %x (ttl %ds)", ep, len(self.view),
+                         self.etcd.prefix, lease, grant.TTL)
+            else:
+                log.info("etcd %s reachable again after %.1fs; resynchronised (%d keys under %s)", ep,
+                         time.time() - (was_down or time.time()), len(self.view), self.etcd.prefix)
+            self.down_since = None
+            loop = asyncio.get_running_loop()
+            tasks = [loop.create_task(self._run_watch(client, revision + 1)),
+                     loop.create_task(self._run_keepalive(client, lease, grant.TTL)),
+                     loop.create_task(self._run_writer(client, lease))]
+            if self.etcd.username:
+                tasks.append(loop.create_task(self._run_auth(client)))
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()  # raises the failure that ended the session
+            raise Resync("session tasks ended")
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if not self._closing:  # else stop() still revokes the lease through this client
+                self._client = None
+                try:
+                    await asyncio.wait_for(client.close(), 2.0)
+                except Exception:  # noqa: BLE001 - a dead channel may not close cleanly
+                    pass
+
+    async def _authenticate(self, client: Any) -> None:
+        assert self.etcd.username is not None
+        resp = await client.auth.authenticate(self.etcd.username, self.etcd.password or "", timeout=RPC_TIMEOUT)
+        client.set_token(resp.token)
+
+    async def _run_auth(self, client: Any) -> None:
+        while True:
+            await asyncio.sleep(AUTH_REFRESH)
+            await self._authenticate(client)
+
+    async def _read_all(self, client: Any) -> int:
+        """The whole prefix at one revision, in pages; the view and the daemon follow it."""
+        from etcd3aio import prefix_range_end  # noqa: PLC0415
+
+        start, end, revision = self.keys.root, prefix_range_end(self.keys.root), 0
+        kvs: list[tuple[bytes, bytes]] = []
+        while True:
+            r = await client.kv.get(start, range_end=end, revision=revision, limit=PAGE, timeout=RPC_TIMEOUT)
+            revision = revision or r.header.revision
+            kvs.extend((kv.key, kv.value) for kv in r.kvs)
+            if not r.more or not r.kvs:
+                break
+            start = r.kvs[-1].key + b"\0"
+        change = self.view.load(kvs, time.monotonic())
+        self.resyncs += 1
+        self.last_sync = time.time()
+        for key, why in self.view.bad.items():
+            log.warning("etcd: ignoring %s: %s", key.decode(errors="replace"), why)
+        # A full read re-evaluates everything: the daemon may have missed any change.
+        self._pending = Change()
+        self._reconcile()
+        for name in self._running:
+            if name in change.dirty:
+                self._apply(name)
+        self._synced.set()
+        return int(revision)
+
+    async def _run_watch(self, client: Any, revision: int) -> None:
+        from etcd3aio import prefix_range_end  # noqa: PLC0415
+
+        it = client.watch.watch(self.keys.root, range_end=prefix_range_end(self.keys.root),
+                                start_revision=revision)
+        try:
+            async for resp in it:
+                if resp.canceled or resp.compact_revision:
+                    raise Resync(f"watch cancelled by etcd (compacted at revision {resp.compact_revision}); "
+                                 "reading the store again")
+                if not resp.events:
+                    continue
+                now = time.monotonic()
+                change = Change()
+                for ev in resp.events:
+                    if ev.type == 0:  # mvccpb.Event.PUT
+                        change |= self.view.put(ev.kv.key, ev.kv.value, now)
+                    else:
+                        change |= self.view.delete(ev.kv.key, now)
+                        self._members.discard(self._member_of(ev.kv.key))
+                self.last_event = time.time()
+                self._changed(change)
+                if change.dirty:
+                    self._wake_writer.set()  # a claim of ours may have been taken over
+        finally:
+            await it.aclose()
+
+    def _member_of(self, key: bytes) -> tuple[str, str]:
+        try:
+            kind, name, item = self.keys.parse(key)
+        except ValueError:
+            return "", ""
+        return (name, item) if kind == "members" else ("", "")
+
+    async def _run_keepalive(self, client: Any, lease: int, ttl: int) -> None:
+        interval = max(0.5, ttl / 3)
+        while True:
+            await asyncio.sleep(interval)
+            stream = client.lease.keep_alive(lease)
+            try:
+                resp = await asyncio.wait_for(_first(stream), interval)
+            finally:
+                stream.cancel()
+            if resp is None or resp.TTL <= 0:
+                raise Resync(f"lease {lease:x} expired")
+
+    async def _run_writer(self, client: Any, lease: int) -> None:
+        while True:
+            await self._write_members(client, lease)
+            await self._publish(client, lease)
+            self._wake_writer.clear()
+            try:
+                await asyncio.wait_for(self._wake_writer.wait(), PUBLISH_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _write_members(self, client: Any, lease: int) -> None:
+        want = {(name, n.local) for name, n in self._running.items()}
+        for name, addr in sorted(want - self._members):
+            await client.kv.put(self.keys.member(name, addr), encode_member(), lease=lease, timeout=RPC_TIMEOUT)
+            self._changed(self.view.put(self.keys.member(name, addr), encode_member(), time.monotonic()))
+            self._members.add((name, addr))
+            log.info("etcd: member of %s as %s", name, addr)
+        for name, addr in sorted(self._members - want):
+            await client.kv.delete(self.keys.member(name, addr), timeout=RPC_TIMEOUT)
+            self._members.discard((name, addr))
+            await self._execute(client, lease, self.publisher.forget(name, self.view))
+            log.info("etcd: left %s", name)
+
+    async def _publish(self, client: Any, lease: int) -> None:
+        assert self.sink is not None
+        now = time.monotonic()
+        for name, n in list(self._running.items()):
+            ops = self.publisher.plan(name, n.local, self.sink.local_macs(name, now), self.view, now)
+            if ops:
+                await self._execute(client, lease, ops)
+
+    async def _execute(self, client: Any, lease: int, ops: Ops) -> None:
+        """Puts (in transactions of TXN_OPS), then conditional deletes; the view follows at once."""
+        from etcd3aio.kv import KVService  # noqa: PLC0415
+
+        now = time.monotonic()
+        for i in range(0, len(ops.puts), TXN_OPS):
+            batch = ops.puts[i:i + TXN_OPS]
+            await client.kv.txn([], [KVService.txn_op_put(k, v, lease=lease) for k, v in batch], timeout=RPC_TIMEOUT)
+            for k, v in batch:
+                self._changed(self.view.put(k, v, now))
+                log.debug("etcd: put %s", k.decode())
+        for k, expected in ops.deletes:
+            # Only if still ours: another host may have taken the MAC over since.
+            await client.kv.txn([KVService.txn_compare_value(k, expected)], [KVService.txn_op_delete(k)],
+                                timeout=RPC_TIMEOUT)
+            log.debug("etcd: withdrew %s", k.decode())
+
+
+async def _first(stream: Any) -> Any:
+    async for resp in stream:
+        return resp
+    return None
+
+
+def _read(path: str) -> bytes:
+    with open(os.path.expanduser(path), "rb") as f:
+        return f.read()
