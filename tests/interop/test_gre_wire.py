@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import pytest
 
-from vxlan_dp.lab import Lab, LabError, netns
+from vxlan_dp.lab import Lab, netns
 
 TSHARK = shutil.which("tshark")
 if TSHARK is None:

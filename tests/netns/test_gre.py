@@ -21,7 +21,7 @@ from scapy.layers.l2 import GRE, Ether
 from scapy.packet import Raw
 from scapy.utils import checksum
 
-from vxlan_dp.lab import Lab, LabError, netns
+from vxlan_dp.lab import Lab, netns
 
 ENCAPS = ["gre", "gre-udp"]
 

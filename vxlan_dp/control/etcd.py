@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 
 from ..config import Config, NetworkConfig
 from .base import ControlSink, Desired
-from .etcd_state import (Change, Keys, Ops, Publisher, StoreView, desired_for, encode_fdb,
+from .etcd_state import (Change, Keys, Ops, Publisher, StoreView, desired_for,
                          encode_member, plan_networks)
 
 __all__ = ["EtcdControl", "Endpoint", "parse_endpoint", "route_source"]
