@@ -303,18 +303,8 @@ class Lab:
             return "(no log)"
 
     def stop_daemon(self, host: Host, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-        p = host.proc
-        if p is None:
-            return None
-        if p.poll() is None:
-            p.send_signal(sig)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        host.proc = None
-        return p.returncode
+        p, host.proc = host.proc, None
+        return None if p is None else _stop(p, sig, timeout)
 
     def status(self, host: Host) -> dict[str, Any]:
         from ..rpc import request  # noqa: PLC0415
@@ -367,17 +357,9 @@ class Lab:
         raise LabError(f"etcd not ready after {timeout}s:\n{_tail(log_path, start)}")
 
     def stop_etcd(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        p = self.etcd_proc
-        if p is None:
-            return
-        if p.poll() is None:
-            p.send_signal(sig)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        self.etcd_proc = None
+        p, self.etcd_proc = self.etcd_proc, None
+        if p is not None:
+            _stop(p, sig, timeout)
 
     def etcdctl(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
         """`etcdctl ARGS` (Debian's etcd-client) against the lab's etcd, run in its namespace."""
@@ -465,6 +447,18 @@ class Lab:
         except OSError:
             pass
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _stop(p: subprocess.Popen[Any], sig: int, timeout: float) -> int:
+    """Signal a process this lab started and reap it; SIGKILL if it does not go in time."""
+    if p.poll() is None:
+        p.send_signal(sig)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+    return p.returncode
 
 
 _PING_RE = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
