@@ -10,6 +10,10 @@ Invariants:
   the header the C compiler sees and the declarations cffi binds cannot drift apart;
 - the package version from vxlan_dp/__init__.py is compiled in (`vxdp_version()`), and
   vxlan_dp/fastpath/_c.py refuses to import a module built for another version.
+
+`VXLAN_DP_SANITIZE=1` in the environment builds with AddressSanitizer and
+UndefinedBehaviorSanitizer (any UB report aborts: -fno-sanitize-recover), for .ci/sanitize;
+such a module only loads into a Python started with the sanitizer runtimes in LD_PRELOAD.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SOURCES = ("fastpath.c", "manage.c", "fdb.c", "outer.c", "wire.c", "flowhash.c")
+SOURCES = ("fastpath.c", "manage.c", "fdb.c", "outer.c", "wire.c", "flowhash.c", "offload.c",
+           "gsosock.c")
 HEADERS = ("fastpath.h", "internal.h")
 
 
@@ -54,6 +59,10 @@ def _rel(p: Path) -> str:
         return str(p)
 
 
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                  "-fno-sanitize-recover=undefined"]
+SANITIZE = os.environ.get("VXLAN_DP_SANITIZE", "") not in ("", "0")
+
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_text())
 ffibuilder.set_source(
@@ -63,8 +72,10 @@ ffibuilder.set_source(
     depends=[_rel(HERE / h) for h in HEADERS],
     include_dirs=[_rel(HERE)],
     define_macros=[("VXDP_VERSION", '"%s"' % package_version()), ("_GNU_SOURCE", "1")],
-    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                        "-fno-strict-aliasing"],
+    extra_compile_args=["-std=gnu11", "-O1" if SANITIZE else "-O2", "-Wall", "-Wextra",
+                        "-Wno-unused-parameter", "-fno-strict-aliasing"]
+    + (SANITIZE_FLAGS + ["-g"] if SANITIZE else []),
+    extra_link_args=SANITIZE_FLAGS if SANITIZE else [],
 )
 
 if __name__ == "__main__":

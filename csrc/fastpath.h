@@ -11,7 +11,23 @@
  * - a `struct vxdp_dp` is locked internally, so management calls and counter reads from
  *   another thread wait for the batch in progress instead of racing it;
  * - file descriptors are the caller's: nothing here ever closes one. TAP and underlay fds
- *   must be O_NONBLOCK (the pumps read until EAGAIN).
+ *   must be O_NONBLOCK (the pumps read until EAGAIN). The one exception is the dp's own
+ *   pool of UDP_SEGMENT send sockets (offloads, below): opened on demand per outer source
+ *   port, at most VXDP_GSO_SOCKS of them, closed by vxdp_set_tx_gso(off) and vxdp_free.
+ *
+ * Offloads (csrc/offload.c, vxlan_dp/wire/offload.py, vxlan_dp/datapath/offload.py):
+ * - a TAP attached with vxdp_set_tap_vnet(vnet_hdr = 1) reads and writes a struct
+ *   vxdp_vnet_hdr (the kernel's struct virtio_net_hdr, host byte order) before each frame:
+ *   super-frames read from it are split into wire frames (TSO/USO done here), frames written
+ *   to it are coalesced (GRO done here) for the GSO types in `offload` (VXDP_TAP_*);
+ * - vxdp_set_tx_gso(family, 1): split super-frames of UDP encapsulations leave by sendmsg
+ *   with UDP_SEGMENT (one call per up to VXDP_GSO_SEGS datagrams) on a UDP socket bound to
+ *   (local, flow source port); a send the path cannot offload turns it off (counted) and
+ *   the same datagrams go through the raw socket;
+ * - vxdp_set_endpoint_gro(ep, 1): the endpoint socket has UDP_GRO on; a received message
+ *   may hold several datagrams of the cmsg's size, each handled as if received alone.
+ * Counters count inner frames and datagrams as they are on the wire, whatever the batching:
+ * a 45-segment super-frame is 45 tap_rx_frames and 45 tx_packets, as without offloads.
  *
  * The counter structs list their fields in exactly the order of
  * vxlan_dp.core.counters.NET_COUNTERS / EP_COUNTERS; vxlan_dp/fastpath/_c.py refuses to
@@ -28,6 +44,25 @@
 #define VXDP_HDR_MAX 56         /* largest outer header: IPv6 40 + UDP 8 + VXLAN/GRE 8 */
 #define VXDP_FRAME_MAX 65535    /* largest frame or datagram one read returns */
 #define VXDP_BATCH_MAX 1024     /* UIO_MAXIOV: the most messages one sendmmsg/recvmmsg takes */
+
+#define VXDP_SUPER_MAX 65600    /* largest frame a vnet-header TAP read returns: 64 KiB GSO */
+#define VXDP_VNET_HDR_LEN 10    /* sizeof(struct virtio_net_hdr), linux/virtio_net.h */
+#define VXDP_VNET_F_NEEDS_CSUM 1
+#define VXDP_VNET_F_DATA_VALID 2
+#define VXDP_GSO_NONE 0
+#define VXDP_GSO_TCPV4 1
+#define VXDP_GSO_UDP 3          /* UFO: never enabled, refused */
+#define VXDP_GSO_TCPV6 4
+#define VXDP_GSO_UDP_L4 5
+#define VXDP_GSO_ECN 128
+#define VXDP_TAP_CSUM 1         /* TUN_F_* (linux/if_tun.h) granted by TUNSETOFFLOAD */
+#define VXDP_TAP_TSO4 2
+#define VXDP_TAP_TSO6 4
+#define VXDP_TAP_USO 96         /* TUN_F_USO4 | TUN_F_USO6: the kernel takes them together */
+#define VXDP_GRO_MAX_SEGS 64    /* segments one coalesced frame holds at most */
+#define VXDP_GRO_MAX_FRAME 65535
+#define VXDP_GSO_SEGS 64        /* UDP_MAX_SEGMENTS: datagrams per UDP_SEGMENT send */
+#define VXDP_GSO_SOCKS 64       /* UDP_SEGMENT send sockets kept open at most */
 
 #define VXDP_ENCAP_VXLAN 0
 #define VXDP_ENCAP_GRE 1
@@ -101,6 +136,34 @@ struct vxdp_fdb_row {
     double age;
 };
 
+/* struct virtio_net_hdr: 10 bytes, no padding, host byte order (tun's legacy default). */
+struct vxdp_vnet_hdr {
+    uint8_t flags;
+    uint8_t gso_type;
+    uint16_t hdr_len;
+    uint16_t gso_size;
+    uint16_t csum_start;
+    uint16_t csum_offset;
+};
+
+/* Offload events of the whole dp (vxlan_dp.fastpath.api.OFFLOAD_STATS, same order). */
+struct vxdp_offload_stats {
+    uint64_t tso_frames;        /* GSO super-frames read from TAPs */
+    uint64_t tso_segments;      /* wire frames they were split into */
+    uint64_t csum_filled;       /* partial checksums completed in frames without GSO */
+    uint64_t vnet_malformed;    /* vnet frames that could not be split (drop_malformed) */
+    uint64_t gso_sends;         /* sendmsg calls with UDP_SEGMENT that succeeded */
+    uint64_t gso_datagrams;     /* datagrams they carried */
+    uint64_t gro_messages;      /* received messages holding several datagrams (UDP_GRO) */
+    uint64_t gro_datagrams;     /* datagrams in them */
+    uint64_t coalesced_frames;  /* super-frames written to TAPs */
+    uint64_t coalesced_segments;/* inner frames merged into them */
+    uint64_t tx_gso_fallbacks;  /* UDP_SEGMENT sends refused by the path: tx GSO turned off */
+    uint64_t tap_gso_fallbacks; /* GSO TAP writes refused: coalescing turned off for the TAP */
+    int64_t tx_gso_errno;       /* errno of the last refusal, 0 if none */
+    int64_t tap_gso_errno;
+};
+
 struct vxdp_dp;
 
 const char *vxdp_version(void);
@@ -114,6 +177,12 @@ int vxdp_add_network(struct vxdp_dp *dp, const struct vxdp_net_params *params, i
 int vxdp_remove_network(struct vxdp_dp *dp, int net);
 int vxdp_set_tap(struct vxdp_dp *dp, int net, int fd);
 int vxdp_set_peers(struct vxdp_dp *dp, int net, const struct vxdp_addr *peers, int n);
+int vxdp_set_tap_vnet(struct vxdp_dp *dp, int net, int fd, int vnet_hdr, unsigned offload);
+int vxdp_tap_offload(struct vxdp_dp *dp, int net);
+int vxdp_set_endpoint_gro(struct vxdp_dp *dp, int ep, int on);
+int vxdp_set_tx_gso(struct vxdp_dp *dp, int family, int on);
+int vxdp_tx_gso(struct vxdp_dp *dp, int family);
+int vxdp_offload_stats(struct vxdp_dp *dp, struct vxdp_offload_stats *out);
 
 int vxdp_fdb_add(struct vxdp_dp *dp, int net, const uint8_t *mac, const struct vxdp_addr *remote);
 int vxdp_fdb_remove(struct vxdp_dp *dp, int net, const uint8_t *mac);
@@ -130,12 +199,21 @@ int vxdp_ep_counters(struct vxdp_dp *dp, int ep, struct vxdp_ep_counters *out);
 int vxdp_encap(struct vxdp_dp *dp, int net, uint8_t *buf, size_t buflen,
                const size_t *offs, const uint32_t *lens, int n, double now,
                uint8_t *out, size_t out_cap, uint32_t *out_lens, int out_max);
+int vxdp_encap_vnet(struct vxdp_dp *dp, int net, uint8_t *buf, size_t buflen,
+                    const size_t *offs, const uint32_t *lens, int n, double now,
+                    uint8_t *out, size_t out_cap, uint32_t *out_lens, int out_max);
 int vxdp_decap(struct vxdp_dp *dp, int ep, const uint8_t *buf, size_t buflen,
                const size_t *offs, const uint32_t *lens, const struct vxdp_addr *srcs, int n,
                double now, int32_t *out_idx, int32_t *out_net, uint32_t *out_off);
 
 int vxdp_pump_tap(struct vxdp_dp *dp, int net, double now);
 int vxdp_pump_endpoint(struct vxdp_dp *dp, int ep, double now);
+
+int vxdp_split(const struct vxdp_vnet_hdr *h, const uint8_t *frame, uint32_t len,
+               uint8_t *out, size_t out_cap, uint32_t *out_lens, int out_max);
+int vxdp_coalesce(const uint8_t *buf, size_t buflen, const size_t *offs, const uint32_t *lens,
+                  int n, unsigned types, uint8_t *out, size_t out_cap,
+                  struct vxdp_vnet_hdr *hdrs, uint32_t *out_lens, int out_max);
 
 uint32_t vxdp_flow_hash(const uint8_t *frame, size_t len);
 uint16_t vxdp_checksum(const uint8_t *data, size_t len);

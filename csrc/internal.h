@@ -20,7 +20,11 @@
 
 #define VXDP_ETH_HLEN 14
 #define VXDP_TXQ 512            /* outer packets queued before a sendmmsg (or copy-out) */
-#define VXDP_SLOT (VXDP_HEADROOM + VXDP_FRAME_MAX + 1)  /* one rx buffer: headroom + frame */
+#define VXDP_SLOT (VXDP_HEADROOM + VXDP_SUPER_MAX)  /* one rx buffer: headroom + (super-)frame */
+#define VXDP_SEG_HDR_MAX 160    /* inner headers of a segment: 14 + 4 (802.1Q) + 60 + 60 = 138 */
+#define VXDP_SEG_BUF (VXDP_HDR_MAX + VXDP_SEG_HDR_MAX)  /* outer + inner headers, inner at HDR_MAX */
+#define VXDP_RX_CTL 64          /* control buffer per received message: one UDP_GRO cmsg */
+#define VXDP_DL_PER_MSG 64      /* datagrams one UDP_GRO message holds at most (UDP_GRO_CNT_MAX) */
 
 /* ---- wire.c: pure functions over bytes, mirroring vxlan_dp/wire ------------------------ */
 
@@ -40,6 +44,55 @@ int vxdp_decapsulate(int kind, bool ipv4_header, const uint8_t *p, uint32_t len,
                      uint32_t *key, uint32_t *off);
 bool vxdp_is_multicast(const uint8_t *mac);
 int64_t vxdp_max_frame_len(int32_t mtu, const uint8_t *frame, uint32_t len);
+
+/* ---- offload.c: TSO/USO split, GRO coalescing (pure, over caller buffers) ------------- */
+
+/* One super-frame being split: segment i is the s->hlen header bytes vxdp_split_seg writes
+ * followed by the payload slice frame + poff + i * gso (the last one may be shorter). */
+struct vxdp_split {
+    uint32_t l3, l4, thl, hlen;
+    uint32_t poff, plen, gso, nseg;
+    uint32_t seq;
+    uint16_t ident;
+    uint8_t version, proto;
+};
+
+int vxdp_fill_partial_csum(uint8_t *frame, uint32_t len, uint32_t start, uint32_t off);
+/* 0: a GSO frame, s describes it; 1: not GSO, finished in place (partial checksum filled);
+ * -1: malformed. */
+int vxdp_split_init(struct vxdp_split *s, const struct vxdp_vnet_hdr *h, uint8_t *frame,
+                    uint32_t len);
+/* Writes segment i's headers at h; returns its payload length. frame_sum (if not NULL): the
+ * partial checksum of the whole segment frame, for the IPv6 outer UDP checksum. */
+uint32_t vxdp_split_seg(const struct vxdp_split *s, const uint8_t *frame, uint32_t i,
+                        uint8_t *h, uint64_t *frame_sum);
+
+struct vxdp_gro_cand;
+struct vxdp_gro_slot;
+struct vxdp_gro_item {
+    int32_t first, last;        /* frame indexes; gro->next chains first -> last */
+    uint32_t nsegs, total;      /* segments, payload bytes */
+    uint8_t closed;
+};
+struct vxdp_gro {               /* workspace for batches of up to `cap` frames */
+    int cap, nitems;
+    struct vxdp_gro_cand *cand;
+    int32_t *next;
+    struct vxdp_gro_item *items;
+    struct vxdp_gro_slot *tab;  /* open runs by flow, open addressing */
+    uint32_t mask, gen;
+};
+
+int vxdp_gro_init(struct vxdp_gro *g, int cap);
+void vxdp_gro_free(struct vxdp_gro *g);
+/* Groups frames[0..n) into g->items (in output order); returns their count. `types`:
+ * VXDP_TAP_TSO4 / TSO6 / USO, which kinds may coalesce. */
+int vxdp_gro_run(struct vxdp_gro *g, const uint8_t *const *frames, const uint32_t *lens,
+                 int n, unsigned types);
+/* For an item of 2+ segments: its patched headers at h (returns their length) and its
+ * virtio-net header; 0 (and a zero header) for a single frame, written as it is. */
+int vxdp_gro_header(const struct vxdp_gro *g, int item, const uint8_t *const *frames,
+                    uint8_t *h, struct vxdp_vnet_hdr *vh);
 
 /* ---- fdb.c: one network's forwarding table ------------------------------------------- */
 
@@ -83,12 +136,15 @@ struct vxdp_ep {
     int kind;                   /* VXDP_ENCAP_* */
     int fd;
     bool ipv4_header;           /* raw IPv4 GRE socket: datagrams start with the IP header */
+    bool gro;                   /* UDP_GRO on: a message may hold several datagrams */
     struct vxdp_keymap plain, nvgre;
     struct vxdp_ep_counters c;
 };
 
 struct vxdp_net {
     int id, ep, tap_fd;
+    bool vnet;                  /* the TAP fd carries a struct vxdp_vnet_hdr per frame */
+    unsigned gro_types;         /* VXDP_TAP_* that writes to the TAP may coalesce into */
     struct vxdp_net_params p;
     int family;                 /* 4 or 6, from p.local */
     int iphl, l4hlen;           /* outer IP header; UDP + VXLAN/GRE (16) or GRE alone (8) */
@@ -101,6 +157,13 @@ struct vxdp_net {
     struct vxdp_net_counters c;
 };
 
+/* The per-frame part of an outer header: everything except the destination address. */
+struct vxdp_outer {
+    uint32_t l4len;             /* bytes after the IP header: (UDP +) VXLAN/GRE + frame */
+    uint8_t l4[16];             /* UDP header (checksum 0) + VXLAN/GRE, or GRE alone */
+    uint64_t l4sum;             /* IPv6 + UDP: partial checksum of l4[] and the frame */
+};
+
 /* Outgoing packets of one batch, waiting for sendmmsg (or, for vxdp_encap, a copy out). */
 struct vxdp_txq {
     int n;
@@ -109,6 +172,27 @@ struct vxdp_txq {
     struct iovec iov[VXDP_TXQ][2];
     union { struct sockaddr_in v4; struct sockaddr_in6 v6; } sa[VXDP_TXQ];
     uint8_t hdr[VXDP_TXQ][VXDP_HEADROOM];   /* per-copy outer headers of flooded frames */
+    uint8_t seg[VXDP_TXQ][VXDP_SEG_BUF];    /* outer + inner headers of split segments */
+};
+
+/* Segments of one super-frame waiting for a UDP_SEGMENT send: datagram j is
+ * hdr[j] + VXDP_HDR_MAX - 8 (encapsulation header + inner headers) then payload[j]. */
+struct vxdp_gsob {
+    int n;
+    uint32_t ihlen;             /* inner header bytes, the same for every segment */
+    uint32_t seglen[VXDP_GSO_SEGS];     /* inner frame lengths */
+    const uint8_t *payload[VXDP_GSO_SEGS];
+    struct vxdp_outer o[VXDP_GSO_SEGS]; /* for the raw fallback */
+    uint8_t hdr[VXDP_GSO_SEGS][VXDP_SEG_BUF];
+    struct iovec iov[2 * VXDP_GSO_SEGS];
+};
+
+struct vxdp_gso_sock {          /* a UDP_SEGMENT send socket bound to (local, port) */
+    int fd;                     /* -1: none (free, or bind failed until `retry`) */
+    uint16_t port;
+    struct vxdp_addr local;
+    uint64_t last;              /* use stamp, for LRU eviction */
+    double retry;
 };
 
 struct vxdp_dp {
@@ -126,26 +210,42 @@ struct vxdp_dp {
     struct mmsghdr *rx_msg;
     struct iovec *rx_iov;
     struct sockaddr_in6 *rx_sa;
-    int32_t *dl_net;            /* ingress deliveries of one batch: network, offset */
-    uint32_t *dl_off;
-    int32_t *dl_idx;
+    int32_t *dl_net;            /* ingress deliveries of one batch: network, frame, length */
+    const uint8_t **dl_ptr;
+    uint32_t *dl_len;
+    int dl_cap;                 /* batch * VXDP_DL_PER_MSG: UDP_GRO messages hold several */
     struct vxdp_txq *txq;
+    /* offloads */
+    struct vxdp_vnet_hdr *vh;   /* per slot: the virtio-net header of the frame read there */
+    uint8_t *rx_ctl;            /* per slot: control buffer for the UDP_GRO cmsg */
+    struct vxdp_gro gro;
+    const uint8_t **gro_frames; /* one network's deliveries, gathered for vxdp_gro_run */
+    uint32_t *gro_lens;
+    bool tx_gso[2];             /* UDP_SEGMENT sends on, per family [0] IPv4, [1] IPv6 */
+    struct vxdp_gsob *gsob;
+    struct vxdp_gso_sock gso_socks[VXDP_GSO_SOCKS];
+    uint64_t gso_clock;
+    struct vxdp_offload_stats ost;
 };
 
 /* ---- outer.c: egress headers --------------------------------------------------------- */
 
-/* The per-frame part of an outer header: everything except the destination address. */
-struct vxdp_outer {
-    uint32_t l4len;             /* bytes after the IP header: (UDP +) VXLAN/GRE + frame */
-    uint8_t l4[16];             /* UDP header (checksum 0) + VXLAN/GRE, or GRE alone */
-    uint64_t l4sum;             /* IPv6 + UDP: partial checksum of l4[] and the frame */
-};
-
 bool vxdp_outer_fits(const struct vxdp_net *n, uint32_t frame_len);
 void vxdp_outer_prepare(const struct vxdp_net *n, const uint8_t *frame, uint32_t len,
                         struct vxdp_outer *o);
+/* The same from the frame's flow hash and (IPv6 UDP only) its partial checksum. */
+void vxdp_outer_prepare_fh(const struct vxdp_net *n, uint32_t fh, uint32_t len,
+                           uint64_t frame_sum, struct vxdp_outer *o);
 int vxdp_outer_write(const struct vxdp_net *n, const struct vxdp_outer *o,
                      const struct vxdp_addr *dst, uint8_t *h);
+
+/* ---- gsosock.c: the UDP_SEGMENT send sockets ------------------------------------------ */
+
+/* A socket bound to (local, port), opened on first use; -1 if none can be (bind refused:
+ * retried after a while, the caller sends through the raw socket meanwhile). */
+int vxdp_gso_socket(struct vxdp_dp *dp, const struct vxdp_addr *local, uint16_t port,
+                    double now);
+void vxdp_gso_close(struct vxdp_dp *dp, int family);   /* 0: every family */
 
 struct vxdp_net *vxdp_get_net(struct vxdp_dp *dp, int id);
 struct vxdp_ep *vxdp_get_ep(struct vxdp_dp *dp, int id);

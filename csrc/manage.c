@@ -54,12 +54,22 @@ struct vxdp_dp *vxdp_new(int batch)
     dp->rx_msg = calloc((size_t)batch, sizeof *dp->rx_msg);
     dp->rx_iov = calloc((size_t)batch, sizeof *dp->rx_iov);
     dp->rx_sa = calloc((size_t)batch, sizeof *dp->rx_sa);
-    dp->dl_net = calloc((size_t)batch, sizeof *dp->dl_net);
-    dp->dl_off = calloc((size_t)batch, sizeof *dp->dl_off);
-    dp->dl_idx = calloc((size_t)batch, sizeof *dp->dl_idx);
+    dp->dl_cap = batch * VXDP_DL_PER_MSG;
+    dp->dl_net = calloc((size_t)dp->dl_cap, sizeof *dp->dl_net);
+    dp->dl_ptr = calloc((size_t)dp->dl_cap, sizeof *dp->dl_ptr);
+    dp->dl_len = calloc((size_t)dp->dl_cap, sizeof *dp->dl_len);
     dp->txq = calloc(1, sizeof *dp->txq);
+    dp->vh = calloc((size_t)batch, sizeof *dp->vh);
+    dp->rx_ctl = calloc((size_t)batch, VXDP_RX_CTL);
+    dp->gro_frames = calloc((size_t)dp->dl_cap, sizeof *dp->gro_frames);
+    dp->gro_lens = calloc((size_t)dp->dl_cap, sizeof *dp->gro_lens);
+    dp->gsob = calloc(1, sizeof *dp->gsob);
+    for (int i = 0; i < VXDP_GSO_SOCKS; i++)
+        dp->gso_socks[i].fd = -1;
+    bool gro_ok = vxdp_gro_init(&dp->gro, dp->dl_cap) == 0;
     if (!dp->slab || !dp->lens || !dp->rx_msg || !dp->rx_iov || !dp->rx_sa || !dp->dl_net ||
-        !dp->dl_off || !dp->dl_idx || !dp->txq) {
+        !dp->dl_ptr || !dp->dl_len || !dp->txq || !dp->vh || !dp->rx_ctl || !dp->gro_frames ||
+        !dp->gro_lens || !dp->gsob || !gro_ok) {
         vxdp_free(dp);
         return NULL;
     }
@@ -101,9 +111,16 @@ void vxdp_free(struct vxdp_dp *dp)
     free(dp->rx_iov);
     free(dp->rx_sa);
     free(dp->dl_net);
-    free(dp->dl_off);
-    free(dp->dl_idx);
+    free(dp->dl_ptr);
+    free(dp->dl_len);
     free(dp->txq);
+    free(dp->vh);
+    free(dp->rx_ctl);
+    free(dp->gro_frames);
+    free(dp->gro_lens);
+    free(dp->gsob);
+    vxdp_gro_free(&dp->gro);
+    vxdp_gso_close(dp, 0);
     pthread_mutex_destroy(&dp->lock);
     free(dp);
 }
@@ -298,12 +315,77 @@ int vxdp_remove_network(struct vxdp_dp *dp, int net)
 
 int vxdp_set_tap(struct vxdp_dp *dp, int net, int fd)
 {
+    return vxdp_set_tap_vnet(dp, net, fd, 0, 0);
+}
+
+int vxdp_set_tap_vnet(struct vxdp_dp *dp, int net, int fd, int vnet_hdr, unsigned offload)
+{
+    if (!vnet_hdr && offload)
+        return -EINVAL;         /* GSO frames need the header that describes them */
     pthread_mutex_lock(&dp->lock);
     struct vxdp_net *n = vxdp_get_net(dp, net);
-    if (n)
+    if (n) {
         n->tap_fd = fd < 0 ? -1 : fd;
+        n->vnet = vnet_hdr != 0;
+        /* what may be written: TCP GSO where the TAP took TSO, UDP_L4 where it took USO */
+        n->gro_types = offload & (VXDP_TAP_TSO4 | VXDP_TAP_TSO6 | VXDP_TAP_USO);
+        if ((n->gro_types & VXDP_TAP_USO) != VXDP_TAP_USO)
+            n->gro_types &= ~(unsigned)VXDP_TAP_USO;
+        if (!(offload & VXDP_TAP_CSUM))
+            n->gro_types = 0;   /* every GSO frame is CHECKSUM_PARTIAL */
+    }
     pthread_mutex_unlock(&dp->lock);
     return n ? 0 : -ENOENT;
+}
+
+int vxdp_tap_offload(struct vxdp_dp *dp, int net)
+{
+    pthread_mutex_lock(&dp->lock);
+    struct vxdp_net *n = vxdp_get_net(dp, net);
+    int r = n ? (int)n->gro_types : -ENOENT;
+    pthread_mutex_unlock(&dp->lock);
+    return r;
+}
+
+int vxdp_set_endpoint_gro(struct vxdp_dp *dp, int ep, int on)
+{
+    pthread_mutex_lock(&dp->lock);
+    struct vxdp_ep *e = vxdp_get_ep(dp, ep);
+    int r = !e ? -ENOENT : (on && e->kind == VXDP_ENCAP_GRE) ? -EINVAL : 0;
+    if (r == 0)
+        e->gro = on != 0;
+    pthread_mutex_unlock(&dp->lock);
+    return r;
+}
+
+int vxdp_set_tx_gso(struct vxdp_dp *dp, int family, int on)
+{
+    if (family != 4 && family != 6)
+        return -EINVAL;
+    pthread_mutex_lock(&dp->lock);
+    dp->tx_gso[family == 6] = on != 0;
+    if (!on)
+        vxdp_gso_close(dp, family);
+    pthread_mutex_unlock(&dp->lock);
+    return 0;
+}
+
+int vxdp_tx_gso(struct vxdp_dp *dp, int family)
+{
+    if (family != 4 && family != 6)
+        return -EINVAL;
+    pthread_mutex_lock(&dp->lock);
+    int r = dp->tx_gso[family == 6];
+    pthread_mutex_unlock(&dp->lock);
+    return r;
+}
+
+int vxdp_offload_stats(struct vxdp_dp *dp, struct vxdp_offload_stats *out)
+{
+    pthread_mutex_lock(&dp->lock);
+    *out = dp->ost;
+    pthread_mutex_unlock(&dp->lock);
+    return 0;
 }
 
 static int addr_cmp(const void *a, const void *b)

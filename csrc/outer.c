@@ -45,9 +45,20 @@ void vxdp_outer_prepare(const struct vxdp_net *n, const uint8_t *frame, uint32_t
 {
     const struct vxdp_net_params *p = &n->p;
     uint32_t fh = 0;
+    uint64_t sum = 0;
     if (n->udp || (p->nvgre && p->encap != VXDP_ENCAP_VXLAN))
         fh = vxdp_flow_hash(frame, len);
+    if (n->udp && n->family == 6)
+        sum = vxdp_csum_partial(frame, len, 0);
+    vxdp_outer_prepare_fh(n, fh, len, sum, o);
+}
 
+/* Split segments know their hash (the super-frame's: it reads headers only) and their sum
+ * (vxdp_split_seg), so nothing here touches the payload again. */
+void vxdp_outer_prepare_fh(const struct vxdp_net *n, uint32_t fh, uint32_t len,
+                           uint64_t frame_sum, struct vxdp_outer *o)
+{
+    const struct vxdp_net_params *p = &n->p;
     uint8_t *e = o->l4;
     if (n->udp) {
         uint32_t span = (uint32_t)p->sport_max - p->sport_min + 1;
@@ -68,8 +79,8 @@ void vxdp_outer_prepare(const struct vxdp_net *n, const uint8_t *frame, uint32_t
     }
     o->l4len = (uint32_t)n->l4hlen + len;
     o->l4sum = 0;
-    if (n->udp && n->family == 6)
-        o->l4sum = vxdp_csum_partial(frame, len, vxdp_csum_partial(o->l4, 16, 0));
+    if (n->udp && n->family == 6)       /* l4[] is 16 bytes: the frame's sum adds on */
+        o->l4sum = vxdp_csum_partial(o->l4, 16, frame_sum);
 }
 
 /* Writes the n->iphl + n->l4hlen bytes of header at h; returns that length. */

@@ -18,6 +18,29 @@ uint64_t vxdp_csum_partial(const uint8_t *p, size_t len, uint64_t sum)
     uint32_t w32;
     uint16_t w16;
 
+#ifdef __SIZEOF_INT128__
+    /* 2^16 = 1 (mod 0xffff): 64-bit words summed into 128 bits and folded back with the
+     * end-around carry give the same one's-complement sum as 16-bit words, four times fewer
+     * adds (the offload paths sum every payload byte once). Two accumulators keep the adds
+     * independent. The result stays below 2^34, so callers may keep adding partial sums. */
+    if (len >= 32) {
+        unsigned __int128 a = sum, b = 0;
+        uint64_t w[4];
+        while (len >= 32) {
+            memcpy(w, p, 32);
+            a += w[0];
+            b += w[1];
+            a += w[2];
+            b += w[3];
+            p += 32;
+            len -= 32;
+        }
+        a += b;
+        uint64_t lo = (uint64_t)a, hi = (uint64_t)(a >> 64), s = lo + hi;
+        s += s < lo;            /* end-around carry */
+        sum = (s & 0xFFFFFFFFu) + (s >> 32);
+    }
+#endif
     while (len >= 4) {
         memcpy(&w32, p, 4);
         sum += w32;

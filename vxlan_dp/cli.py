@@ -111,6 +111,8 @@ def cmd_check(a: argparse.Namespace) -> int:
     print(f"{a.config}: OK")
     print(f"backend: {BACKEND} ({BACKEND_REASON}); batch {d.batch}; control {d.control}; "
           f"metrics {d.metrics or 'off'}")
+    from .datapath.offload import probe  # noqa: PLC0415
+    print(f"offloads: {probe(enabled=d.offload, backend=BACKEND).describe()}")
     if d.control == "etcd" and config.etcd is not None:
         e = config.etcd
         tls = e.ca or e.cert or any(x.startswith("https:") for x in e.endpoints)
@@ -157,6 +159,13 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print(f"vxlan-dp bench {a.what}: needs root (network namespaces, TAP devices)", file=sys.stderr)
         return EXIT_USAGE
+    if a.what == "soak":
+        if a.minutes is None or a.minutes <= 0:
+            print("vxlan-dp bench soak: --minutes must be positive", file=sys.stderr)
+            return EXIT_USAGE
+        from .bench.soak import run_soak  # noqa: PLC0415
+        result, _ = run_soak(a.minutes, backend=a.backend, out_dir=a.out)
+        return 0 if result["ok"] else EXIT_RUNTIME
     from .bench.e2e import VARIANTS, run_e2e  # noqa: PLC0415
     variants = tuple(a.variants.split(",")) if a.variants else VARIANTS
     bad = [v for v in variants if v not in VARIANTS]
@@ -372,10 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where peers come from: per-host config files, or an etcd server on its own lab host")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("bench", help="encapsulation micro-bench, or end-to-end throughput against the kernel")
-    b.add_argument("what", choices=["encap", "e2e"])
+    b = sub.add_parser("bench", help="encapsulation micro-bench, end-to-end throughput against the kernel, "
+                                     "or a soak under load")
+    b.add_argument("what", choices=["encap", "e2e", "soak"])
     b.add_argument("--seconds", type=float, help="per measurement (default 1 for encap, 5 for e2e)")
     b.add_argument("--variants", help="e2e tunnels, comma-separated (default kernel,c,python,socat)")
+    b.add_argument("--minutes", type=float, default=10.0,
+                   help="soak: how long to run under full iperf3 load (default 10)")
+    b.add_argument("--backend", choices=["c", "python"], default="c", help="soak: the daemons' fast path")
     b.add_argument("--out", default="bench/results", help="where the .json/.md/.png results go")
     b.set_defaults(func=cmd_bench)
 

@@ -150,6 +150,7 @@ class DaemonConfig:
     batch: int = 64
     log_level: str = "info"
     fdb_sweep: float = 5.0                  # seconds between FDB ageing sweeps
+    offload: bool = True                    # TAP TSO/GRO, UDP_SEGMENT, UDP_GRO where probed to work
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -272,13 +273,14 @@ def _convert(field: str, convert: Callable[[Any], T], value: Any) -> T:
 
 
 def _daemon(raw: Any) -> DaemonConfig:
-    t = _Table(raw, "daemon", ("metrics", "control", "batch", "log_level", "fdb_sweep"))
+    t = _Table(raw, "daemon", ("metrics", "control", "batch", "log_level", "fdb_sweep", "offload"))
     return DaemonConfig(
         metrics=t.take("metrics", _metrics, DaemonConfig.metrics),
         control=t.take("control", _choice(CONTROLS), "static"),
         batch=t.take("batch", _int(1, BATCH_MAX), 64),
         log_level=t.take("log_level", _choice(LOG_LEVELS, fold=True), "info"),
         fdb_sweep=t.take("fdb_sweep", _seconds, 5.0),
+        offload=t.take("offload", _bool, True),
     )
 
 

@@ -5,7 +5,9 @@ it; the fastpath Dataplane only borrows them. A receive endpoint is shared by ev
 with the same (encap, local, port) and closed with the last of them. READY=1 goes to systemd
 only once every network's TAP and socket are up. A TAP deleted under the running daemon is
 noticed by its pump (negative errno), logged once, and re-created every second until it is
-back; the other networks never stop.
+back; the other networks never stop. Sends to the underlay that fail (the local address
+removed, no route) are counted by the fast path; a once-a-second look at those counters logs
+the first failure of an episode and the recovery, never one line per packet.
 
 Everything runs on one event loop: the pumps, the status socket, the Prometheus endpoint (a
 scrape reads the counters between two pump calls, never concurrently), the WATCHDOG=1 pings
@@ -34,7 +36,8 @@ from . import __version__, rpc
 from .config import Config, ConfigError, NetworkConfig, load_config
 from .control import ControlPlane, Desired, make_control
 from .datapath.tap import Tap
-from .datapath.underlay import open_endpoint, open_tx_socket, underlay_mtu
+from .datapath.offload import OffloadPlan, flag_names, probe as probe_offloads
+from .datapath.underlay import gro_enabled, open_endpoint, open_tx_socket, underlay_mtu
 from .fastpath import BACKEND, Dataplane
 from .metrics import EndpointView, MetricsServer, NetworkView, make_registry
 from .systemd import Notifier, watchdog_interval
@@ -46,6 +49,7 @@ log = logging.getLogger("vxlan_dp")
 
 DEFAULT_UNDERLAY_MTU = 1500
 STATUS_INTERVAL = 5.0  # seconds between STATUS= refreshes to systemd
+UNDERLAY_CHECK = 1.0   # seconds between looks at the egress error counters
 
 
 class ReloadRejected(Exception):
@@ -84,6 +88,9 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.socket_path = socket_path
         self.dp = Dataplane(batch=config.daemon.batch)
+        # offloads: probed once; a restart applies a changed `offload` (datapath/offload.py)
+        self.offload: OffloadPlan = probe_offloads(enabled=config.daemon.offload, backend=BACKEND)
+        self._offload_fallbacks = (0, 0)
         self.networks: dict[str, _Network] = {}
         self._endpoints: dict[tuple[str, str, int], _Endpoint] = {}
         self._tx: dict[int, Any] = {}
@@ -108,9 +115,10 @@ class Daemon:
         key = (net.encap, net.local, net.port)
         ep = self._endpoints.get(key)
         if ep is None:
-            sock = open_endpoint(net.encap, net.local, net.port)
+            sock = open_endpoint(net.encap, net.local, net.port, gro=self.offload.rx_gro)
             ipv4_header = net.encap == "gre" and not net.ipv6
-            handle = self.dp.add_endpoint(net.encap, sock.fileno(), ipv4_header=ipv4_header)
+            handle = self.dp.add_endpoint(net.encap, sock.fileno(), ipv4_header=ipv4_header,
+                                          gro=gro_enabled(sock))
             ep = self._endpoints[key] = _Endpoint(sock, handle)
             assert self._loop is not None
             self._loop.add_reader(sock.fileno(), self._on_endpoint, handle)
@@ -131,6 +139,7 @@ class Daemon:
         if version not in self._tx:
             sock = self._tx[version] = open_tx_socket(version)
             self.dp.set_tx_socket(version, sock.fileno())
+            self.dp.set_tx_gso(version, self.offload.tx_gso)
 
     def start_network(self, cfg: NetworkConfig, desired: Desired) -> None:
         under = underlay_mtu(cfg.local)
@@ -145,8 +154,9 @@ class Daemon:
         key, ep = self._endpoint(cfg)
         tap = None
         try:
-            tap = Tap.open(cfg.tap, mtu, cfg.bridge)
-            handle = self.dp.add_network(cfg.params(mtu), ep.handle, tap.fd)
+            tap = Tap.open(cfg.tap, mtu, cfg.bridge, offload=self._tap_offload())
+            handle = self.dp.add_network(cfg.params(mtu), ep.handle, tap.fd, vnet_hdr=tap.vnet_hdr,
+                                         offload=tap.offload)
         except Exception:
             if tap is not None:
                 tap.close()
@@ -209,18 +219,55 @@ class Daemon:
     async def _recover_tap(self, net: _Network) -> None:
         while True:
             try:
-                tap = Tap.open(net.cfg.tap, net.mtu, net.cfg.bridge)
+                tap = Tap.open(net.cfg.tap, net.mtu, net.cfg.bridge, offload=self._tap_offload())
             except Exception as e:  # noqa: BLE001 - keep trying; say why once a second at most
                 log.debug("network %s: TAP not back yet: %s", net.cfg.name, e)
                 await asyncio.sleep(1.0)
                 continue
             net.tap = tap
-            self.dp.set_tap(net.handle, tap.fd)
+            self.dp.set_tap(net.handle, tap.fd, vnet_hdr=tap.vnet_hdr, offload=tap.offload)
             assert self._loop is not None
             self._loop.add_reader(tap.fd, self._on_tap, net)
             net.recovering = None
             log.info("network %s: TAP %s is back", net.cfg.name, tap.name)
             return
+
+    # --- offloads --------------------------------------------------------------------------
+    def _tap_offload(self) -> int:
+        return self.offload.tap_flags if self.offload.vnet_hdr else 0
+
+    def offload_status(self) -> dict[str, Any]:
+        """The plan, what is on now (runtime fallbacks included) and the offload counters."""
+        nets = {name: {"vnet_hdr": bool(n.tap and n.tap.vnet_hdr),
+                       "granted": flag_names(n.tap.offload if n.tap else 0),
+                       "coalescing": flag_names(self.dp.tap_offload(n.handle))}
+                for name, n in self.networks.items()}
+        return {"plan": self.offload.as_dict(), "enabled": self.offload_features(), "networks": nets,
+                "stats": self.dp.offload_stats()}
+
+    def offload_features(self) -> dict[str, bool]:
+        """Feature -> in use now: the plan, less what the data path turned off at run time."""
+        f = self.offload.features()
+        f["udp_segment"] = f["udp_segment"] and all(self.dp.tx_gso(v) for v in self._tx)
+        taps = [n for n in self.networks.values() if n.tap is not None]
+        if taps:
+            f["vnet_hdr"] = f["vnet_hdr"] and all(n.tap.vnet_hdr for n in taps)  # type: ignore[union-attr]
+            f["tap_gro"] = f["vnet_hdr"] and all(self.dp.tap_offload(n.handle) for n in taps)
+        else:
+            f["tap_gro"] = f["vnet_hdr"]
+        return f
+
+    def _log_offload_fallbacks(self) -> None:
+        """Say once when the data path turned an offload off because the path refused it."""
+        st = self.dp.offload_stats()
+        now = (st["tx_gso_fallbacks"], st["tap_gso_fallbacks"])
+        if now[0] > self._offload_fallbacks[0]:
+            log.warning("UDP_SEGMENT refused by the path (%s): sending datagram by datagram",
+                        os.strerror(st["tx_gso_errno"]))
+        if now[1] > self._offload_fallbacks[1]:
+            log.warning("a TAP refused a GSO frame (%s): writing frames one by one",
+                        os.strerror(st["tap_gso_errno"]))
+        self._offload_fallbacks = now
 
     # --- reload ---------------------------------------------------------------------------
     def reload(self, new: Config) -> None:
@@ -307,6 +354,9 @@ class Daemon:
         old = self.config.daemon
         if new.daemon.batch != self.dp.batch:
             log.warning("daemon.batch %d -> %d takes effect at the next restart", self.dp.batch, new.daemon.batch)
+        if new.daemon.offload != old.offload:
+            log.warning("daemon.offload %s -> %s takes effect at the next restart",
+                        str(old.offload).lower(), str(new.daemon.offload).lower())
         if new.daemon.control != old.control:
             log.warning("daemon.control %s -> %s takes effect at the next restart", old.control, new.daemon.control)
         if new.daemon.log_level != old.log_level and not self.log_level_locked:
@@ -392,13 +442,43 @@ class Daemon:
                 "uptime": now - self.started, "batch": self.dp.batch, "reloads": self.reloads,
                 "reload_failures": self.reload_failures, "last_reload_ok": self.last_reload_ok,
                 "metrics": _show_addr(self.metrics.address) if self.metrics.address else None,
-                "control": self.control.health(), "networks": nets, "endpoints": eps}
+                "control": self.control.health(), "networks": nets, "endpoints": eps,
+                "offload": self.offload_status()}
 
     # --- lifecycle ------------------------------------------------------------------------
     async def _run_ageing(self) -> None:
         while True:
             await asyncio.sleep(self.config.daemon.fdb_sweep)
             self.dp.age(time.monotonic())
+            self._log_offload_fallbacks()
+
+    async def _run_underlay_watch(self, interval: float) -> None:
+        """Log once when a network's sends to the underlay start failing (its local address
+        gone, no route, a full buffer) and once when they work again; counters hold the numbers."""
+        seen: dict[int, tuple[int, int]] = {}      # by network handle (never reused)
+        failing: set[int] = set()
+        while True:
+            await asyncio.sleep(interval)
+            for name, n in list(self.networks.items()):
+                c = self.dp.counters(n.handle)
+                errs, sent = c["drop_socket_error"], c["tx_packets"]
+                last = seen.get(n.handle, (0, 0))
+                seen[n.handle] = (errs, sent)
+                if errs > last[0] and n.handle not in failing:
+                    failing.add(n.handle)
+                    try:
+                        gone = underlay_mtu(n.cfg.local) is None
+                    except Exception:  # noqa: BLE001 - the warning matters, not the detail
+                        gone = False
+                    log.warning("network %s: %d packets could not be sent to the underlay%s", name,
+                                errs - last[0], f"; {n.cfg.local} is not an address of this host" if gone else "")
+                elif n.handle in failing and errs == last[0] and sent > last[1]:
+                    failing.discard(n.handle)
+                    log.info("network %s: sends to the underlay work again", name)
+            live = {n.handle for n in self.networks.values()}
+            for h in seen.keys() - live:
+                del seen[h]
+            failing &= live
 
     async def _run_watchdog(self, interval: float) -> None:
         # From the loop itself: if a pump or anything else blocks the loop, the pings stop.
@@ -418,6 +498,7 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         log.info("vxlan-dp %s starting, %s backend, %d networks", __version__, BACKEND,
                  len(self.config.networks))
+        log.info("offloads: %s", self.offload.describe())
         # SIGHUP before READY would kill us (default action): catch it now, reload once ready.
         self._loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         await self.control.start(self)  # etcd: the first read of the store (bounded wait)
@@ -434,6 +515,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.request_stop)
         self._tasks.append(self._loop.create_task(self._run_ageing()))
+        self._tasks.append(self._loop.create_task(self._run_underlay_watch(UNDERLAY_CHECK)))
         wd = watchdog_interval()
         if wd:
             self._tasks.append(self._loop.create_task(self._run_watchdog(wd)))

@@ -128,6 +128,7 @@ class DataplaneCollector:
         yield GaugeMetricFamily(_name("batch_max_packets"), "Packets handled per fast path call at most.",
                                 value=int(getattr(dp, "batch", 0)))
         yield GaugeMetricFamily(_name("networks"), "Overlay networks running.", value=len(nets))
+        yield from self._offload()
         reloads = CounterMetricFamily(_name("reloads"), "Config reloads (SIGHUP) by result.",
                                       labels=["result"])
         reloads.add_metric(["applied"], src.reloads)
@@ -140,6 +141,25 @@ class DataplaneCollector:
         yield from self._control()
         yield from self._networks(nets)
         yield from self._endpoints(eps)
+
+    def _offload(self) -> Iterator[Metric]:
+        """Offloads in use, by feature (runtime fallbacks included), and what they did."""
+        features = getattr(self.source, "offload_features", None)
+        if features is not None:
+            on = GaugeMetricFamily(_name("offload_enabled"), "1 if the offload is in use (probed at start-up, "
+                                   "0 once a refusal turned it off).", labels=["feature"])
+            for feature, enabled in features().items():
+                on.add_metric([feature], 1 if enabled else 0)
+            yield on
+        stats = getattr(self.source.dp, "offload_stats", None)
+        if stats is not None:
+            ev = CounterMetricFamily(_name("offload_events"), "Offload work: super-frames split (tso_frames) into "
+                                     "segments, UDP_SEGMENT sends, coalesced TAP writes, fallbacks.",
+                                     labels=["event"])
+            for event, n in stats().items():
+                if not event.endswith("_errno"):
+                    ev.add_metric([event], n)
+            yield ev
 
     def _control(self) -> Iterator[Metric]:
         """The control plane's health (the daemon's `control`; absent in a bare test source)."""

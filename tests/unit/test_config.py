@@ -298,6 +298,8 @@ BAD: list[tuple[str, str, str]] = [
     ("[daemon]\nbatch = 1025\n" + net(), "daemon.batch", "1025 is out of range 1..1024"),
     ('[daemon]\nlog_level = "verbose"\n' + net(), "daemon.log_level", "is not one of debug, info, warning, error"),
     ("[daemon]\nfdb_sweep = 0\n" + net(), "daemon.fdb_sweep", "0 is not a positive number of seconds"),
+    ('[daemon]\noffload = "yes"\n' + net(), "daemon.offload", 'expected true or false, got "yes"'),
+    ("[daemon]\noffload = 1\n" + net(), "daemon.offload", "expected true or false, got 1"),
     # etcd
     (net() + "[etcd]\nprefix = '/x'\n", "etcd.endpoints", "required key missing"),
     (net() + "[etcd]\nendpoints = []\n", "etcd.endpoints", "needs at least one endpoint"),
@@ -408,3 +410,9 @@ def test_any_values_give_a_config_or_a_config_error(network: dict, daemon: dict)
         n = cfg.networks[0]
         assert 0 <= n.vni <= 0xFFFFFF and 1 <= n.max_fdb_entries <= 1 << 24
         assert n.ageing > 0 and math.isfinite(n.ageing)
+
+
+def test_offload_is_on_unless_turned_off() -> None:
+    assert parse_config(net()).daemon.offload is True
+    assert parse_config("[daemon]\noffload = false\n" + net()).daemon.offload is False
+    assert parse_config("[daemon]\noffload = true\n" + net()).daemon.offload is True

@@ -51,6 +51,9 @@ class FakeDaemon:
     def metric_endpoints(self) -> list[EndpointView]:
         return self.eps
 
+    def offload_features(self) -> dict[str, bool]:
+        return {"vnet_hdr": True, "udp_segment": False}
+
 
 def _fake(dp_class: type = PureDataplane) -> FakeDaemon:
     """Two networks on one VXLAN endpoint; traffic, flooding, learning and drops on "blue"."""
@@ -116,6 +119,8 @@ EXPECTED = {
     "vxlan_dp_endpoint_bytes": ("counter", {"endpoint"}),
     "vxlan_dp_endpoint_receive_batches": ("counter", {"endpoint"}),
     "vxlan_dp_endpoint_drops": ("counter", {"endpoint", "reason"}),
+    "vxlan_dp_offload_enabled": ("gauge", {"feature"}),
+    "vxlan_dp_offload_events": ("counter", {"event"}),
 }
 
 
@@ -283,3 +288,15 @@ def test_http_endpoint_serves_metrics_and_rejects_the_rest():
     assert missing.startswith(b"HTTP/1.1 404")
     assert post.startswith(b"HTTP/1.1 405")
     assert bad.startswith(b"HTTP/1.1 400")
+
+
+def test_offloads_in_use_and_their_events():
+    d = _fake()
+    frame = bytes.fromhex("02000000000b02000000000a0800") + bytes(200)   # not IP: sent as it is
+    d.dp.encap(d.nets["blue"].handle, [bytes(10) + frame], NOW, vnet_hdr=True)
+    fams = _families(d)
+    assert _value(fams, "vxlan_dp_offload_enabled", feature="vnet_hdr") == 1
+    assert _value(fams, "vxlan_dp_offload_enabled", feature="udp_segment") == 0
+    events = {s.labels["event"] for s in fams["vxlan_dp_offload_events"].samples}
+    assert "tso_frames" in events and "coalesced_frames" in events and not any(e.endswith("errno") for e in events)
+    assert _value(fams, "vxlan_dp_offload_events", event="tso_frames") == 0

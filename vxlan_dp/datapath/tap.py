@@ -4,6 +4,12 @@ Invariants: the fd is non-blocking and delivers whole Ethernet frames without a 
 prefix (IFF_NO_PI); a TAP that already exists under our name (a daemon killed with SIGKILL
 leaves its TAPs behind) is adopted, not an error; `close()` removes the device and, if we
 created it, the bridge, so nothing the daemon made outlives it.
+
+Offloads (datapath/offload.py): asked for with `offload=` (TUN_F_* flags), the fd is attached
+with IFF_VNET_HDR and TUNSETOFFLOAD gets the flags or the largest fallback the kernel takes;
+`vnet_hdr` and `offload` say what the TAP really has. If it takes not even TUN_F_CSUM, the fd
+is re-attached without the header. Without offloads the TAP's offload flags are cleared, so an
+adopted TAP never keeps handing out super-frames from an earlier daemon's settings.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import time
 from pyroute2 import IPRoute
 
 from .netlink import netlink_call
+from .offload import IFF_VNET_HDR, TUNSETVNETHDRSZ, VNET_HDR_LEN, set_tap_offload
 
 __all__ = ["Tap", "TapError"]
 
 log = logging.getLogger(__name__)
 
+BRIDGE_MARK = "created by vxlan-dp"  # IFLA_IFALIAS of a bridge we made and may remove
 TUNSETIFF = 0x400454CA   # _IOW('T', 202, int), linux/if_tun.h
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
@@ -56,17 +64,44 @@ def _link_kind(ipr: IPRoute, index: int) -> str | None:
     return link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
 
 
+def _attach(name: str, offload: int) -> tuple[int, bool, int]:
+    """Open /dev/net/tun on TAP `name`: (fd, vnet_hdr, offload flags granted)."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if offload:
+            try:
+                fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(),
+                                                       IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+                fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+                granted = set_tap_offload(fd, offload)
+                if granted:
+                    return fd, True, granted
+            except OSError as e:
+                log.info("TAP %s: no virtio-net header (%s); offloads off", name, e.strerror or e)
+            os.close(fd)        # the header without offloads is no use: attach plainly
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+        set_tap_offload(fd, 0)
+    except Exception:
+        os.close(fd)
+        raise
+    return fd, False, 0
+
+
 class Tap:
-    def __init__(self, name: str, fd: int, index: int, bridge: str | None, own_bridge: bool) -> None:
+    def __init__(self, name: str, fd: int, index: int, bridge: str | None, own_bridge: bool,
+                 vnet_hdr: bool = False, offload: int = 0) -> None:
         self.name = name
         self.fd = fd
         self.index = index
         self.bridge = bridge
         self._own_bridge = own_bridge
+        self.vnet_hdr = vnet_hdr
+        self.offload = offload
 
     @classmethod
     @netlink_call
-    def open(cls, name: str, mtu: int, bridge: str | None = None) -> "Tap":
+    def open(cls, name: str, mtu: int, bridge: str | None = None, *, offload: int = 0) -> "Tap":
         own_bridge = False
         with IPRoute() as ipr:
             index = _link_index(ipr, name)
@@ -79,9 +114,8 @@ class Tap:
                 index = _link_index(ipr, name)
                 if index is None:
                     raise TapError(f"TAP {name} vanished right after creation")
-            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd, vnet_hdr, granted = _attach(name, offload)
             try:
-                fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
                 ipr.link("set", index=index, mtu=mtu)
                 if bridge:
                     bidx = _link_index(ipr, bridge)
@@ -89,16 +123,19 @@ class Tap:
                         ipr.link("add", ifname=bridge, kind="bridge")
                         bidx = _link_index(ipr, bridge)
                         own_bridge = True
-                        ipr.link("set", index=bidx, state="up")
+                        # the mark outlives us: a daemon restarted after SIGKILL knows it is ours
+                        ipr.link("set", index=bidx, state="up", ifalias=BRIDGE_MARK)
                     elif _link_kind(ipr, bidx) != "bridge":
                         raise TapError(f"{bridge} exists and is not a bridge")
+                    else:
+                        own_bridge = ipr.get_links(bidx)[0].get("IFLA_IFALIAS") == BRIDGE_MARK
                     ipr.link("set", index=index, master=bidx)
                 ipr.link("set", index=index, state="up")
                 _wait_oper_up(ipr, index, name)
             except Exception:
                 os.close(fd)
                 raise
-        return cls(name, fd, index, bridge, own_bridge)
+        return cls(name, fd, index, bridge, own_bridge, vnet_hdr, granted)
 
     @netlink_call
     def exists(self) -> bool:

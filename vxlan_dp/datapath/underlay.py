@@ -1,9 +1,10 @@
 """Underlay sockets and facts: receive endpoints, egress raw sockets, underlay MTU.
 
-Receive: one UDP socket per (local, port) for vxlan / gre-udp; one raw IPPROTO_GRE socket per
-local address for gre (IPv4 raw sockets deliver the IP header too). Egress: one IPPROTO_RAW
-socket per address family (IP_HDRINCL), so every packet carries the outer header we built,
-with its per-flow UDP source port. All sockets are non-blocking, with IP_FREEBIND so a daemon
+Receive: one UDP socket per (local, port) for vxlan / gre-udp, with UDP_GRO when offloads are
+on; one raw IPPROTO_GRE socket per local address for gre (IPv4 raw sockets deliver the IP
+header too). Egress: one IPPROTO_RAW socket per address family (IP_HDRINCL), so every packet
+carries the outer header we built, with its per-flow UDP source port (split super-frames may
+leave through the Dataplane's own UDP_SEGMENT sockets instead: csrc/gsosock.c). All sockets are non-blocking, with IP_FREEBIND so a daemon
 starts, and keeps its sockets, while the underlay address is absent (it may come back).
 """
 
@@ -17,7 +18,7 @@ from pyroute2 import IPRoute
 
 from .netlink import netlink_call
 
-__all__ = ["open_endpoint", "open_tx_socket", "underlay_mtu", "UnderlayError"]
+__all__ = ["open_endpoint", "open_tx_socket", "underlay_mtu", "gro_enabled", "UnderlayError"]
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,9 @@ IPV6_FREEBIND = 78
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 IPPROTO_GRE = 47
+SOL_UDP, UDP_GRO = 17, 104
 _BUF = 8 << 20
+
 
 
 class UnderlayError(RuntimeError):
@@ -45,7 +48,9 @@ def _bufsize(sock: socket.socket, rcv: bool) -> None:
         sock.setsockopt(socket.SOL_SOCKET, fallback, _BUF)
 
 
-def open_endpoint(kind: str, local: str, port: int) -> socket.socket:
+def open_endpoint(kind: str, local: str, port: int, *, gro: bool = False) -> socket.socket:
+    """The receive socket; with `gro` (UDP kinds) UDP_GRO is asked for: `gro_enabled(sock)`
+    says whether the kernel took it (the Dataplane must then be told to split what it returns)."""
     fam = _family(local)
     if kind == "gre":
         sock = socket.socket(fam, socket.SOCK_RAW, IPPROTO_GRE)
@@ -60,12 +65,28 @@ def open_endpoint(kind: str, local: str, port: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         _bufsize(sock, rcv=True)
         sock.bind((local, 0 if kind == "gre" else port))
+        if gro and kind != "gre":
+            try:
+                sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+            except OSError as e:
+                log.info("UDP_GRO refused on %s:%d (%s); receiving datagram by datagram", local, port,
+                         e.strerror or e)
         sock.setblocking(False)
     except OSError as e:
         sock.close()
         what = f"{kind} {local}" if kind == "gre" else f"{kind} {local}:{port}"
         raise UnderlayError(f"cannot open the {what} socket: {e.strerror or e}") from e
     return sock
+
+
+def gro_enabled(sock: socket.socket) -> bool:
+    """True if UDP_GRO is on for `sock` (udp(7): getsockopt reports it)."""
+    if sock.type != socket.SOCK_DGRAM:
+        return False
+    try:
+        return bool(sock.getsockopt(SOL_UDP, UDP_GRO))
+    except OSError:
+        return False
 
 
 def open_tx_socket(version: int) -> socket.socket:

@@ -27,15 +27,16 @@ from typing import Any, Sequence
 
 from .. import __version__
 from ..core.counters import EP_COUNTERS, NET_COUNTERS
-from ..wire import mac_to_bytes, mac_to_str
-from .api import ENDPOINT_KINDS, FdbRow, NetworkParams
+from ..wire import WireError, mac_to_bytes, mac_to_str
+from ..wire.offload import VNET_HDR_LEN, VnetHdr, decode_vnet_hdr
+from .api import ENDPOINT_KINDS, OFFLOAD_STATS, FdbRow, NetworkParams
 
 try:
     from .._fastpath import ffi, lib  # type: ignore[import-not-found]
 except ImportError as e:
     raise ImportError(f"vxlan_dp._fastpath is not built ({e})") from e
 
-__all__ = ["Dataplane"]
+__all__ = ["Dataplane", "split", "coalesce"]
 
 _BUILT_VERSION = ffi.string(lib.vxdp_version()).decode()
 if _BUILT_VERSION != __version__:
@@ -50,11 +51,15 @@ def _fields(struct: str) -> tuple[str, ...]:
 if _fields("struct vxdp_net_counters") != NET_COUNTERS or \
         _fields("struct vxdp_ep_counters") != EP_COUNTERS:
     raise ImportError("C fast path counters do not match vxlan_dp.core.counters; rebuild it")
+if not hasattr(lib, "vxdp_offload_stats") or _fields("struct vxdp_offload_stats") != OFFLOAD_STATS:
+    raise ImportError("C fast path offload stats do not match vxlan_dp.fastpath.api; rebuild it")
 
 _KIND = {"vxlan": lib.VXDP_ENCAP_VXLAN, "gre": lib.VXDP_ENCAP_GRE,
          "gre-udp": lib.VXDP_ENCAP_GRE_UDP}
 _HEADROOM: int = lib.VXDP_HEADROOM
 _HDR_MAX: int = lib.VXDP_HDR_MAX
+_SEG_HDR_MAX = 160          # inner headers of one segment (csrc/internal.h VXDP_SEG_HDR_MAX)
+_SUPER_MAX: int = lib.VXDP_SUPER_MAX
 
 
 def _check(r: int) -> int:
@@ -129,12 +134,16 @@ class Dataplane:
             raise ValueError("family must be 4 or 6")
         _check(lib.vxdp_set_tx_socket(self._dp, family, fd))
 
-    def add_endpoint(self, kind: str, fd: int, *, ipv4_header: bool = False) -> int:
+    def add_endpoint(self, kind: str, fd: int, *, ipv4_header: bool = False, gro: bool = False) -> int:
         if kind not in ENDPOINT_KINDS:
             raise ValueError(f"unknown endpoint kind {kind!r}")
         if ipv4_header and kind != "gre":
             raise ValueError("ipv4_header is for raw IPv4 GRE sockets only")
+        if gro and kind == "gre":
+            raise ValueError("gro is for UDP endpoints (vxlan, gre-udp) only")
         ep = _check(lib.vxdp_add_endpoint(self._dp, _KIND[kind], fd, int(ipv4_header)))
+        if gro:
+            _check(lib.vxdp_set_endpoint_gro(self._dp, ep, 1))
         self._eps[ep] = _Endpoint(kind, ipv4_header)
         return ep
 
@@ -145,7 +154,9 @@ class Dataplane:
         _check(lib.vxdp_remove_endpoint(self._dp, ep))
         del self._eps[ep]
 
-    def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1) -> int:
+    def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1, *,
+                    vnet_hdr: bool = False, offload: int = 0) -> int:
+        _check_tap_args(vnet_hdr, offload)
         e = self._eps[endpoint]
         if params.encap != e.kind:
             raise ValueError(f"network encap {params.encap} on a {e.kind} endpoint")
@@ -169,6 +180,8 @@ class Dataplane:
         cp.ageing = params.ageing
         cp.max_fdb_entries = params.max_fdb_entries
         net = _check(lib.vxdp_add_network(self._dp, cp, endpoint, tap_fd))
+        if vnet_hdr:
+            _check(lib.vxdp_set_tap_vnet(self._dp, net, tap_fd, 1, offload))
         self._nets[net] = _Net(params, endpoint, family)
         e.nets += 1
         return net
@@ -178,9 +191,29 @@ class Dataplane:
         _check(lib.vxdp_remove_network(self._dp, net))
         self._eps[n.endpoint].nets -= 1
 
-    def set_tap(self, net: int, fd: int) -> None:
+    def set_tap(self, net: int, fd: int, *, vnet_hdr: bool = False, offload: int = 0) -> None:
         self._nets[net]  # noqa: B018 - KeyError for an unknown network, like _pure
-        _check(lib.vxdp_set_tap(self._dp, net, fd))
+        _check_tap_args(vnet_hdr, offload)
+        _check(lib.vxdp_set_tap_vnet(self._dp, net, fd, int(vnet_hdr), offload))
+
+    def tap_offload(self, net: int) -> int:
+        self._nets[net]  # noqa: B018
+        return _check(lib.vxdp_tap_offload(self._dp, net))
+
+    def set_tx_gso(self, family: int, on: bool) -> None:
+        if family not in (4, 6):
+            raise ValueError("family must be 4 or 6")
+        _check(lib.vxdp_set_tx_gso(self._dp, family, int(on)))
+
+    def tx_gso(self, family: int) -> bool:
+        if family not in (4, 6):
+            raise ValueError("family must be 4 or 6")
+        return bool(_check(lib.vxdp_tx_gso(self._dp, family)))
+
+    def offload_stats(self) -> dict[str, int]:
+        st = ffi.new("struct vxdp_offload_stats *")
+        _check(lib.vxdp_offload_stats(self._dp, st))
+        return {name: int(getattr(st, name)) for name in OFFLOAD_STATS}
 
     def set_peers(self, net: int, peers: Sequence[str]) -> None:
         n = self._nets[net]
@@ -240,10 +273,13 @@ class Dataplane:
         return {name: getattr(c, name) for name in EP_COUNTERS}
 
     # --- per-packet work, no I/O ------------------------------------------------------
-    def encap(self, net: int, frames: Sequence[bytes], now: float) -> list[tuple[str, bytes]]:
+    def encap(self, net: int, frames: Sequence[bytes], now: float, *,
+              vnet_hdr: bool = False) -> list[tuple[str, bytes]]:
         n = self._nets[net]
         if not frames:
             return []
+        if vnet_hdr and any(len(f) > _SUPER_MAX + VNET_HDR_LEN for f in frames):
+            raise ValueError(f"a vnet frame is longer than a TAP read ({_SUPER_MAX} bytes)")
         # one buffer, each frame with VXDP_HEADROOM free bytes in front (C writes there)
         count = len(frames)
         offs = ffi.new("size_t[]", count)
@@ -257,12 +293,14 @@ class Dataplane:
             lens[i] = len(f)
             pos += len(f)
         copies = max(1, len(n.peers))
-        out_max = count * copies
-        out = bytearray(sum(_HDR_MAX + len(f) for f in frames) * copies)
+        segs = [_max_segments(f) if vnet_hdr else 1 for f in frames]
+        out_max = sum(segs) * copies
+        out = bytearray(sum((_HDR_MAX + _SEG_HDR_MAX) * k + len(f) for k, f in zip(segs, frames))
+                        * copies)
         out_lens = ffi.new("uint32_t[]", out_max)
-        got = _check(lib.vxdp_encap(self._dp, net, ffi.from_buffer(buf), len(buf), offs, lens,
-                                    count, now, ffi.from_buffer(out), len(out), out_lens,
-                                    out_max))
+        fn = lib.vxdp_encap_vnet if vnet_hdr else lib.vxdp_encap
+        got = _check(fn(self._dp, net, ffi.from_buffer(buf), len(buf), offs, lens, count, now,
+                        ffi.from_buffer(out), len(out), out_lens, out_max))
         dst = slice(16, 20) if n.family == 4 else slice(24, 40)
         result: list[tuple[str, bytes]] = []
         pos = 0
@@ -307,3 +345,67 @@ class Dataplane:
         """Receive up to `batch` datagrams, deliver them; returns datagrams read or -errno."""
         self._eps[ep]  # noqa: B018
         return int(lib.vxdp_pump_endpoint(self._dp, ep, now))
+
+
+def _check_tap_args(vnet_hdr: bool, offload: int) -> None:
+    if offload and not vnet_hdr:
+        raise ValueError("TAP offloads need vnet_hdr: GSO frames come with a virtio-net header")
+    if not 0 <= offload <= 0xFF:
+        raise ValueError(f"offload {offload:#x} is not a set of TUN_F_* flags")
+
+
+def _max_segments(item: bytes) -> int:
+    """Upper bound of the wire frames one vnet read splits into (output sizing only)."""
+    if len(item) < VNET_HDR_LEN:
+        return 1
+    h = decode_vnet_hdr(item)
+    return max(1, -(-len(item) // h.gso_size)) if h.gso_type and h.gso_size else 1
+
+
+# --- the offload functions alone, for the differential tests (vxlan_dp.wire.offload) ---------
+
+def split(hdr: VnetHdr, frame: bytes) -> list[bytes]:
+    """vxlan_dp.wire.offload.split, computed by csrc/offload.c."""
+    vh = ffi.new("struct vxdp_vnet_hdr *", dict(hdr._asdict()))
+    segs = max(1, -(-len(frame) // hdr.gso_size)) if hdr.gso_type and hdr.gso_size else 1
+    cap = segs * _SEG_HDR_MAX + len(frame) + _SEG_HDR_MAX
+    out = bytearray(cap)
+    lens = ffi.new("uint32_t[]", segs + 1)
+    r = lib.vxdp_split(vh, frame, len(frame), ffi.from_buffer(out), cap, lens, segs + 1)
+    if r == -errno.EBADMSG:
+        raise WireError("malformed", "csrc/offload.c refused to split it")
+    got = _check(r)
+    res, pos = [], 0
+    for i in range(got):
+        res.append(bytes(out[pos:pos + lens[i]]))
+        pos += lens[i]
+    return res
+
+
+def coalesce(frames: Sequence[bytes], *, tcp4: bool = True, tcp6: bool = True,
+             udp: bool = False) -> list[tuple[VnetHdr, bytes]]:
+    """vxlan_dp.wire.offload.coalesce, computed by csrc/offload.c."""
+    n = len(frames)
+    if not n:
+        return []
+    types = (lib.VXDP_TAP_TSO4 if tcp4 else 0) | (lib.VXDP_TAP_TSO6 if tcp6 else 0) | \
+        (lib.VXDP_TAP_USO if udp else 0)
+    buf = b"".join(frames)
+    offs = ffi.new("size_t[]", n)
+    lens = ffi.new("uint32_t[]", n)
+    pos = 0
+    for i, f in enumerate(frames):
+        offs[i], lens[i] = pos, len(f)
+        pos += len(f)
+    out = bytearray(len(buf) + n * _SEG_HDR_MAX)
+    hdrs = ffi.new("struct vxdp_vnet_hdr[]", n)
+    out_lens = ffi.new("uint32_t[]", n)
+    got = _check(lib.vxdp_coalesce(buf, len(buf), offs, lens, n, types, ffi.from_buffer(out),
+                                   len(out), hdrs, out_lens, n))
+    res, pos = [], 0
+    for k in range(got):
+        h = hdrs[k]
+        res.append((VnetHdr(h.flags, h.gso_type, h.hdr_len, h.gso_size, h.csum_start,
+                            h.csum_offset), bytes(out[pos:pos + out_lens[k]])))
+        pos += out_lens[k]
+    return res

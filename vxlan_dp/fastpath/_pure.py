@@ -6,10 +6,13 @@ the fallback where no compiler is present. Per-packet Python is its cost, not a 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import ipaddress
 import os
 import socket
+import struct
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -17,11 +20,25 @@ from ..core.counters import EP_COUNTERS, NET_COUNTERS
 from ..core.fdb import LEARN_FULL, LEARN_MOVED, LEARN_NEW, Fdb
 from ..wire import (WireError, decapsulate, encap_overhead, encapsulate, flow_hash, is_multicast, mac_to_bytes,
                     mac_to_str, max_frame_len)
-from .api import ENDPOINT_KINDS, FdbRow, NetworkParams
+from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr, coalesce_runs,
+                            decode_vnet_hdr, encode_vnet_hdr, split)
+from .api import (ENDPOINT_KINDS, OFFLOAD_STATS, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow, NetworkParams,
+                  gro_types)
 
 __all__ = ["Dataplane"]
 
 _READ_MAX = 65535
+_SUPER_MAX = 65600              # csrc/fastpath.h VXDP_SUPER_MAX: a vnet TAP read, 64 KiB GSO
+_GSO_SEGS = 64                  # UDP_MAX_SEGMENTS
+_GSO_SOCKS = 64
+_GSO_RETRY = 10.0
+SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104
+_SO_ATTACH_FILTER, _SO_SNDBUFFORCE, _IP_FREEBIND, _IPV6_FREEBIND = 26, 32, 15, 78
+_IP_MTU_DISCOVER, _IP_PMTUDISC_DONT = 10, 0
+_NO_VNET = encode_vnet_hdr(VnetHdr())
+# errnos that say the path cannot do UDP_SEGMENT (csrc/fastpath.c gso_refused)
+_GSO_REFUSED = {errno.EIO, errno.EINVAL, errno.EMSGSIZE, errno.ENOPROTOOPT, errno.EOPNOTSUPP,
+                errno.EPROTONOSUPPORT}
 
 
 def _norm(addr: str) -> str:
@@ -40,6 +57,8 @@ class _Net:
     fdb: Fdb = field(default_factory=Fdb)
     local_seen: dict[bytes, float] = field(default_factory=dict)  # local-MAC table: mac -> last seen
     c: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NET_COUNTERS, 0))
+    vnet: bool = False          # the TAP carries a virtio-net header per frame
+    gro: int = 0                # TAP_* kinds writes may coalesce into (api.gro_types)
 
     @property
     def outer_l3(self) -> int:
@@ -58,6 +77,7 @@ class _Endpoint:
     kind: str
     sock: socket.socket | None
     ipv4_header: bool
+    gro: bool = False           # UDP_GRO on: a message may hold several datagrams
     nets: dict[int, int] = field(default_factory=dict)        # key -> net (plain)
     nvgre_nets: dict[int, int] = field(default_factory=dict)  # VSID -> net
     c: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EP_COUNTERS, 0))
@@ -75,6 +95,10 @@ class Dataplane:
         self._tx: dict[int, socket.socket] = {}
         self._next_net = 0
         self._next_ep = 0
+        self._tx_gso = {4: False, 6: False}
+        # (local, port) -> bound socket, or the time a refused bind may be retried; LRU order
+        self._gso_socks: OrderedDict[tuple[str, int], socket.socket | float] = OrderedDict()
+        self._ost = dict.fromkeys(OFFLOAD_STATS, 0)
 
     # --- management -------------------------------------------------------------------
     def set_tx_socket(self, family: int, fd: int) -> None:
@@ -86,15 +110,17 @@ class Dataplane:
         if fd >= 0:
             self._tx[family] = socket.socket(fileno=fd)
 
-    def add_endpoint(self, kind: str, fd: int, *, ipv4_header: bool = False) -> int:
+    def add_endpoint(self, kind: str, fd: int, *, ipv4_header: bool = False, gro: bool = False) -> int:
         if kind not in ENDPOINT_KINDS:
             raise ValueError(f"unknown endpoint kind {kind!r}")
         if ipv4_header and kind != "gre":
             raise ValueError("ipv4_header is for raw IPv4 GRE sockets only")
+        if gro and kind == "gre":
+            raise ValueError("gro is for UDP endpoints (vxlan, gre-udp) only")
         sock = socket.socket(fileno=fd) if fd >= 0 else None
         ep = self._next_ep
         self._next_ep += 1
-        self._eps[ep] = _Endpoint(kind, sock, ipv4_header)
+        self._eps[ep] = _Endpoint(kind, sock, ipv4_header, gro)
         return ep
 
     def remove_endpoint(self, ep: int) -> None:
@@ -105,7 +131,9 @@ class Dataplane:
             e.sock.detach()
         del self._eps[ep]
 
-    def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1) -> int:
+    def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1, *,
+                    vnet_hdr: bool = False, offload: int = 0) -> int:
+        _check_tap_args(vnet_hdr, offload)
         e = self._eps[endpoint]
         if params.encap != e.kind:
             raise ValueError(f"network encap {params.encap} on a {e.kind} endpoint")
@@ -116,7 +144,8 @@ class Dataplane:
         net = self._next_net
         self._next_net += 1
         self._nets[net] = _Net(params, endpoint, local.packed, local.version, tap_fd,
-                               fdb=Fdb(params.ageing, params.max_fdb_entries))
+                               fdb=Fdb(params.ageing, params.max_fdb_entries),
+                               vnet=vnet_hdr, gro=gro_types(offload) if vnet_hdr else 0)
         table[params.vni] = net
         return net
 
@@ -125,8 +154,30 @@ class Dataplane:
         e = self._eps[n.endpoint]
         (e.nvgre_nets if n.params.nvgre else e.nets).pop(n.params.vni, None)
 
-    def set_tap(self, net: int, fd: int) -> None:
-        self._nets[net].tap_fd = fd
+    def set_tap(self, net: int, fd: int, *, vnet_hdr: bool = False, offload: int = 0) -> None:
+        n = self._nets[net]
+        _check_tap_args(vnet_hdr, offload)
+        n.tap_fd = fd
+        n.vnet = vnet_hdr
+        n.gro = gro_types(offload) if vnet_hdr else 0
+
+    def tap_offload(self, net: int) -> int:
+        return self._nets[net].gro
+
+    def set_tx_gso(self, family: int, on: bool) -> None:
+        if family not in (4, 6):
+            raise ValueError("family must be 4 or 6")
+        self._tx_gso[family] = bool(on)
+        if not on:
+            self._gso_close(family)
+
+    def tx_gso(self, family: int) -> bool:
+        if family not in (4, 6):
+            raise ValueError("family must be 4 or 6")
+        return self._tx_gso[family]
+
+    def offload_stats(self) -> dict[str, int]:
+        return dict(self._ost)
 
     def set_peers(self, net: int, peers: Sequence[str]) -> None:
         n = self._nets[net]
@@ -177,8 +228,40 @@ class Dataplane:
         return dict(self._eps[ep].c)
 
     # --- per-packet work, no I/O ------------------------------------------------------
-    def encap(self, net: int, frames: Sequence[bytes], now: float) -> list[tuple[str, bytes]]:
+    def encap(self, net: int, frames: Sequence[bytes], now: float, *,
+              vnet_hdr: bool = False) -> list[tuple[str, bytes]]:
         n = self._nets[net]
+        if vnet_hdr:
+            frames = [f for item in frames for f in self._expand(n, item)[0]]
+        return self._encap_frames(n, frames, now)
+
+    def _expand(self, n: _Net, item: bytes) -> tuple[list[bytes], bool]:
+        """One vnet TAP read -> its wire frames (split), and whether it was a GSO super-frame.
+        What cannot be split counts as one frame read and dropped malformed, here."""
+        st = self._ost
+        if len(item) < VNET_HDR_LEN:
+            n.c["tap_rx_frames"] += 1
+            n.c["drop_malformed"] += 1
+            st["vnet_malformed"] += 1
+            return [], False
+        hdr, frame = decode_vnet_hdr(item), item[VNET_HDR_LEN:]
+        try:
+            segs = split(hdr, frame)
+        except WireError:
+            n.c["tap_rx_frames"] += 1
+            n.c["tap_rx_bytes"] += len(frame)
+            n.c["drop_malformed"] += 1
+            st["vnet_malformed"] += 1
+            return [], False
+        if hdr.gso_type & ~GSO_ECN == GSO_NONE:
+            if hdr.flags & F_NEEDS_CSUM:
+                st["csum_filled"] += 1
+            return segs, False
+        st["tso_frames"] += 1
+        st["tso_segments"] += len(segs)
+        return segs, True
+
+    def _encap_frames(self, n: _Net, frames: Sequence[bytes], now: float) -> list[tuple[str, bytes]]:
         p = n.params
         c = n.c
         out: list[tuple[str, bytes]] = []
@@ -269,9 +352,10 @@ class Dataplane:
         n = self._nets[net]
         frames: list[bytes] = []
         err = 0
+        size = _SUPER_MAX + VNET_HDR_LEN if n.vnet else _READ_MAX
         for _ in range(self.batch):
             try:
-                frames.append(os.read(n.tap_fd, _READ_MAX))
+                frames.append(os.read(n.tap_fd, size))
             except BlockingIOError:
                 break
             except OSError as e:
@@ -279,8 +363,78 @@ class Dataplane:
                 break
         if frames:
             n.c["tap_rx_batches"] += 1
-            self._send(n, self.encap(net, frames, now))
+            if not n.vnet:
+                self._send(n, self._encap_frames(n, frames, now))
+            for item in frames if n.vnet else ():
+                segs, superframe = self._expand(n, item)
+                packets = self._encap_frames(n, segs, now)
+                if superframe and len(segs) > 1 and n.params.encap != "gre" and self._tx_gso[n.family]:
+                    self._send_gso(n, packets, len(segs[0]), now)
+                else:
+                    self._send(n, packets)
         return err if err and not frames else len(frames)
+
+    def _send_gso(self, n: _Net, packets: list[tuple[str, bytes]], seg0: int, now: float) -> None:
+        """The segments of one super-frame (outer packets, segment-major): UDP_SEGMENT sends of
+        up to _GSO_SEGS datagrams per destination, in csrc/fastpath.c gso_send's order."""
+        maxn = min(_GSO_SEGS, (65507 if n.family == 4 else 65527) // (8 + seg0))
+        if maxn < 2 or not packets:
+            self._send(n, packets)
+            return
+        remotes = list(dict.fromkeys(r for r, _ in packets))   # the same for every segment
+        per_seg = [packets[i:i + len(remotes)] for i in range(0, len(packets), len(remotes))]
+        iphl = 20 if n.family == 4 else 40
+        c, st = n.c, self._ost
+        for k in range(0, len(per_seg), maxn):
+            chunk = per_seg[k:k + maxn]
+            sport = int.from_bytes(chunk[0][0][1][iphl:iphl + 2], "big")
+            sock = self._gso_socket(n, sport, now) if self._tx_gso[n.family] else None
+            for d, remote in enumerate(remotes):
+                pkts = [seg[d][1] for seg in chunk]
+                if sock is not None:
+                    anc = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", len(pkts[0]) - iphl - 8))] \
+                        if len(pkts) > 1 else []
+                    try:
+                        sock.sendmsg([p[iphl + 8:] for p in pkts], anc, 0, (remote, n.params.port))
+                    except OSError as e:
+                        if e.errno not in _GSO_REFUSED:
+                            c["drop_socket_error"] += len(pkts)     # as the raw socket would
+                            continue
+                        self._tx_gso[n.family] = False              # for good: logged once
+                        st["tx_gso_fallbacks"] += 1
+                        st["tx_gso_errno"] = e.errno
+                        self._gso_close(n.family)
+                        sock = None
+                    else:
+                        c["tx_packets"] += len(pkts)
+                        c["tx_bytes"] += sum(len(p) for p in pkts)
+                        st["gso_sends"] += 1
+                        st["gso_datagrams"] += len(pkts)
+                        continue
+                self._send(n, [(remote, p) for p in pkts])
+
+    def _gso_socket(self, n: _Net, port: int, now: float) -> socket.socket | None:
+        key = (n.params.local, port)
+        have = self._gso_socks.get(key)
+        if isinstance(have, socket.socket):
+            self._gso_socks.move_to_end(key)
+            return have
+        if have is not None and now < have:
+            return None         # bind refused a while ago: the raw socket until then
+        self._gso_socks.pop(key, None)
+        if len(self._gso_socks) >= _GSO_SOCKS:
+            _, old = self._gso_socks.popitem(last=False)
+            if isinstance(old, socket.socket):
+                old.close()
+        sock = _open_gso_socket(n.params.local, n.family, port)
+        self._gso_socks[key] = sock if sock is not None else max(now + _GSO_RETRY, 1e-9)
+        return sock
+
+    def _gso_close(self, family: int) -> None:
+        for key in [k for k in self._gso_socks if ipaddress.ip_address(k[0]).version == family]:
+            s = self._gso_socks.pop(key)
+            if isinstance(s, socket.socket):
+                s.close()
 
     def _send(self, n: _Net, packets: list[tuple[str, bytes]]) -> None:
         sock = self._tx.get(n.family)
@@ -303,25 +457,122 @@ class Dataplane:
             return -errno.ENOTCONN
         got: list[tuple[str, bytes]] = []
         err = 0
+        msgs = 0
         for _ in range(self.batch):
             try:
-                data, addr = e.sock.recvfrom(_READ_MAX)
+                if e.gro:
+                    data, anc, _flags, addr = e.sock.recvmsg(_READ_MAX, socket.CMSG_SPACE(4))
+                else:
+                    data, addr = e.sock.recvfrom(_READ_MAX)
+                    anc = []
             except BlockingIOError:
                 break
             except OSError as ex:
                 e.c["drop_socket_error"] += 1
                 err = -(ex.errno or errno.EIO)
                 break
-            got.append((addr[0], data))
+            msgs += 1
+            size = _gro_size(anc)
+            if 0 < size < len(data):    # UDP_GRO: each datagram as if it had come alone
+                self._ost["gro_messages"] += 1
+                self._ost["gro_datagrams"] += -(-len(data) // size)
+                got.extend((addr[0], data[i:i + size]) for i in range(0, len(data), size))
+            else:
+                got.append((addr[0], data))
         if got:
             e.c["rx_batches"] += 1
+            by_net: dict[int, list[bytes]] = {}
             for net, frame in self.decap(ep, got, now):
-                n = self._nets[net]
+                by_net.setdefault(net, []).append(frame)
+            for net, frames in by_net.items():   # in order of first delivery, like the C pump
+                self._deliver(self._nets[net], frames)
+        return err if err and not msgs else msgs
+
+    def _deliver(self, n: _Net, frames: list[bytes]) -> None:
+        if not n.vnet or not n.gro:
+            for f in frames:
+                self._tap_write(n, f)
+            return
+        runs = coalesce_runs(frames, tcp4=bool(n.gro & TAP_TSO4), tcp6=bool(n.gro & TAP_TSO6),
+                             udp=bool(n.gro & TAP_USO))
+        for hdr, frame, idx in runs:
+            if len(idx) == 1:
+                self._tap_write(n, frame)
+                continue
+            if n.gro:
                 try:
-                    os.write(n.tap_fd, frame)
-                except OSError:
-                    n.c["drop_tap_write_error"] += 1
+                    os.writev(n.tap_fd, [encode_vnet_hdr(hdr), frame])
+                except OSError as ex:
+                    if ex.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                        n.c["drop_tap_write_error"] += len(idx)
+                        continue
+                    n.gro = 0   # the TAP refuses GSO frames: write them as they came
+                    self._ost["tap_gso_fallbacks"] += 1
+                    self._ost["tap_gso_errno"] = ex.errno
+                else:
+                    n.c["tap_tx_frames"] += len(idx)
+                    n.c["tap_tx_bytes"] += sum(len(frames[i]) for i in idx)
+                    self._ost["coalesced_frames"] += 1
+                    self._ost["coalesced_segments"] += len(idx)
                     continue
-                n.c["tap_tx_frames"] += 1
-                n.c["tap_tx_bytes"] += len(frame)
-        return err if err and not got else len(got)
+            for i in idx:
+                self._tap_write(n, frames[i])
+
+    def _tap_write(self, n: _Net, frame: bytes) -> None:
+        try:
+            if n.vnet:
+                os.writev(n.tap_fd, [_NO_VNET, frame])
+            else:
+                os.write(n.tap_fd, frame)
+        except OSError:
+            n.c["drop_tap_write_error"] += 1
+            return
+        n.c["tap_tx_frames"] += 1
+        n.c["tap_tx_bytes"] += len(frame)
+
+
+
+def _check_tap_args(vnet_hdr: bool, offload: int) -> None:
+    if offload and not vnet_hdr:
+        raise ValueError("TAP offloads need vnet_hdr: GSO frames come with a virtio-net header")
+    if not 0 <= offload <= 0xFF:
+        raise ValueError(f"offload {offload:#x} is not a set of TUN_F_* flags")
+
+
+def _gro_size(anc: list[tuple[int, int, bytes]]) -> int:
+    """The UDP_GRO cmsg's segment size (udp(7): an int in host order), or 0."""
+    for level, kind, data in anc:
+        if level == SOL_UDP and kind == UDP_GRO:
+            if len(data) >= 4:
+                return int(struct.unpack("=i", data[:4])[0])
+            if len(data) >= 2:
+                return int(struct.unpack("=H", data[:2])[0])
+    return 0
+
+
+def _open_gso_socket(local: str, family: int, port: int) -> socket.socket | None:
+    """A send-only UDP socket bound to (local, port), options as csrc/gsosock.c sets them."""
+    fam = socket.AF_INET6 if family == 6 else socket.AF_INET
+    sock = socket.socket(fam, socket.SOCK_DGRAM)
+    try:
+        if family == 4:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
+            sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DONT)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 64)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_FREEBIND, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 64)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 4 << 20)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        insn = ctypes.create_string_buffer(struct.pack("=HBBI", 0x06, 0, 0, 0))  # BPF "ret #0"
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER,   # struct sock_fprog, native
+                        struct.pack("@HP", 1, ctypes.addressof(insn)))
+        sock.bind((local, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        return None
+    return sock

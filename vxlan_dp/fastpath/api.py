@@ -35,6 +35,26 @@ not recorded (silently: the table only feeds the control plane, the frame is sti
 `local_macs(net, now)` lists the MACs seen less than `ageing` seconds ago, sorted by MAC, with
 their age; `age(now)` also forgets the older ones. Its return value counts FDB entries only.
 
+Offloads (vxlan_dp/wire/offload.py has the rules, csrc/offload.c the same in C):
+- a TAP given with `vnet_hdr=True` reads and writes a virtio-net header before every frame.
+  A frame read from it is `split` into wire frames first (TSO/USO super-frames into segments,
+  partial checksums filled), and every counter above then counts those wire frames; a frame
+  that cannot be split counts as one frame read and drop_malformed. `offload` says which
+  TUN_F_* flags the TAP was granted: with TAP_CSUM and TAP_TSO4 / TAP_TSO6 / TAP_USO (both USO
+  bits) the frames of one batch bound for the TAP are `coalesce`d before they are written, and
+  tap_tx_frames/bytes still count the frames inside. A GSO write the TAP refuses (EINVAL)
+  turns coalescing off for that TAP (`tap_offload` then says 0) and writes the frames singly.
+- `set_tx_gso(family, True)`: super-frames of vxlan / gre-udp networks leave in UDP_SEGMENT
+  sends from a socket bound to (local, the flow's source port), at most VXDP_GSO_SOCKS of them
+  open; a send refused because the path cannot offload turns it off for the family
+  (`tx_gso` says False) and the datagrams go through the raw socket. The kernel computes
+  their outer UDP checksum, over IPv4 too (RFC 7348 sec. 5 allows a correct one).
+- `add_endpoint(..., gro=True)`: the socket has UDP_GRO on; a message holding several
+  datagrams is handled datagram by datagram (rx_datagrams counts each).
+- `encap(..., vnet_hdr=True)`: each item is a virtio-net header and its frame, as a vnet TAP
+  read returns them; the I/O-free twin of the vnet pump_tap (raw-socket packets only).
+- `offload_stats()`: counters of the whole Dataplane, named by OFFLOAD_STATS.
+
 Times are float seconds from any monotonic origin, passed in by the caller.
 """
 
@@ -43,9 +63,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, Sequence
 
-__all__ = ["NetworkParams", "FdbRow", "Dataplane", "ENDPOINT_KINDS"]
+__all__ = ["NetworkParams", "FdbRow", "Dataplane", "ENDPOINT_KINDS", "OFFLOAD_STATS", "TAP_CSUM",
+           "TAP_TSO4", "TAP_TSO6", "TAP_USO", "gro_types"]
 
 ENDPOINT_KINDS = ("vxlan", "gre", "gre-udp")
+
+# TUN_F_* of linux/if_tun.h, as TUNSETOFFLOAD takes them; USO is TUN_F_USO4 | TUN_F_USO6
+TAP_CSUM, TAP_TSO4, TAP_TSO6, TAP_USO = 0x01, 0x02, 0x04, 0x60
+
+# struct vxdp_offload_stats (csrc/fastpath.h), in order
+OFFLOAD_STATS = (
+    "tso_frames", "tso_segments", "csum_filled", "vnet_malformed",
+    "gso_sends", "gso_datagrams", "gro_messages", "gro_datagrams",
+    "coalesced_frames", "coalesced_segments",
+    "tx_gso_fallbacks", "tap_gso_fallbacks", "tx_gso_errno", "tap_gso_errno",
+)
+
+
+def gro_types(offload: int) -> int:
+    """The TAP_* kinds writes to a TAP granted `offload` may coalesce into: TCP where it took
+    TSO, UDP where it took both USO bits, nothing without TAP_CSUM (GSO frames are partial)."""
+    if not offload & TAP_CSUM:
+        return 0
+    t = offload & (TAP_TSO4 | TAP_TSO6)
+    if offload & TAP_USO == TAP_USO:
+        t |= TAP_USO
+    return t
 
 
 @dataclass(frozen=True)
@@ -95,11 +138,16 @@ class Dataplane(Protocol):
     batch: int
 
     def set_tx_socket(self, family: int, fd: int) -> None: ...
-    def add_endpoint(self, kind: str, fd: int, *, ipv4_header: bool = False) -> int: ...
+    def add_endpoint(self, kind: str, fd: int, *, ipv4_header: bool = False, gro: bool = False) -> int: ...
     def remove_endpoint(self, ep: int) -> None: ...
-    def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1) -> int: ...
+    def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1, *,
+                    vnet_hdr: bool = False, offload: int = 0) -> int: ...
     def remove_network(self, net: int) -> None: ...
-    def set_tap(self, net: int, fd: int) -> None: ...
+    def set_tap(self, net: int, fd: int, *, vnet_hdr: bool = False, offload: int = 0) -> None: ...
+    def tap_offload(self, net: int) -> int: ...
+    def set_tx_gso(self, family: int, on: bool) -> None: ...
+    def tx_gso(self, family: int) -> bool: ...
+    def offload_stats(self) -> dict[str, int]: ...
     def set_peers(self, net: int, peers: Sequence[str]) -> None: ...
     def peers(self, net: int) -> list[str]: ...
     def fdb_add(self, net: int, mac: str, remote: str) -> None: ...
@@ -107,7 +155,8 @@ class Dataplane(Protocol):
     def fdb_dump(self, net: int, now: float) -> list[FdbRow]: ...
     def age(self, now: float) -> int: ...
     def local_macs(self, net: int, now: float) -> list[tuple[str, float]]: ...
-    def encap(self, net: int, frames: Sequence[bytes], now: float) -> list[tuple[str, bytes]]: ...
+    def encap(self, net: int, frames: Sequence[bytes], now: float, *,
+              vnet_hdr: bool = False) -> list[tuple[str, bytes]]: ...
     def decap(self, ep: int, datagrams: Sequence[tuple[str, bytes]], now: float) -> list[tuple[int, bytes]]: ...
     def pump_tap(self, net: int, now: float) -> int: ...
     def pump_endpoint(self, ep: int, now: float) -> int: ...
