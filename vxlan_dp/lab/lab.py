@@ -53,6 +53,9 @@ class Container:
     host: "Host"
     ip: str
     mac: str
+    bridge: str = "br-blue"     # what `restore_host` needs to build it again
+    mtu: int = 1450
+    subnet: int = 0
 
 
 @dataclass
@@ -160,6 +163,31 @@ class Lab:
         self.add_host_ns(h)
         return h
 
+    def remove_host(self, h: Host) -> None:
+        """The host vanishes, as a machine that loses power: its daemon is killed (SIGKILL, by
+        PID) and its namespace and its containers' namespaces are deleted (their links with them)."""
+        self.stop_daemon(h, signal.SIGKILL)
+        for ns in [c.ns for c in h.containers] + [h.ns]:
+            netns.remove(ns)
+            if ns in self._namespaces:
+                self._namespaces.remove(ns)
+        self._save_state()
+        # the kernel destroys a namespace, and its veths, in the background (cleanup_net)
+        deadline = time.monotonic() + 10
+        with netns.ipr(self.ul_ns) as ul:
+            while ul.link_lookup(ifname=h.name):
+                if time.monotonic() > deadline:
+                    raise LabError(f"{h.name}'s underlay link outlived its namespace")
+                time.sleep(0.05)
+
+    def restore_host(self, h: Host) -> None:
+        """Bring back a host `remove_host` took away: its namespace on the underlay and its
+        containers, with the same names, addresses and MACs (its daemon is started separately)."""
+        old, h.containers = h.containers, []
+        self.add_host_ns(h)
+        for c in old:
+            self.add_container(h, c.bridge, mtu=c.mtu, subnet=c.subnet)
+
     def add_container(self, host: Host, bridge: str = "br-blue", *, mtu: int = 1450,
                       subnet: int = 0) -> Container:
         j = len([c for c in host.containers if c.ip.startswith(f"192.168.{subnet}.")]) + 1
@@ -181,7 +209,7 @@ class Lab:
             ipr.link("set", index=idx, ifname="eth0", address=mac, mtu=mtu)
             ipr.addr("add", index=idx, address=f"192.168.{subnet}.{octet}", prefixlen=24)
             ipr.link("set", index=idx, state="up")
-        c = Container(name, ns, host, f"192.168.{subnet}.{octet}", mac)
+        c = Container(name, ns, host, f"192.168.{subnet}.{octet}", mac, bridge, mtu, subnet)
         host.containers.append(c)
         return c
 
