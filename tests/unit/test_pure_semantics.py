@@ -528,3 +528,10 @@ def test_ipv4_header_is_for_gre_endpoints_only():
     dp = Dataplane()
     with pytest.raises(ValueError):
         dp.add_endpoint("vxlan", -1, ipv4_header=True)
+
+
+def test_fdb_size_counts_static_and_learned_entries():
+    dp, ep, net = make()
+    dp.fdb_add(net, MAC_X, B)
+    dp.decap(ep, [(C, vxlan_payload(VNI, frame(MAC_X, MAC_A)))], NOW)
+    assert dp.fdb_size(net) == len(dp.fdb_dump(net, NOW)) == 2

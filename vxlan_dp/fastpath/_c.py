@@ -242,6 +242,10 @@ class Dataplane:
         self._nets[net]  # noqa: B018
         return bool(_check(lib.vxdp_fdb_remove(self._dp, net, mac_to_bytes(mac))))
 
+    def fdb_size(self, net: int) -> int:
+        self._nets[net]  # noqa: B018 - KeyError for an unknown network, as in _pure
+        return _check(lib.vxdp_fdb_count(self._dp, net))
+
     def fdb_dump(self, net: int, now: float) -> list[FdbRow]:
         self._nets[net]  # noqa: B018
         count = _check(lib.vxdp_fdb_count(self._dp, net))

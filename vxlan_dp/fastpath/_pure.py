@@ -200,6 +200,10 @@ class Dataplane:
     def fdb_remove(self, net: int, mac: str) -> bool:
         return self._nets[net].fdb.remove(mac_to_bytes(mac))
 
+    def fdb_size(self, net: int) -> int:
+        """Entries in the network's FDB, static and learned: what a scrape needs, without a dump."""
+        return len(self._nets[net].fdb)
+
     def fdb_dump(self, net: int, now: float) -> list[FdbRow]:
         return [FdbRow(mac_to_str(e.mac), e.remote, e.static, e.age)
                 for e in self._nets[net].fdb.entries(now)]
