@@ -410,7 +410,7 @@ def _ping_start(c, ip: str) -> subprocess.Popen[str]:
 
 
 def _ping_stop(p: subprocess.Popen[str]) -> tuple[int, int]:
-    time.sleep(1.0)                         # the last request's reply comes home
+    time.sleep(1.0)                         # replies to earlier requests come home
     p.send_signal(2)
     out, _ = p.communicate(timeout=10)
     m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", out)
@@ -540,7 +540,9 @@ def test_a_million_hostile_packets_are_all_dropped_and_counted(make_lab, backend
     assert drops == expected, {"unexpected": {k_: v for k_, v in drops.items() if expected.get(k_) != v},
                                "expected": {k_: v for k_, v in expected.items() if drops.get(k_) != v}}
     for name, (tx, rx) in ping_res.items():
-        assert tx >= 20 and rx == tx, (name, ping_res)
+        # SIGINT stops ping with its newest request (20 ms ago at most) possibly still in
+        # flight: ping counts that one as lost. Any other missing reply is a real loss.
+        assert tx >= 20 and rx >= tx - 1, (name, ping_res)
     assert not {key: v for key, v in d2.items() if key[1].startswith("drop_")}, d2
     for name, (a, b) in pairs.items():     # and it still forwards
         assert lab.ping(a, b.ip, count=2).ok, name
