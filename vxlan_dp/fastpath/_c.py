@@ -29,7 +29,8 @@ from .. import __version__
 from ..core.counters import EP_COUNTERS, NET_COUNTERS
 from ..wire import WireError, mac_to_bytes, mac_to_str
 from ..wire.offload import VNET_HDR_LEN, VnetHdr, decode_vnet_hdr
-from .api import ENDPOINT_KINDS, OFFLOAD_STATS, FdbRow, NetworkParams
+from .api import (OFFLOAD_STATS, FdbRow, NetworkParams, check_endpoint_args, check_family,
+                  check_tap_args)
 
 try:
     from .._fastpath import ffi, lib  # type: ignore[import-not-found]
@@ -130,17 +131,11 @@ class Dataplane:
 
     # --- management -------------------------------------------------------------------
     def set_tx_socket(self, family: int, fd: int) -> None:
-        if family not in (4, 6):
-            raise ValueError("family must be 4 or 6")
+        check_family(family)
         _check(lib.vxdp_set_tx_socket(self._dp, family, fd))
 
     def add_endpoint(self, kind: str, fd: int, *, ipv4_header: bool = False, gro: bool = False) -> int:
-        if kind not in ENDPOINT_KINDS:
-            raise ValueError(f"unknown endpoint kind {kind!r}")
-        if ipv4_header and kind != "gre":
-            raise ValueError("ipv4_header is for raw IPv4 GRE sockets only")
-        if gro and kind == "gre":
-            raise ValueError("gro is for UDP endpoints (vxlan, gre-udp) only")
+        check_endpoint_args(kind, ipv4_header, gro)
         ep = _check(lib.vxdp_add_endpoint(self._dp, _KIND[kind], fd, int(ipv4_header)))
         if gro:
             _check(lib.vxdp_set_endpoint_gro(self._dp, ep, 1))
@@ -156,7 +151,7 @@ class Dataplane:
 
     def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1, *,
                     vnet_hdr: bool = False, offload: int = 0) -> int:
-        _check_tap_args(vnet_hdr, offload)
+        check_tap_args(vnet_hdr, offload)
         e = self._eps[endpoint]
         if params.encap != e.kind:
             raise ValueError(f"network encap {params.encap} on a {e.kind} endpoint")
@@ -193,7 +188,7 @@ class Dataplane:
 
     def set_tap(self, net: int, fd: int, *, vnet_hdr: bool = False, offload: int = 0) -> None:
         self._nets[net]  # noqa: B018 - KeyError for an unknown network, like _pure
-        _check_tap_args(vnet_hdr, offload)
+        check_tap_args(vnet_hdr, offload)
         _check(lib.vxdp_set_tap_vnet(self._dp, net, fd, int(vnet_hdr), offload))
 
     def tap_offload(self, net: int) -> int:
@@ -201,13 +196,11 @@ class Dataplane:
         return _check(lib.vxdp_tap_offload(self._dp, net))
 
     def set_tx_gso(self, family: int, on: bool) -> None:
-        if family not in (4, 6):
-            raise ValueError("family must be 4 or 6")
+        check_family(family)
         _check(lib.vxdp_set_tx_gso(self._dp, family, int(on)))
 
     def tx_gso(self, family: int) -> bool:
-        if family not in (4, 6):
-            raise ValueError("family must be 4 or 6")
+        check_family(family)
         return bool(_check(lib.vxdp_tx_gso(self._dp, family)))
 
     def offload_stats(self) -> dict[str, int]:
@@ -350,12 +343,6 @@ class Dataplane:
         self._eps[ep]  # noqa: B018
         return int(lib.vxdp_pump_endpoint(self._dp, ep, now))
 
-
-def _check_tap_args(vnet_hdr: bool, offload: int) -> None:
-    if offload and not vnet_hdr:
-        raise ValueError("TAP offloads need vnet_hdr: GSO frames come with a virtio-net header")
-    if not 0 <= offload <= 0xFF:
-        raise ValueError(f"offload {offload:#x} is not a set of TUN_F_* flags")
 
 
 def _max_segments(item: bytes) -> int:

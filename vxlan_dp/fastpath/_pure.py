@@ -22,8 +22,8 @@ from ..wire import (WireError, decapsulate, encap_overhead, encapsulate, flow_ha
                     mac_to_str, max_frame_len)
 from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr, coalesce_runs,
                             decode_vnet_hdr, encode_vnet_hdr, split)
-from .api import (ENDPOINT_KINDS, OFFLOAD_STATS, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow, NetworkParams,
-                  gro_types)
+from .api import (OFFLOAD_STATS, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow, NetworkParams,
+                  gro_types, check_endpoint_args, check_family, check_tap_args)
 
 __all__ = ["Dataplane"]
 
@@ -102,8 +102,7 @@ class Dataplane:
 
     # --- management -------------------------------------------------------------------
     def set_tx_socket(self, family: int, fd: int) -> None:
-        if family not in (4, 6):
-            raise ValueError("family must be 4 or 6")
+        check_family(family)
         old = self._tx.pop(family, None)
         if old is not None:
             old.detach()
@@ -111,12 +110,7 @@ class Dataplane:
             self._tx[family] = socket.socket(fileno=fd)
 
     def add_endpoint(self, kind: str, fd: int, *, ipv4_header: bool = False, gro: bool = False) -> int:
-        if kind not in ENDPOINT_KINDS:
-            raise ValueError(f"unknown endpoint kind {kind!r}")
-        if ipv4_header and kind != "gre":
-            raise ValueError("ipv4_header is for raw IPv4 GRE sockets only")
-        if gro and kind == "gre":
-            raise ValueError("gro is for UDP endpoints (vxlan, gre-udp) only")
+        check_endpoint_args(kind, ipv4_header, gro)
         sock = socket.socket(fileno=fd) if fd >= 0 else None
         ep = self._next_ep
         self._next_ep += 1
@@ -133,7 +127,7 @@ class Dataplane:
 
     def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1, *,
                     vnet_hdr: bool = False, offload: int = 0) -> int:
-        _check_tap_args(vnet_hdr, offload)
+        check_tap_args(vnet_hdr, offload)
         e = self._eps[endpoint]
         if params.encap != e.kind:
             raise ValueError(f"network encap {params.encap} on a {e.kind} endpoint")
@@ -156,7 +150,7 @@ class Dataplane:
 
     def set_tap(self, net: int, fd: int, *, vnet_hdr: bool = False, offload: int = 0) -> None:
         n = self._nets[net]
-        _check_tap_args(vnet_hdr, offload)
+        check_tap_args(vnet_hdr, offload)
         n.tap_fd = fd
         n.vnet = vnet_hdr
         n.gro = gro_types(offload) if vnet_hdr else 0
@@ -165,15 +159,13 @@ class Dataplane:
         return self._nets[net].gro
 
     def set_tx_gso(self, family: int, on: bool) -> None:
-        if family not in (4, 6):
-            raise ValueError("family must be 4 or 6")
+        check_family(family)
         self._tx_gso[family] = bool(on)
         if not on:
             self._gso_close(family)
 
     def tx_gso(self, family: int) -> bool:
-        if family not in (4, 6):
-            raise ValueError("family must be 4 or 6")
+        check_family(family)
         return self._tx_gso[family]
 
     def offload_stats(self) -> dict[str, int]:
@@ -535,12 +527,6 @@ class Dataplane:
         n.c["tap_tx_bytes"] += len(frame)
 
 
-
-def _check_tap_args(vnet_hdr: bool, offload: int) -> None:
-    if offload and not vnet_hdr:
-        raise ValueError("TAP offloads need vnet_hdr: GSO frames come with a virtio-net header")
-    if not 0 <= offload <= 0xFF:
-        raise ValueError(f"offload {offload:#x} is not a set of TUN_F_* flags")
 
 
 def _gro_size(anc: list[tuple[int, int, bytes]]) -> int:

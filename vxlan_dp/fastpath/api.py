@@ -163,3 +163,26 @@ class Dataplane(Protocol):
     def pump_endpoint(self, ep: int, now: float) -> int: ...
     def counters(self, net: int) -> dict[str, int]: ...
     def endpoint_counters(self, ep: int) -> dict[str, int]: ...
+
+
+# --- argument checks shared by both backends: API misuse fails the same way in each ---------
+
+def check_family(family: int) -> None:
+    if family not in (4, 6):
+        raise ValueError("family must be 4 or 6")
+
+
+def check_endpoint_args(kind: str, ipv4_header: bool, gro: bool) -> None:
+    if kind not in ENDPOINT_KINDS:
+        raise ValueError(f"unknown endpoint kind {kind!r}")
+    if ipv4_header and kind != "gre":
+        raise ValueError("ipv4_header is for raw IPv4 GRE sockets only")
+    if gro and kind == "gre":
+        raise ValueError("gro is for UDP endpoints (vxlan, gre-udp) only")
+
+
+def check_tap_args(vnet_hdr: bool, offload: int) -> None:
+    if offload and not vnet_hdr:
+        raise ValueError("TAP offloads need vnet_hdr: GSO frames come with a virtio-net header")
+    if not 0 <= offload <= 0xFF:
+        raise ValueError(f"offload {offload:#x} is not a set of TUN_F_* flags")
