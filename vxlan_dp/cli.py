@@ -166,8 +166,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from .bench.soak import run_soak  # noqa: PLC0415
         result, _ = run_soak(a.minutes, backend=a.backend, out_dir=a.out)
         return 0 if result["ok"] else EXIT_RUNTIME
-    from .bench.e2e import VARIANTS, run_e2e  # noqa: PLC0415
-    variants = tuple(a.variants.split(",")) if a.variants else VARIANTS
+    from .bench.e2e import DEFAULT_VARIANTS, VARIANTS, run_e2e  # noqa: PLC0415
+    variants = tuple(a.variants.split(",")) if a.variants else DEFAULT_VARIANTS
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         print(f"vxlan-dp bench e2e: unknown tunnel {', '.join(bad)}; choose from {', '.join(VARIANTS)}",
@@ -385,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "or a soak under load")
     b.add_argument("what", choices=["encap", "e2e", "soak"])
     b.add_argument("--seconds", type=float, help="per measurement (default 1 for encap, 5 for e2e)")
-    b.add_argument("--variants", help="e2e tunnels, comma-separated (default kernel,c,python,socat)")
+    b.add_argument("--variants", help="e2e tunnels, comma-separated (default kernel,kernel-txoff,c,python,socat; "
+                                          "also c-interrupt, c-adaptive, c-busy)")
     b.add_argument("--minutes", type=float, default=10.0,
                    help="soak: how long to run under full iperf3 load (default 10)")
     b.add_argument("--backend", choices=["c", "python"], default="c", help="soak: the daemons' fast path")

@@ -1,30 +1,55 @@
-"""End-to-end: two lab hosts, iperf3 and ping through four tunnels in the same run.
+"""End-to-end: two lab hosts, iperf3, ping and TCP request/response through several tunnels.
 
-Tunnels: (a) the kernel's vxlan device (the reference), (b) vxlan-dp with the C backend,
-(c) vxlan-dp with the Python backend, (d) socat's TAP-over-UDP, the naive userspace baseline.
-Per tunnel: single-stream TCP, 4-stream TCP, UDP at a fixed offered rate (500 Mbit/s of
-1400-byte datagrams: `-b 0` is no capacity figure, its sender floods the TAP queue), loss at
-that rate, CPU per packet at that rate (tunnel processes of both ends from /proc/PID/stat, and
-the whole machine from /proc/uptime), whole-machine CPU seconds per GB moved in the TCP
-runs, and ping latency through the tunnel (p50/p99) with the
-added part over the bare underlay. Throughput is reported as a ratio to the kernel.
+Tunnels (VARIANTS), each in its own lab, all in the same run:
+- `kernel`: the kernel's vxlan device with the underlay's DEFAULT offloads (veth TX checksum
+  offload on), as users run it. The headline row: every ratio is over this row.
+- `kernel-txoff`: the same device with TX checksum offload turned off on the underlay veths
+  (the lab's former setting, which makes the kernel segment and checksum in software). A
+  labelled second reference only.
+- `c`, `python`: vxlan-dp with the C / pure-Python backend, default offloads and settings.
+- `socat`: socat's TAP-over-UDP, the naive userspace baseline.
+Per tunnel: single- and 4-stream TCP (iperf3) with whole-machine CPU seconds per GB received;
+UDP with 64-byte payloads from a flooding sender (`-b 0`), packets per second DELIVERED;
+ping p50/p99 and a TCP request/response test (1-byte transactions, vxlan_dp/bench/rr.py),
+each with the part it adds over the bare underlay measured the same way in the same lab; the
+tunnel processes' CPU while the request/response test runs and while the tunnel sits idle.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..lab import Lab, netns
 from ..lab.lab import Host
 from .report import Progress, machine_info, write_results
 
-__all__ = ["run_e2e", "VARIANTS"]
+__all__ = ["run_e2e", "VARIANTS", "DEFAULT_VARIANTS"]
 
-VARIANTS = ("kernel", "c", "python", "socat")
+
+@dataclass(frozen=True)
+class Variant:
+    tunnel: str                 # kernel | c | python | socat
+    tx_csum: bool = True        # underlay veth TX checksum offload (the kernel's default: on)
+    daemon_extra: str = ""      # further [daemon] keys for vxlan-dp
+    label: str = ""
+
+
+VARIANTS: dict[str, Variant] = {
+    "kernel": Variant("kernel", label="kernel vxlan, default offloads (reference)"),
+    "kernel-txoff": Variant("kernel", tx_csum=False, label="kernel vxlan, underlay tx checksum off"),
+    "c": Variant("c", label="vxlan-dp C backend, defaults"),
+    "python": Variant("python", label="vxlan-dp Python backend, defaults"),
+    "socat": Variant("socat", label="socat TAP over UDP"),
+}
+DEFAULT_VARIANTS = ("kernel", "kernel-txoff", "c", "python", "socat")
 SOCAT_PORT = 9999
+RR_PORT = 5301
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -74,26 +99,28 @@ def _start_socat(lab: Lab, h: Host, peer: Host, mtu: int) -> subprocess.Popen[An
     return p
 
 
-def _setup(lab: Lab, variant: str) -> list[int]:
+def _setup(lab: Lab, v: Variant) -> list[int]:
     """Bring the tunnel up between h1 and h2; returns the PIDs of its processes (both ends)."""
     h1, h2 = lab.hosts
     mtu = lab.overlay_mtu("vxlan")
-    if variant == "kernel":
+    for h in lab.hosts:
+        netns.tx_checksum(h.ns, "ul0", v.tx_csum)
+    if v.tunnel == "kernel":
         for h in lab.hosts:
             lab.add_kernel_vxlan(h)
         return []
-    if variant in ("c", "python"):
+    if v.tunnel in ("c", "python"):
         for h in lab.hosts:
-            lab.start_daemon(h, lab.network_toml(h), backend=variant,
-                             daemon_toml='[daemon]\nmetrics = ""\nlog_level = "info"\n')
+            lab.start_daemon(h, lab.network_toml(h), backend=v.tunnel,
+                             daemon_toml='[daemon]\nmetrics = ""\nlog_level = "info"\n' + v.daemon_extra)
         return [h.proc.pid for h in lab.hosts if h.proc]
-    if variant == "socat":
+    if v.tunnel == "socat":
         procs = [_start_socat(lab, h1, h2, mtu), _start_socat(lab, h2, h1, mtu)]
         lab._pids.extend(p.pid for p in procs)  # noqa: SLF001 - the lab stops them with itself
         lab._save_state()  # noqa: SLF001
         lab._socat = procs  # type: ignore[attr-defined]  # noqa: SLF001
         return [p.pid for p in procs]
-    raise ValueError(variant)
+    raise ValueError(v.tunnel)
 
 
 def _teardown_extra(lab: Lab) -> None:
@@ -103,24 +130,56 @@ def _teardown_extra(lab: Lab) -> None:
             p.wait(5)
 
 
-def measure(variant: str, seconds: float, progress: Callable[[str], None]) -> dict[str, Any]:
-    res: dict[str, Any] = {"variant": variant}
+def _rr(lab: Lab, client_ns: str, server_ns: str, addr: str, seconds: float) -> dict[str, float]:
+    """One bench/rr.py request/response run; the server serves this one connection and exits."""
+    srv = netns.popen(server_ns, [sys.executable, "-m", "vxlan_dp.bench.rr", "server", addr, str(RR_PORT)],
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert srv.stdout is not None
+        srv.stdout.readline()   # "listening"
+        r = netns.run(client_ns, [sys.executable, "-m", "vxlan_dp.bench.rr", "client", addr, str(RR_PORT),
+                                  str(seconds)], timeout=seconds + 30)
+        if r.returncode != 0:
+            raise RuntimeError(f"rr client failed: {r.stderr.strip()[-300:]}")
+        return dict(json.loads(r.stdout.strip().splitlines()[-1]))
+    finally:
+        if srv.poll() is None:
+            srv.terminate()
+        srv.wait(5)
+
+
+def _cpu(pids: list[int]) -> float:
+    return sum(_proc_cpu(p) for p in pids)
+
+
+def measure(name: str, seconds: float, progress: Callable[[str], None]) -> dict[str, Any]:
+    v = VARIANTS[name]
+    res: dict[str, Any] = {"variant": name, "label": v.label, "tx_csum": v.tx_csum}
     with Lab(2) as lab:
         for h in lab.hosts:
             lab.add_container(h, mtu=lab.overlay_mtu("vxlan"))
         lab.settle()
-        pids = _setup(lab, variant)
+        pids = _setup(lab, v)
         try:
-            a, b = lab.hosts[0].containers[0], lab.hosts[1].containers[0]
+            h1, h2 = lab.hosts
+            a, b = h1.containers[0], h2.containers[0]
             if not lab.ping(a, b.ip, count=3).ok:
-                raise RuntimeError(f"{variant}: containers cannot reach each other")
-            progress(f"{variant}: ping latency")
-            under = _ping_rtts(lab, lab.hosts[0].ns, lab.hosts[1].ip4)
+                raise RuntimeError(f"{name}: containers cannot reach each other")
+            progress(f"{name}: latency (ping, request/response)")
+            under = _ping_rtts(lab, h1.ns, h2.ip4)
             rtts = _ping_rtts(lab, a.ns, b.ip)
             res["ping_ms"] = {"p50": _pct(rtts, 50), "p99": _pct(rtts, 99), "underlay_p50": _pct(under, 50),
                               "added_p50": (_pct(rtts, 50) or 0) - (_pct(under, 50) or 0)}
+            rr_s = max(2.0, seconds / 2)
+            rr_under = _rr(lab, h1.ns, h2.ns, h2.ip4, rr_s)
+            cpu0, t0 = _cpu(pids), time.monotonic()
+            rr = _rr(lab, a.ns, b.ns, b.ip, rr_s)
+            cpu_rr = (_cpu(pids) - cpu0) / (time.monotonic() - t0) * 100 if pids else None
+            res["rr"] = {"p50_us": rr["p50_us"], "p99_us": rr["p99_us"], "tps": rr["tps"],
+                         "underlay_p50_us": rr_under["p50_us"], "added_p50_us": rr["p50_us"] - rr_under["p50_us"],
+                         "tunnel_cpu_pct": cpu_rr}
             for streams in (1, 4):
-                progress(f"{variant}: TCP x{streams}")
+                progress(f"{name}: TCP x{streams}")
                 busy0 = _machine_busy()
                 r = lab.iperf3(a, b, seconds=seconds, streams=streams)
                 busy = _machine_busy() - busy0
@@ -128,43 +187,71 @@ def measure(variant: str, seconds: float, progress: Callable[[str], None]) -> di
                 res[f"tcp{streams}_bps"] = got.get("bits_per_second", 0.0)
                 gbytes = got.get("bytes", 0) / 1e9
                 res[f"tcp{streams}_cpu_s_per_gb"] = busy / gbytes if gbytes else None
-            progress(f"{variant}: UDP 500 Mbit/s")
-            cpu0 = sum(_proc_cpu(p) for p in pids)
-            busy0 = _machine_busy()
-            r = lab.iperf3(a, b, seconds=seconds, udp_rate="500M", length=1400)
-            cpu1 = sum(_proc_cpu(p) for p in pids)
-            busy1 = _machine_busy()
+            progress(f"{name}: UDP 64-byte flood")
+            cpu0 = _cpu(pids)
+            r = lab.iperf3(a, b, seconds=seconds, udp_rate="0", length=64)
+            cpu1 = _cpu(pids)
             s = r.get("end", {}).get("sum", {})
-            pkts = s.get("packets", 0)
-            res["udp"] = {"offered_bps": 500e6, "received_bps": s.get("bits_per_second", 0.0) *
-                          (1 - s.get("lost_percent", 100.0) / 100), "loss_percent": s.get("lost_percent"),
-                          "packets": pkts,
-                          "tunnel_cpu_us_per_pkt": (cpu1 - cpu0) / pkts * 1e6 if pids and pkts else None,
-                          "machine_cpu_us_per_pkt": (busy1 - busy0) / pkts * 1e6 if pkts else None}
+            sent, lost = s.get("packets", 0), s.get("lost_packets", 0)
+            delivered = max(0, sent - lost)
+            res["udp64"] = {"sent": sent, "delivered": delivered, "seconds": s.get("seconds", seconds),
+                            "delivered_pps": delivered / (s.get("seconds") or seconds),
+                            "tunnel_cpu_us_per_pkt": (cpu1 - cpu0) / delivered * 1e6 if pids and delivered else None}
+            if pids:            # after traffic: what the tunnel costs doing nothing
+                time.sleep(1.0)
+                cpu0, t0 = _cpu(pids), time.monotonic()
+                time.sleep(2.0)
+                res["idle_cpu_pct"] = (_cpu(pids) - cpu0) / (time.monotonic() - t0) * 100
         finally:
             _teardown_extra(lab)
     return res
 
 
+def _fmt(x: Any, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
 def _markdown(results: list[dict[str, Any]]) -> str:
     k = next((r for r in results if r["variant"] == "kernel"), None)
+    so = next((r for r in results if r["variant"] == "socat"), None)
 
-    def ratio(r: dict[str, Any], key: str) -> str:
-        return f"{r[key] / k[key]:.3f}" if k and k.get(key) else "-"
+    def get(r: dict[str, Any] | None, path: str) -> Any:
+        x: Any = r
+        for part in path.split("."):
+            x = x.get(part) if isinstance(x, dict) else None
+        return x
 
-    def f(x: Any, fmt: str) -> str:
-        return "-" if x is None else format(x, fmt)
+    def ratio(r: dict[str, Any], path: str, ref: dict[str, Any] | None = k) -> str:
+        a, b = get(r, path), get(ref, path)
+        return f"{a / b:.2f}" if a is not None and b else "-"
 
-    rows = ["| tunnel | TCP x1 Gbit/s | ratio | TCP x4 Gbit/s | ratio | CPU s/GB x1 | x4 | UDP 500M loss % "
-            "| tunnel CPU us/pkt | machine CPU us/pkt | ping p50 ms | p99 ms | added p50 ms |",
+    rows = ["Throughput. Ratios are over the `kernel` row (default offloads) of this run.", "",
+            "| tunnel | underlay tx csum | TCP x1 Gbit/s | ratio | TCP x4 Gbit/s | ratio | CPU s/GB x1 "
+            "| x kernel | CPU s/GB x4 | x kernel | UDP 64 B kpps delivered | ratio | tunnel CPU us/pkt |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        u, pg = r.get("udp", {}), r.get("ping_ms", {})
-        rows.append(f"| {r['variant']} | {r.get('tcp1_bps', 0) / 1e9:.3f} | {ratio(r, 'tcp1_bps')} | "
-                    f"{r.get('tcp4_bps', 0) / 1e9:.3f} | {ratio(r, 'tcp4_bps')} | {f(r.get('tcp1_cpu_s_per_gb'), '.2f')} | "
-                    f"{f(r.get('tcp4_cpu_s_per_gb'), '.2f')} | {f(u.get('loss_percent'), '.2f')} | "
-                    f"{f(u.get('tunnel_cpu_us_per_pkt'), '.2f')} | {f(u.get('machine_cpu_us_per_pkt'), '.2f')} | "
-                    f"{f(pg.get('p50'), '.3f')} | {f(pg.get('p99'), '.3f')} | {f(pg.get('added_p50'), '.3f')} |")
+        rows.append(
+            f"| {r['variant']} | {'on' if r.get('tx_csum', True) else 'off'} | "
+            f"{r.get('tcp1_bps', 0) / 1e9:.3f} | {ratio(r, 'tcp1_bps')} | "
+            f"{r.get('tcp4_bps', 0) / 1e9:.3f} | {ratio(r, 'tcp4_bps')} | "
+            f"{_fmt(r.get('tcp1_cpu_s_per_gb'), '.2f')} | {ratio(r, 'tcp1_cpu_s_per_gb')} | "
+            f"{_fmt(r.get('tcp4_cpu_s_per_gb'), '.2f')} | {ratio(r, 'tcp4_cpu_s_per_gb')} | "
+            f"{_fmt((get(r, 'udp64.delivered_pps') or 0) / 1e3, '.1f')} | {ratio(r, 'udp64.delivered_pps')} | "
+            f"{_fmt(get(r, 'udp64.tunnel_cpu_us_per_pkt'), '.2f')} |")
+    rows += ["", "Latency. Added = through the tunnel minus the bare underlay, same method, same lab; "
+             "x socat = added p50 over socat's added p50. Tunnel CPU: both ends' processes, % of one core.", "",
+             "| tunnel | ping p50 us | p99 us | added p50 us | x socat | RR p50 us | RR p99 us | added RR p50 us "
+             "| x socat | RR trans/s | tunnel CPU % during RR | tunnel CPU % idle |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        pg, rr = r.get("ping_ms", {}), r.get("rr", {})
+        rows.append(
+            f"| {r['variant']} | {_fmt(pg.get('p50') and pg['p50'] * 1e3, '.0f')} | "
+            f"{_fmt(pg.get('p99') and pg['p99'] * 1e3, '.0f')} | {_fmt(pg.get('added_p50') * 1e3 if 'added_p50' in pg else None, '.0f')} | "
+            f"{ratio(r, 'ping_ms.added_p50', so)} | {_fmt(rr.get('p50_us'), '.0f')} | {_fmt(rr.get('p99_us'), '.0f')} | "
+            f"{_fmt(rr.get('added_p50_us'), '.0f')} | {ratio(r, 'rr.added_p50_us', so)} | {_fmt(rr.get('tps'), '.0f')} | "
+            f"{_fmt(rr.get('tunnel_cpu_pct'), '.1f')} | {_fmt(r.get('idle_cpu_pct'), '.2f')} |")
+    rows += ["", "Rows: " + "; ".join(f"`{r['variant']}` = {r.get('label', '')}" for r in results) + "."]
     return "\n".join(rows)
 
 
@@ -173,29 +260,34 @@ def _chart(results: list[dict[str, Any]]) -> Callable[[str], None]:
         import matplotlib  # noqa: PLC0415
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
-        names = [r["variant"] for r in results]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+        names = [r["variant"] + ("" if r.get("tx_csum", True) else "\n(tx csum off)") for r in results]
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
         w = 0.38
         xs = range(len(names))
         ax1.bar([x - w / 2 for x in xs], [r.get("tcp1_bps", 0) / 1e9 for r in results], w, label="TCP x1")
         ax1.bar([x + w / 2 for x in xs], [r.get("tcp4_bps", 0) / 1e9 for r in results], w, label="TCP x4")
-        ax1.set_xticks(list(xs), names)
+        ax1.set_xticks(list(xs), names, fontsize=8)
         ax1.set_ylabel("Gbit/s")
-        ax1.set_title("iperf3 through the overlay")
+        ax1.set_title("iperf3 through the overlay (reference: 'kernel', default offloads)")
         ax1.legend()
-        ax2.bar(names, [r.get("udp", {}).get("machine_cpu_us_per_pkt") or 0 for r in results], color="tab:red")
-        ax2.set_ylabel("machine CPU us / packet")
-        ax2.set_title("CPU at 500 Mbit/s UDP (1400 B)")
+        ax2.bar([x - w / 2 for x in xs], [(r.get("ping_ms", {}).get("added_p50") or 0) * 1e3 for r in results], w,
+                label="ping added p50")
+        ax2.bar([x + w / 2 for x in xs], [r.get("rr", {}).get("added_p50_us") or 0 for r in results], w,
+                label="TCP RR added p50")
+        ax2.set_xticks(list(xs), names, fontsize=8)
+        ax2.set_ylabel("us over the bare underlay")
+        ax2.set_title("Latency added by the tunnel")
+        ax2.legend()
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
     return draw
 
 
-def run_e2e(variants: tuple[str, ...] = VARIANTS, seconds: float = 5.0, out_dir: str = "bench/results",
+def run_e2e(variants: tuple[str, ...] = DEFAULT_VARIANTS, seconds: float = 5.0, out_dir: str = "bench/results",
             name: str = "e2e") -> tuple[list[dict[str, Any]], list[str]]:
     from ..fastpath import backends  # noqa: PLC0415
-    variants = tuple(v for v in variants if v != "c" or "c" in backends())
+    variants = tuple(v for v in variants if VARIANTS[v].tunnel != "c" or "c" in backends())
     prog = Progress(len(variants) * 4)
     results = []
     try:
@@ -213,4 +305,3 @@ def run_e2e(variants: tuple[str, ...] = VARIANTS, seconds: float = 5.0, out_dir:
     print(md)
     print("\nwrote " + ", ".join(paths))
     return results, paths
-

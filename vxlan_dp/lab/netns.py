@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from pyroute2 import NetNS, netns
 
-__all__ = ["tx_checksum_off", "create", "remove", "exists", "listing", "ipr", "enter", "popen", "run", "NETNS_DIR"]
+__all__ = ["tx_checksum_off", "tx_checksum", "create", "remove", "exists", "listing", "ipr", "enter", "popen", "run", "NETNS_DIR"]
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -32,11 +32,16 @@ def tx_checksum_off(name: str, ifname: str) -> None:
     a physical NIC would have filled them. Turning TX checksum offload off on the lab's underlay
     makes the kernel compute them in software, as real hardware would on the wire.
     """
+    tx_checksum(name, ifname, False)
+
+
+def tx_checksum(name: str, ifname: str, on: bool) -> None:
+    """`ethtool -K IFNAME tx on|off` inside namespace `name` (SIOCETHTOOL, ETHTOOL_STXCSUM)."""
     import fcntl  # noqa: PLC0415
     import socket  # noqa: PLC0415
     import struct  # noqa: PLC0415
 
-    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0))
+    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, int(on)))
     ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value))
     sock = netns.create_socket(name, socket.AF_INET, socket.SOCK_DGRAM)
     try:
