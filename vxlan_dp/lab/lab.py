@@ -11,6 +11,10 @@ started (by PID) and deletes its namespaces, also after a failure; a state file 
 `add_etcd_host()` adds one more namespace on the underlay (198.18.0.254 / 2001:2::fe, never a
 daemon host) running Debian's etcd server with its data in the lab's workdir, for the etcd
 control plane; its PID is recorded like the daemons' and it is stopped by `close()`.
+
+`start_dockerd()` gives a host its own real Docker (lab/docker.py): dockerd in the host's
+network namespace and a private mount namespace in which /run/docker/plugins is the host's
+own directory; `close()` removes its containers and stops it before the namespaces go.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 
 from ..wire import encap_overhead
 from . import netns
+from .docker import Dockerd, busybox_rootfs_tar, shim_pids, umount
 
 __all__ = ["Lab", "Host", "Container", "PingResult", "LabError", "clean", "STATE_DIR", "PREFIX",
            "ETCD_PORT"]
@@ -105,6 +110,8 @@ class Lab:
         self.etcd_proc: subprocess.Popen[Any] | None = None
         self._etcd_args: list[str] = []
         self._etcd_scheme = "http"
+        self.dockerds: dict[str, Dockerd] = {}
+        self._image_tar: str | None = None
 
     # --- context management ---------------------------------------------------------------
     def __enter__(self) -> "Lab":
@@ -121,7 +128,10 @@ class Lab:
     def _save_state(self) -> None:
         os.makedirs(STATE_DIR, exist_ok=True)
         with open(self._state, "w") as f:
-            json.dump({"namespaces": self._namespaces, "pids": self._pids, "workdir": self.workdir}, f)
+            json.dump({"namespaces": self._namespaces, "pids": self._pids, "workdir": self.workdir,
+                       "dockerd": [{"exec_root": d.exec_root, "mounts": d.mounts,
+                                    "pid": d.proc.pid if d.proc else None}
+                                   for d in self.dockerds.values()]}, f)
 
     def _ns(self, name: str) -> str:
         netns.create(name)
@@ -332,7 +342,7 @@ class Lab:
 
     def stop_daemon(self, host: Host, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         p, host.proc = host.proc, None
-        return None if p is None else _stop(p, sig, timeout)
+        return None if p is None else netns.stop(p, sig, timeout)
 
     def status(self, host: Host) -> dict[str, Any]:
         from ..rpc import request  # noqa: PLC0415
@@ -387,7 +397,7 @@ class Lab:
     def stop_etcd(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         p, self.etcd_proc = self.etcd_proc, None
         if p is not None:
-            _stop(p, sig, timeout)
+            netns.stop(p, sig, timeout)
 
     def etcdctl(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
         """`etcdctl ARGS` (Debian's etcd-client) against the lab's etcd, run in its namespace."""
@@ -401,6 +411,31 @@ class Lab:
         return ('[daemon]\nmetrics = ""\ncontrol = "etcd"\n\n[etcd]\n'
                 f'endpoints = ["{self.etcd_endpoint}"]\nprefix = "{prefix}"\n'
                 f'local = "{host.address(self.ipv6)}"\nlease_ttl = {lease_ttl}\n' + extra)
+
+    # --- docker ---------------------------------------------------------------------------
+    def start_dockerd(self, host: Host, *, timeout: float = 30.0) -> Dockerd:
+        """(Re)start `host`'s own dockerd, with the lab's busybox image loaded the first time."""
+        d = self.dockerds.get(host.name)
+        fresh = d is None
+        if d is None:
+            # "vxlan_dp" in the path: `lab clean` knows dockerd by its command line
+            d = self.dockerds[host.name] = Dockerd(host.name, host.ns,
+                                                   os.path.join(self.workdir, f"vxlan_dp-docker-{host.name}"))
+        try:
+            d.start(timeout)
+        finally:
+            self._save_state()
+        if fresh:
+            if self._image_tar is None:
+                self._image_tar = busybox_rootfs_tar(os.path.join(self.workdir, "busybox-rootfs.tar"))
+            d.load_image(self._image_tar)
+        return d
+
+    def stop_dockerd(self, host: Host, sig: int = signal.SIGTERM) -> int | None:
+        """Stop `host`'s dockerd alone (containers keep running: --live-restore)."""
+        rc = self.dockerds[host.name].stop(sig)
+        self._save_state()
+        return rc
 
     # --- traffic --------------------------------------------------------------------------
     def run(self, ns: str, argv: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -458,6 +493,12 @@ class Lab:
 
     # --- teardown -------------------------------------------------------------------------
     def close(self) -> None:
+        for d in self.dockerds.values():  # containers first: their veths sit on the daemons' bridges
+            try:
+                d.close()
+            except Exception:  # noqa: BLE001 - keep tearing down
+                pass
+        self.dockerds.clear()
         for h in self.hosts:
             try:
                 self.stop_daemon(h)
@@ -475,18 +516,6 @@ class Lab:
         except OSError:
             pass
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _stop(p: subprocess.Popen[Any], sig: int, timeout: float) -> int:
-    """Signal a process this lab started and reap it; SIGKILL if it does not go in time."""
-    if p.poll() is None:
-        p.send_signal(sig)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-    return p.returncode
 
 
 _PING_RE = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
@@ -532,6 +561,19 @@ def clean() -> list[str]:
                     st = json.load(f)
             except (OSError, ValueError):
                 continue
+            for d in st.get("dockerd", []):
+                if d.get("pid") and _is_ours(d["pid"]):
+                    try:
+                        os.kill(d["pid"], signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+                for pid in shim_pids(d.get("exec_root") or "/nonexistent"):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                for m in d.get("mounts", []):
+                    umount(m)
             for pid in st.get("pids", []):
                 if _is_ours(pid):
                     try:

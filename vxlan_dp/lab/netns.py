@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 from pyroute2 import NetNS, netns
 
-__all__ = ["tx_checksum_off", "tx_checksum", "create", "remove", "exists", "listing", "ipr", "enter", "popen", "run", "NETNS_DIR"]
+__all__ = ["tx_checksum_off", "tx_checksum", "create", "remove", "exists", "listing", "ipr", "enter", "popen", "run",
+           "stop", "NETNS_DIR"]
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -96,3 +97,15 @@ def run(name: str, argv: Sequence[str], timeout: float = 30.0, **kw: Any) -> sub
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
     return subprocess.run(list(argv), preexec_fn=lambda: enter(name), timeout=timeout, check=False, **kw)  # noqa: PLW1509
+
+
+def stop(p: subprocess.Popen[Any], sig: int, timeout: float) -> int:
+    """Signal a process the lab started and reap it; SIGKILL if it does not go in time."""
+    if p.poll() is None:
+        p.send_signal(sig)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+    return p.returncode
