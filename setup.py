@@ -26,7 +26,7 @@ class OptionalBuildExt(build_ext):
         except Exception as e:  # noqa: BLE001 - no compiler at all: distutils' errors vary
             self._skip(e)
 
-    def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]
+    def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]  # setuptools' Extension is untyped
         try:
             super().build_extension(ext)
         except Exception as e:  # noqa: BLE001 - CompileError, LinkError, VerificationError...

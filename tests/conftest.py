@@ -52,7 +52,7 @@ def make_lab() -> Iterator[Callable[..., object]]:
     labs: list[Lab] = []
 
     def make(hosts: int = 2, **kw: object) -> Lab:
-        lab = Lab(hosts, **kw)  # type: ignore[arg-type]
+        lab = Lab(hosts, **kw)  # type: ignore[arg-type]  # each test passes Lab's own keywords
         labs.append(lab)
         lab.build()
         return lab

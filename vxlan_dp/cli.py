@@ -68,7 +68,7 @@ def _setup_logging(level: str) -> None:
 
 
 def _load(path: str) -> Any:
-    from .config import ConfigError, load_config  # noqa: PLC0415
+    from .config import ConfigError, load_config
     try:
         return load_config(path)
     except ConfigError as e:
@@ -78,9 +78,9 @@ def _load(path: str) -> Any:
 
 
 def _event_loop_runner() -> Any:
-    import asyncio  # noqa: PLC0415
+    import asyncio
     try:
-        import uvloop  # noqa: PLC0415
+        import uvloop
     except ImportError:
         logging.getLogger("vxlan_dp").warning("uvloop is not installed; using asyncio's own event loop")
         return asyncio.Runner()
@@ -92,26 +92,27 @@ def cmd_run(a: argparse.Namespace) -> int:
     if config is None:
         return EXIT_USAGE
     _setup_logging(a.log_level or config.daemon.log_level)
-    from .daemon import Daemon  # noqa: PLC0415
-    from .rpc import DEFAULT_SOCKET  # noqa: PLC0415
+    from .daemon import Daemon
+    from .rpc import DEFAULT_SOCKET
     daemon = Daemon(config, config_path=a.config, socket_path=a.socket or DEFAULT_SOCKET,
                     log_level_locked=bool(a.log_level))
     with _event_loop_runner() as runner:
-        return runner.run(daemon.run())
+        code: int = runner.run(daemon.run())
+        return code
 
 
 def cmd_check(a: argparse.Namespace) -> int:
     config = _load(a.config)
     if config is None:
         return EXIT_USAGE
-    from .daemon import derive_mtu  # noqa: PLC0415
-    from .datapath.underlay import underlay_mtu  # noqa: PLC0415
-    from .fastpath import BACKEND, BACKEND_REASON  # noqa: PLC0415
+    from .daemon import derive_mtu
+    from .datapath.underlay import underlay_mtu
+    from .fastpath import BACKEND, BACKEND_REASON
     d = config.daemon
     print(f"{a.config}: OK")
     print(f"backend: {BACKEND} ({BACKEND_REASON}); batch {d.batch}; control {d.control}; "
           f"metrics {d.metrics or 'off'}")
-    from .datapath.offload import probe  # noqa: PLC0415
+    from .datapath.offload import probe
     print(f"offloads: {probe(enabled=d.offload, backend=BACKEND).describe()}")
     if d.control == "etcd" and config.etcd is not None:
         e = config.etcd
@@ -146,14 +147,14 @@ def cmd_demo(a: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("vxlan-dp demo: needs root (network namespaces, TAP devices)", file=sys.stderr)
         return EXIT_USAGE
-    from .lab.demo import run_demo  # noqa: PLC0415
+    from .lab.demo import run_demo
     return run_demo(a.hosts, port=a.port, encap=a.encap, ipv6=a.ipv6, keep=a.keep, backend=a.backend,
                     containers=a.containers, control=a.control)
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
     if a.what == "encap":
-        from .bench.encap import run_encap  # noqa: PLC0415
+        from .bench.encap import run_encap
         run_encap(a.seconds or 1.0, out_dir=a.out)
         return 0
     if os.geteuid() != 0:
@@ -163,10 +164,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
         if a.minutes is None or a.minutes <= 0:
             print("vxlan-dp bench soak: --minutes must be positive", file=sys.stderr)
             return EXIT_USAGE
-        from .bench.soak import run_soak  # noqa: PLC0415
+        from .bench.soak import run_soak
         result, _ = run_soak(a.minutes, backend=a.backend, out_dir=a.out)
         return 0 if result["ok"] else EXIT_RUNTIME
-    from .bench.e2e import DEFAULT_VARIANTS, VARIANTS, run_e2e  # noqa: PLC0415
+    from .bench.e2e import DEFAULT_VARIANTS, VARIANTS, run_e2e
     variants = tuple(a.variants.split(",")) if a.variants else DEFAULT_VARIANTS
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
@@ -178,14 +179,14 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 
 def cmd_lab_clean(a: argparse.Namespace) -> int:
-    from .lab import clean  # noqa: PLC0415
+    from .lab import clean
     removed = clean()
     print(f"removed {len(removed)} namespaces" + (": " + ", ".join(removed) if removed else ""))
     return 0
 
 
 def _ask(a: argparse.Namespace, req: dict[str, Any]) -> dict[str, Any] | None:
-    from .rpc import request  # noqa: PLC0415
+    from .rpc import request
     try:
         ans = request(a.socket, req)
     except OSError as e:
@@ -354,7 +355,7 @@ def cmd_fdb(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .rpc import DEFAULT_SOCKET  # noqa: PLC0415
+    from .rpc import DEFAULT_SOCKET
     p = argparse.ArgumentParser(prog="vxlan-dp", description="Userspace overlay data plane (VXLAN, GRE, GRE-in-UDP)")
     p.add_argument("--version", action="version", version=f"vxlan-dp {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)

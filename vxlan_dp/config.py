@@ -32,7 +32,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from .wire import ENCAPS, GRE_UDP_PORT, VNI_MAX, VXLAN_PORT, is_multicast, mac_to_bytes
@@ -108,7 +108,7 @@ class NetworkConfig:
     def params(self, mtu: int | None = None) -> NetworkParams:
         """What the fast path needs; `mtu` is the effective one (required if not configured)."""
         # Imported here so that checking a config never loads (or warns about) the C backend.
-        from .fastpath.api import NetworkParams  # noqa: PLC0415
+        from .fastpath.api import NetworkParams
 
         mtu = self.mtu if mtu is None else mtu
         if mtu is None or not MTU_MIN <= mtu <= MTU_MAX:
@@ -261,7 +261,7 @@ class _Table:
         if key not in self.data:
             if default is _MISSING:
                 raise ConfigError(self.field(key), "required key missing")
-            return default  # type: ignore[no-any-return]
+            return cast(T, default)  # a caller's default is of its converter's type (or None)
         return _convert(self.field(key), convert, self.data[key])
 
 

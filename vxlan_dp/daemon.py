@@ -249,10 +249,10 @@ class Daemon:
         """Feature -> in use now: the plan, less what the data path turned off at run time."""
         f = self.offload.features()
         f["udp_segment"] = f["udp_segment"] and all(self.dp.tx_gso(v) for v in self._tx)
-        taps = [n for n in self.networks.values() if n.tap is not None]
+        taps = [(n.handle, n.tap) for n in self.networks.values() if n.tap is not None]
         if taps:
-            f["vnet_hdr"] = f["vnet_hdr"] and all(n.tap.vnet_hdr for n in taps)  # type: ignore[union-attr]
-            f["tap_gro"] = f["vnet_hdr"] and all(self.dp.tap_offload(n.handle) for n in taps)
+            f["vnet_hdr"] = f["vnet_hdr"] and all(tap.vnet_hdr for _, tap in taps)
+            f["tap_gro"] = f["vnet_hdr"] and all(self.dp.tap_offload(handle) for handle, _ in taps)
         else:
             f["tap_gro"] = f["vnet_hdr"]
         return f
@@ -301,7 +301,8 @@ class Daemon:
         if net is None:
             return []
         try:
-            return self.dp.local_macs(net.handle, now)
+            macs: list[tuple[str, float]] = self.dp.local_macs(net.handle, now)
+            return macs
         except AttributeError:  # a C build from before the local-MAC table
             if not self._no_local_macs:
                 self._no_local_macs = True
@@ -343,7 +344,7 @@ class Daemon:
                 self._reload_daemon_settings(new)
                 self.reload(new)
                 self.last_reload_ok = applied = True
-            except Exception:  # noqa: BLE001 - systemd must see READY=1 again whatever happened
+            except Exception:  # systemd must see READY=1 again whatever happened
                 log.exception("reload failed half-way; running networks: %s", ", ".join(self.networks) or "none")
                 self.reload_failures += 1
                 self.last_reload_ok = applied = False
@@ -507,7 +508,7 @@ class Daemon:
             for name, cfg in self.control.networks().items():
                 if name not in self.networks:
                     self.start_network(cfg, desired[name])
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any start-up failure: tear down what started, exit 1
             log.error("start-up failed: %s", e)
             await self.control.stop()
             self._teardown()

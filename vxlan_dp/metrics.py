@@ -270,7 +270,7 @@ class DataplaneCollector:
 def make_registry(source: MetricsSource, *, process: bool = True) -> CollectorRegistry:
     """A registry of our own (not the global one): the data plane, plus process_* and python_info."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(DataplaneCollector(source))  # type: ignore[arg-type]
+    reg.register(DataplaneCollector(source))
     if process:
         ProcessCollector(registry=reg)
         PlatformCollector(registry=reg)
@@ -333,7 +333,7 @@ class MetricsServer:
         if target == "/metrics":
             try:
                 return "200 OK", CONTENT_TYPE, generate_latest(self.registry), method
-            except Exception:  # noqa: BLE001 - a collector bug must not take the daemon down
+            except Exception:  # a collector bug must not take the daemon down
                 log.exception("metrics: collecting failed")
                 return "500 Internal Server Error", "text/plain", b"collecting failed\n", method
         if target == "/":

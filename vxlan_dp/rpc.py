@@ -43,7 +43,7 @@ def _answer(daemon: "Daemon", req: Any) -> dict[str, Any]:
 async def start(daemon: "Daemon", path: str) -> asyncio.AbstractServer:
     """Listen on `path` (replacing a stale socket file); the caller closes the server."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    if os.path.exists(path):
+    if os.path.exists(path):  # noqa: ASYNC240 - once at start-up, before anything is served
         os.unlink(path)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -79,4 +79,5 @@ def request(path: str, req: dict[str, Any], timeout: float = 5.0) -> dict[str, A
             if not chunk:
                 break
             buf += chunk
-    return json.loads(buf)
+    reply: dict[str, Any] = json.loads(buf)
+    return reply

@@ -36,7 +36,7 @@ def _procs_mentioning(path: str) -> list[int]:
     return out
 
 
-def test_dockerd_per_host_restart_and_teardown(make_lab, docker_ok) -> None:  # type: ignore[no-untyped-def]
+def test_dockerd_per_host_restart_and_teardown(make_lab, docker_ok) -> None:  # type: ignore[no-untyped-def]  # pytest fixtures
     from vxlan_dp.lab import netns
 
     lab = make_lab(1)

@@ -162,7 +162,7 @@ def test_network_lookup_by_name() -> None:
 def test_config_is_frozen() -> None:
     n = parse_config(net()).networks[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        n.vni = 7  # type: ignore[misc]
+        n.vni = 7  # type: ignore[misc]  # frozen: the assignment must raise
 
 
 def test_params_carries_every_fast_path_field() -> None:
@@ -379,7 +379,7 @@ def test_load_config_records_its_source(tmp_path: pathlib.Path) -> None:
 
 def test_config_from_dict_rejects_a_non_table() -> None:
     with pytest.raises(ConfigError) as info:
-        config_from_dict([1, 2])  # type: ignore[arg-type]
+        config_from_dict([1, 2])  # type: ignore[arg-type]  # the wrong type on purpose
     assert (info.value.field, info.value.reason) == ("", "expected a table, got an array")
 
 

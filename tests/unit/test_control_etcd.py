@@ -331,7 +331,7 @@ def test_status_and_metrics_show_a_disconnected_store() -> None:
         def metric_endpoints(self) -> list[Any]:
             return []
 
-    text = generate_latest(make_registry(Source(), process=False)).decode()  # type: ignore[arg-type]
+    text = generate_latest(make_registry(Source(), process=False)).decode()  # type: ignore[arg-type]  # a duck-typed stand-in
     assert 'vxlan_dp_control_connected{backend="etcd"} 0.0' in text
     assert "vxlan_dp_control_resyncs_total 3.0" in text and "vxlan_dp_control_outages_total 1.0" in text
     assert "vxlan_dp_control_last_sync_timestamp_seconds 1.5e+09" in text

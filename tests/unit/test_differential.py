@@ -31,7 +31,7 @@ if CDataplane is None:
         raise ImportError("the C fast path is not built")
     pytest.skip("C fast path not built", allow_module_level=True)
 
-from vxlan_dp.fastpath._c import lib  # noqa: E402
+from vxlan_dp.fastpath._c import lib
 
 SETTINGS = settings(max_examples=500, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -36,7 +36,7 @@ if CDataplane is None:
         raise ImportError("the C fast path is not built")
     pytest.skip("C fast path not built", allow_module_level=True)
 
-from vxlan_dp.fastpath._c import ffi, lib  # noqa: E402
+from vxlan_dp.fastpath._c import ffi, lib
 
 BOTH = [CDataplane, PureDataplane]
 LO_A, LO_B = "127.0.0.1", "127.0.0.2"
@@ -126,7 +126,7 @@ def test_fdb_refresh_move_age_boundary_and_statics_match_python():
     for cls in BOTH:
         dp, ep, net = make(cls, peers=(b, c), local="198.18.0.1", ageing=10.0, max_fdb_entries=3)
         log = []
-        step = lambda src, m, now: log.append((dp.decap(ep, [(src, vxlan_payload(VNI, frame(MAC_A, m)))], now),
+        step = lambda src, m, now, dp=dp, ep=ep, net=net, log=log: log.append((dp.decap(ep, [(src, vxlan_payload(VNI, frame(MAC_A, m)))], now),
                                                dp.fdb_dump(net, now)))
         step(b, MAC_X, 0.0)                 # learned
         step(b, MAC_X, 4.0)                 # refreshed: age restarts
@@ -430,7 +430,7 @@ def test_pumps_with_a_real_tap_and_raw_sockets_in_a_private_netns():
         pytest.skip(why)
     # `unshare -n`: the namespace lives exactly as long as the child, so nothing can leak
     proc = subprocess.run(["unshare", "-n", sys.executable, "-c", NETNS_SCRIPT],
-                          capture_output=True, text=True, env=_env(), timeout=120)
+                          check=False, capture_output=True, text=True, env=_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     for case in ("vxlan/4", "vxlan/6", "gre-udp/4", "gre-udp/6", "gre/4"):

@@ -461,7 +461,7 @@ def test_encap_builds_only_well_formed_packets_to_peers(data):
 # ends, so a read or write one byte past a datagram or frame hits ASan's redzone.
 
 if "c" in BACKENDS:
-    from vxlan_dp.fastpath._c import _fill_addr, _parse, ffi, lib  # noqa: E402
+    from vxlan_dp.fastpath._c import _fill_addr, _parse, ffi, lib
 
 
 def _exact(data: bytes, headroom: int = 0):

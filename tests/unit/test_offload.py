@@ -32,7 +32,7 @@ from vxlan_dp.wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, G
 CI = os.environ.get("CI") == "true"
 _C = None
 if "c" in backends():
-    from vxlan_dp.fastpath import _c as _C  # noqa: N812
+    from vxlan_dp.fastpath import _c as _C
 elif CI:
     raise ImportError("the C fast path is not built")
 
@@ -603,11 +603,11 @@ def test_struct_sizes_match_the_kernel() -> None:
 # underlay: loopback carries a UDP_SEGMENT send to a UDP_GRO socket as ONE message, so both the
 # GSO send and the GRO receive run for real.
 
-import errno as _errno  # noqa: E402
-import select  # noqa: E402
-import socket  # noqa: E402
+import errno as _errno
+import select
+import socket
 
-from vxlan_dp.wire import encode_vxlan  # noqa: E402
+from vxlan_dp.wire import encode_vxlan
 
 SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104
 ALL = 0x67                  # TUN_F_CSUM | TSO4 | TSO6 | USO4 | USO6

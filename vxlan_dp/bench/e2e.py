@@ -116,9 +116,9 @@ def _setup(lab: Lab, v: Variant) -> list[int]:
         return [h.proc.pid for h in lab.hosts if h.proc]
     if v.tunnel == "socat":
         procs = [_start_socat(lab, h1, h2, mtu), _start_socat(lab, h2, h1, mtu)]
-        lab._pids.extend(p.pid for p in procs)  # noqa: SLF001 - the lab stops them with itself
-        lab._save_state()  # noqa: SLF001
-        lab._socat = procs  # type: ignore[attr-defined]  # noqa: SLF001
+        lab._pids.extend(p.pid for p in procs)  # the lab stops them with itself
+        lab._save_state()
+        lab._socat = procs  # type: ignore[attr-defined]  # the e2e bench hangs its socat relays on the lab
         return [p.pid for p in procs]
     raise ValueError(v.tunnel)
 
@@ -257,9 +257,9 @@ def _markdown(results: list[dict[str, Any]]) -> str:
 
 def _chart(results: list[dict[str, Any]]) -> Callable[[str], None]:
     def draw(path: str) -> None:
-        import matplotlib  # noqa: PLC0415
+        import matplotlib
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
         names = [r["variant"] + ("" if r.get("tx_csum", True) else "\n(tx csum off)") for r in results]
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
         w = 0.38
@@ -286,7 +286,7 @@ def _chart(results: list[dict[str, Any]]) -> Callable[[str], None]:
 
 def run_e2e(variants: tuple[str, ...] = DEFAULT_VARIANTS, seconds: float = 5.0, out_dir: str = "bench/results",
             name: str = "e2e") -> tuple[list[dict[str, Any]], list[str]]:
-    from ..fastpath import backends  # noqa: PLC0415
+    from ..fastpath import backends
     variants = tuple(v for v in variants if VARIANTS[v].tunnel != "c" or "c" in backends())
     prog = Progress(len(variants) * 4)
     results = []

@@ -27,7 +27,7 @@ DST_MAC, SRC_MAC = "02:00:00:00:00:02", "02:00:00:00:00:01"
 
 def _frame(size: int, i: int = 0) -> bytes:
     """An Ethernet/IPv4/UDP frame of `size` bytes, varying ports so flows hash differently."""
-    import struct  # noqa: PLC0415
+    import struct
     ip_len = size - ETH_HLEN
     eth = bytes.fromhex(DST_MAC.replace(":", "")) + bytes.fromhex(SRC_MAC.replace(":", "")) + b"\x08\x00"
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, 0, 0, 64, 17, 0, bytes([192, 168, 0, 11]),
@@ -69,9 +69,9 @@ def _api_cases(dp_cls: type, size: int, seconds: float) -> dict[str, float]:
 
 def _c_cases(size: int, seconds: float) -> dict[str, float]:
     """The C batch functions on preallocated buffers: no Python objects per packet."""
-    from .._fastpath import ffi, lib  # noqa: PLC0415
+    from .._fastpath import ffi, lib
     dp, ep, net = _setup(backends()["c"])
-    cdp, cnet, cep = dp._dp, net, ep  # noqa: SLF001 - the bench drives the C handles directly
+    cdp, cnet, cep = dp._dp, net, ep  # the bench drives the C handles directly
     head = lib.VXDP_HEADROOM
     stride = head + size
     buf = ffi.new("uint8_t[]", stride * BATCH)
@@ -116,9 +116,9 @@ def _c_cases(size: int, seconds: float) -> dict[str, float]:
 
 
 def _scapy_cases(size: int, seconds: float) -> dict[str, float]:
-    from scapy.layers.inet import IP, UDP  # noqa: PLC0415
-    from scapy.layers.l2 import Ether  # noqa: PLC0415
-    from scapy.layers.vxlan import VXLAN  # noqa: PLC0415
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.layers.vxlan import VXLAN
     frame = _frame(size)
 
     def enc() -> int:
@@ -174,9 +174,9 @@ def _markdown(results: list[dict[str, Any]]) -> str:
 
 def _chart(results: list[dict[str, Any]]) -> Callable[[str], None]:
     def draw(path: str) -> None:
-        import matplotlib  # noqa: PLC0415
+        import matplotlib
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
         impls = list(dict.fromkeys(r["impl"] for r in results))
         fig, ax = plt.subplots(figsize=(8, 4))
         w = 0.8 / len(impls)

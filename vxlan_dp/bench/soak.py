@@ -172,8 +172,8 @@ def soak(minutes: float, backend: str = "c", interval: float | None = None,
         cli = netns.popen(a.ns, ["iperf3", "-c", b.ip, "-t", str(int(seconds)), "--bidir", "-P", "2", "-J",
                                  "--connect-timeout", "3000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
-        lab._pids += [srv.pid, cli.pid]  # noqa: SLF001 - `lab clean` finds them if we die
-        lab._save_state()  # noqa: SLF001
+        lab._pids += [srv.pid, cli.pid]  # `lab clean` finds them if we die
+        lab._save_state()
         t0 = time.monotonic()
         samples: list[dict[str, Any]] = []
         start: dict[str, Any] | None = None
@@ -265,9 +265,9 @@ def _markdown(r: dict[str, Any]) -> str:
 
 def _chart(r: dict[str, Any]) -> Callable[[str], None]:
     def draw(path: str) -> None:
-        import matplotlib  # noqa: PLC0415
+        import matplotlib
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
         ts = [s["t"] for s in r["samples"]]
         for n in r["hosts"]:

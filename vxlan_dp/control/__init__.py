@@ -16,7 +16,7 @@ __all__ = ["ControlPlane", "ControlSink", "Desired", "StaticControl", "desired_f
 def make_control(config: Config) -> ControlPlane:
     """The control plane `config.daemon.control` names (etcd's client is imported only for it)."""
     if config.daemon.control == "etcd":
-        from .etcd import EtcdControl  # noqa: PLC0415
+        from .etcd import EtcdControl
 
         return EtcdControl(config)
     return StaticControl(config)

@@ -216,7 +216,7 @@ class EtcdControl:
                 else:
                     for name in sorted(pending.dirty & self._running.keys()):
                         self._apply(name)
-            except Exception:  # noqa: BLE001 - keep the control plane alive; the next change retries
+            except Exception:  # keep the control plane alive; the next change retries
                 log.exception("etcd: applying store changes failed")
 
     def _apply(self, name: str) -> None:
@@ -268,17 +268,18 @@ class EtcdControl:
             log.debug("etcd %s: %s", ep, _describe(e))
 
     def _new_client(self, ep: Endpoint) -> Any:
-        from etcd3aio import Etcd3Client  # noqa: PLC0415 - static mode never loads grpc
+        from etcd3aio import Etcd3Client  # static mode never loads grpc
 
-        tls: dict[str, bytes | None] = {}
+        # None is etcd3aio's default for each: no ca_cert means plain TCP, no chain means no mTLS.
+        ca_cert = cert_chain = cert_key = None
         if ep.tls:
             ca = self.etcd.ca or ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
-            tls["ca_cert"] = _read(ca)
+            ca_cert = _read(ca)
             if self.etcd.cert and self.etcd.key:
-                tls["cert_chain"] = _read(self.etcd.cert)
-                tls["cert_key"] = _read(self.etcd.key)
+                cert_chain = _read(self.etcd.cert)
+                cert_key = _read(self.etcd.key)
         client = Etcd3Client([f"{ep.host}:{ep.port}"], tls_server_name=ep.host if ep.tls else None,
-                             rpc_max_attempts=2, **tls)
+                             rpc_max_attempts=2, ca_cert=ca_cert, cert_chain=cert_chain, cert_key=cert_key)
         # etcd3aio targets "ipv4:<endpoints>" only; an IPv6 endpoint needs gRPC's ipv6: scheme
         # and a host name its dns: resolver (TLS still checks the name, tls_server_name above).
         try:
@@ -356,7 +357,7 @@ class EtcdControl:
 
     async def _read_all(self, client: Any) -> int:
         """The whole prefix at one revision, in pages; the view and the daemon follow it."""
-        from etcd3aio import prefix_range_end  # noqa: PLC0415
+        from etcd3aio import prefix_range_end
 
         start, end, revision = self.keys.root, prefix_range_end(self.keys.root), 0
         kvs: list[tuple[bytes, bytes]] = []
@@ -382,7 +383,7 @@ class EtcdControl:
         return int(revision)
 
     async def _run_watch(self, client: Any, revision: int) -> None:
-        from etcd3aio import prefix_range_end  # noqa: PLC0415
+        from etcd3aio import prefix_range_end
 
         it = client.watch.watch(self.keys.root, range_end=prefix_range_end(self.keys.root),
                                 start_revision=revision)
@@ -460,7 +461,7 @@ class EtcdControl:
 
     async def _execute(self, client: Any, lease: int, ops: Ops) -> None:
         """Puts (in transactions of TXN_OPS), then conditional deletes; the view follows at once."""
-        from etcd3aio.kv import KVService  # noqa: PLC0415
+        from etcd3aio.kv import KVService
 
         now = time.monotonic()
         for i in range(0, len(ops.puts), TXN_OPS):

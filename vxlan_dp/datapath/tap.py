@@ -60,8 +60,8 @@ def _wait_oper_up(ipr: IPRoute, index: int, name: str, timeout: float = 3.0) -> 
 
 
 def _link_kind(ipr: IPRoute, index: int) -> str | None:
-    link = ipr.get_links(index)[0]
-    return link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+    kind = ipr.get_links(index)[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+    return None if kind is None else str(kind)
 
 
 def _attach(name: str, offload: int) -> tuple[int, bool, int]:

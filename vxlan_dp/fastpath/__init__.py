@@ -21,7 +21,7 @@ def _choose() -> tuple[str, type, str]:
     if os.environ.get("VXLAN_DP_PUREPYTHON", "") not in ("", "0"):
         return "python", PureDataplane, "VXLAN_DP_PUREPYTHON is set"
     try:
-        from ._c import Dataplane as CDataplane  # noqa: PLC0415
+        from ._c import Dataplane as CDataplane
     except ImportError as e:
         warnings.warn(f"vxlan-dp: C fast path unavailable ({e}); using the pure-Python backend",
                       RuntimeWarning, stacklevel=3)
@@ -36,7 +36,7 @@ def backends() -> dict[str, type]:
     """Every backend importable here, by name (the test fixture runs each)."""
     found: dict[str, type] = {"python": PureDataplane}
     try:
-        from ._c import Dataplane as CDataplane  # noqa: PLC0415
+        from ._c import Dataplane as CDataplane
         found["c"] = CDataplane
     except ImportError:
         pass

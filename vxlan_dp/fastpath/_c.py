@@ -33,7 +33,7 @@ from .api import (OFFLOAD_STATS, FdbRow, NetworkParams, check_endpoint_args, che
                   check_tap_args)
 
 try:
-    from .._fastpath import ffi, lib  # type: ignore[import-not-found]
+    from .._fastpath import ffi, lib
 except ImportError as e:
     raise ImportError(f"vxlan_dp._fastpath is not built ({e})") from e
 
@@ -187,12 +187,12 @@ class Dataplane:
         self._eps[n.endpoint].nets -= 1
 
     def set_tap(self, net: int, fd: int, *, vnet_hdr: bool = False, offload: int = 0) -> None:
-        self._nets[net]  # noqa: B018 - KeyError for an unknown network, like _pure
+        self._nets[net]  # KeyError for an unknown network, like _pure
         check_tap_args(vnet_hdr, offload)
         _check(lib.vxdp_set_tap_vnet(self._dp, net, fd, int(vnet_hdr), offload))
 
     def tap_offload(self, net: int) -> int:
-        self._nets[net]  # noqa: B018
+        self._nets[net]
         return _check(lib.vxdp_tap_offload(self._dp, net))
 
     def set_tx_gso(self, family: int, on: bool) -> None:
@@ -232,15 +232,15 @@ class Dataplane:
         _check(lib.vxdp_fdb_add(self._dp, net, mac_to_bytes(mac), _new_addr(r)))
 
     def fdb_remove(self, net: int, mac: str) -> bool:
-        self._nets[net]  # noqa: B018
+        self._nets[net]
         return bool(_check(lib.vxdp_fdb_remove(self._dp, net, mac_to_bytes(mac))))
 
     def fdb_size(self, net: int) -> int:
-        self._nets[net]  # noqa: B018 - KeyError for an unknown network, as in _pure
+        self._nets[net]  # KeyError for an unknown network, as in _pure
         return _check(lib.vxdp_fdb_count(self._dp, net))
 
     def fdb_dump(self, net: int, now: float) -> list[FdbRow]:
-        self._nets[net]  # noqa: B018
+        self._nets[net]
         count = _check(lib.vxdp_fdb_count(self._dp, net))
         rows = ffi.new("struct vxdp_fdb_row[]", max(1, count))
         got = _check(lib.vxdp_fdb_dump(self._dp, net, now, rows, count))
@@ -251,20 +251,20 @@ class Dataplane:
         return int(lib.vxdp_age(self._dp, now))
 
     def local_macs(self, net: int, now: float) -> list[tuple[str, float]]:
-        self._nets[net]  # noqa: B018
+        self._nets[net]
         count = _check(lib.vxdp_local_count(self._dp, net))
         rows = ffi.new("struct vxdp_fdb_row[]", max(1, count))
         got = _check(lib.vxdp_local_macs(self._dp, net, now, rows, count))
         return [(mac_to_str(bytes(ffi.buffer(rows[i].mac))), rows[i].age) for i in range(got)]
 
     def counters(self, net: int) -> dict[str, int]:
-        self._nets[net]  # noqa: B018
+        self._nets[net]
         c = ffi.new("struct vxdp_net_counters *")
         _check(lib.vxdp_net_counters(self._dp, net, c))
         return {name: getattr(c, name) for name in NET_COUNTERS}
 
     def endpoint_counters(self, ep: int) -> dict[str, int]:
-        self._eps[ep]  # noqa: B018
+        self._eps[ep]
         c = ffi.new("struct vxdp_ep_counters *")
         _check(lib.vxdp_ep_counters(self._dp, ep, c))
         return {name: getattr(c, name) for name in EP_COUNTERS}
@@ -335,12 +335,12 @@ class Dataplane:
     # --- one readiness event, with I/O --------------------------------------------------
     def pump_tap(self, net: int, now: float) -> int:
         """Read up to `batch` frames from the TAP, send them; returns frames read or -errno."""
-        self._nets[net]  # noqa: B018
+        self._nets[net]
         return int(lib.vxdp_pump_tap(self._dp, net, now))
 
     def pump_endpoint(self, ep: int, now: float) -> int:
         """Receive up to `batch` datagrams, deliver them; returns datagrams read or -errno."""
-        self._eps[ep]  # noqa: B018
+        self._eps[ep]
         return int(lib.vxdp_pump_endpoint(self._dp, ep, now))
 
 

@@ -298,7 +298,7 @@ class Dataplane:
         e = self._eps[ep]
         ec = e.c
         out: list[tuple[int, bytes]] = []
-        for src, payload in datagrams:
+        for sender, payload in datagrams:
             ec["rx_datagrams"] += 1
             ec["rx_bytes"] += len(payload)
             try:
@@ -316,8 +316,8 @@ class Dataplane:
             if n.params.strict and e.kind == "vxlan" and (payload[0] != 0x08 or payload[1:4] != b"\0\0\0" or payload[7]):
                 ec["drop_bad_flags"] += 1  # RFC 7348 sec. 5 reserved bits, only where asked
                 continue
-            if e.ipv4_header:
-                src = socket.inet_ntoa(payload[12:16])
+            # A raw (GRE) socket's sender is the outer IPv4 header's source address.
+            src = socket.inet_ntoa(payload[12:16]) if e.ipv4_header else sender
             c = n.c
             if not n.params.allow_unknown_sources and src not in n.peers:
                 c["drop_unknown_source"] += 1

@@ -232,8 +232,8 @@ class Dockerd:
         self.check("import", tar_path, IMAGE)
 
     def inspect(self, kind: str, name: str) -> dict[str, Any]:
-        data = json.loads(self.check(kind, "inspect", name))
-        return data[0]  # type: ignore[no-any-return]
+        data: list[dict[str, Any]] = json.loads(self.check(kind, "inspect", name))
+        return data[0]
 
     def container_pid(self, name: str) -> int:
         return int(self.inspect("container", name)["State"]["Pid"])

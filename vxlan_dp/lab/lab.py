@@ -345,7 +345,7 @@ class Lab:
         return None if p is None else netns.stop(p, sig, timeout)
 
     def status(self, host: Host) -> dict[str, Any]:
-        from ..rpc import request  # noqa: PLC0415
+        from ..rpc import request
         return request(host.socket_path, {"cmd": "status"})
 
     # --- etcd -----------------------------------------------------------------------------
@@ -460,7 +460,8 @@ class Lab:
                     break
                 time.sleep(0.1)
             try:
-                return json.loads(r.stdout)
+                report: dict[str, Any] = json.loads(r.stdout)
+                return report
             except ValueError:
                 return {"error": r.stdout + r.stderr}
         finally:

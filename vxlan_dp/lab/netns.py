@@ -38,9 +38,9 @@ def tx_checksum_off(name: str, ifname: str) -> None:
 
 def tx_checksum(name: str, ifname: str, on: bool) -> None:
     """`ethtool -K IFNAME tx on|off` inside namespace `name` (SIOCETHTOOL, ETHTOOL_STXCSUM)."""
-    import fcntl  # noqa: PLC0415
-    import socket  # noqa: PLC0415
-    import struct  # noqa: PLC0415
+    import fcntl
+    import socket
+    import struct
 
     value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, int(on)))
     ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value))
@@ -90,13 +90,13 @@ def enter(name: str) -> None:
 
 
 def popen(name: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
-    return subprocess.Popen(list(argv), preexec_fn=lambda: enter(name), **kw)  # noqa: PLW1509
+    return subprocess.Popen(list(argv), preexec_fn=lambda: enter(name), **kw)  # noqa: PLW1509 - setns() must run between fork and exec
 
 
 def run(name: str, argv: Sequence[str], timeout: float = 30.0, **kw: Any) -> subprocess.CompletedProcess[str]:
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
-    return subprocess.run(list(argv), preexec_fn=lambda: enter(name), timeout=timeout, check=False, **kw)  # noqa: PLW1509
+    return subprocess.run(list(argv), preexec_fn=lambda: enter(name), timeout=timeout, check=False, **kw)
 
 
 def stop(p: subprocess.Popen[Any], sig: int, timeout: float) -> int:

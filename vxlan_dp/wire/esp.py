@@ -136,7 +136,7 @@ def esp_seq(data: bytes, window: ReplayWindow) -> int:
     packets still finds it); otherwise inferred from the window (RFC 4303 Appendix A2).
     A wrong guess costs nothing: the high half is in the AAD, so the ICV fails."""
     seq_lo = struct.unpack_from("!I", data, 4)[0]
-    iv = struct.unpack_from("!Q", data, ESP_HLEN)[0]
+    iv: int = struct.unpack_from("!Q", data, ESP_HLEN)[0]
     if iv & 0xFFFFFFFF == seq_lo and iv:
         return iv
     return window.infer(seq_lo)

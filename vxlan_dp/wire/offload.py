@@ -382,10 +382,11 @@ def coalesce_runs(frames: Sequence[bytes], *, tcp4: bool = True, tcp6: bool = Tr
             continue
         r = open_runs.get(c.flow)
         if r is not None and r.accepts(c, f):
+            assert r.first is not None  # accepts() holds only for a run with a first segment
             r.frames.append(f)
             r.idx.append(i)
             r.total += c.plen
-            if c.psh or c.plen < r.first.plen:   # type: ignore[union-attr]
+            if c.psh or c.plen < r.first.plen:
                 r.closed = True
                 del open_runs[c.flow]
             continue

@@ -37,16 +37,17 @@ def encapsulate(encap: str, src: bytes, dst: bytes, vni: int, frame: bytes, *,
     ipv6 = len(src) == 16
     if fhash is None and (encap != "gre" or nvgre):
         fhash = flow_hash(frame)
+    fh = fhash or 0  # computed just above wherever it is read: NVGRE's FlowID, the UDP source port
     if encap == "vxlan":
         inner = encode_vxlan(vni) + frame
     else:
-        key = nvgre_key(vni, fhash & 0xFF) if nvgre else vni  # type: ignore[operator]
+        key = nvgre_key(vni, fh & 0xFF) if nvgre else vni
         inner = encode_gre(key) + frame
     if encap == "gre":
         proto, l4 = IPPROTO_GRE, inner
     else:
         proto = IPPROTO_UDP
-        udp = encode_udp(source_port(fhash, *sport_range), dport, len(inner))  # type: ignore[arg-type]
+        udp = encode_udp(source_port(fh, *sport_range), dport, len(inner))
         if ipv6:
             udp = udp[:6] + udp6_checksum(src, dst, udp, inner).to_bytes(2, "big")
         l4 = udp + inner
