@@ -31,9 +31,10 @@
  *              (gso_send): up to VXDP_GSO_SEGS {encap header + inner headers, payload}
  *              datagrams in ONE sendmsg with UDP_SEGMENT, on the pool socket bound to the
  *              flow's source port (gsosock.c says why a pool and not the raw socket). The raw
- *              queue is flushed first, so no flow is reordered. A send the path cannot
- *              offload turns tx GSO off for the family (counted once in dp->ost) and the
- *              same datagrams go through the raw queue: the fallback loses nothing.
+ *              queue is flushed first, so no flow is reordered. A refused send (counted
+ *              in dp->ost) goes through the raw queue instead: the fallback loses nothing.
+ *              EINVAL / EMSGSIZE refuse that send only; EIO & co (the path cannot do
+ *              UDP_SEGMENT) turn tx GSO off for the family until a re-probe later.
  *              Why both roads: the raw socket keeps single frames byte-identical to
  *              vxlan_dp.wire (checksum 0, ID 0) at one sendmmsg per batch; UDP_SEGMENT saves
  *              a stack traversal per segment where there are segments to share one. Measured
@@ -268,13 +269,21 @@ static void enqueue_seg(struct vxdp_txq *q, struct sink *s, const struct vxdp_ne
     enqueue(q, s, n, dst, h, ohlen + (int)ihlen, (uint8_t *)payload, plen);
 }
 
-/* The path cannot do UDP_SEGMENT (udp(7)): EIO where the device cannot checksum, EINVAL
- * or EMSGSIZE where a segment does not fit the path, ENOPROTOOPT / EOPNOTSUPP on kernels
- * without it. wireguard-go (conn/bind_std.go) turns GSO off on the same errors. */
-static bool gso_refused(int err)
+/* The path cannot do UDP_SEGMENT at all (udp(7)): EIO where the device cannot checksum,
+ * ENOPROTOOPT / EOPNOTSUPP / EPROTONOSUPPORT on kernels without it. Only these turn tx GSO
+ * off for the family, and only for VXDP_GSO_REPROBE seconds: a route or a device changes,
+ * and a daemon must not lose the offload until restart. wireguard-go (conn/bind_std.go,
+ * errShouldDisableUDPGSO) falls back on EIO alone. */
+static bool gso_path_refuses(int err)
 {
-    return err == EIO || err == EINVAL || err == EMSGSIZE || err == ENOPROTOOPT ||
-           err == EOPNOTSUPP || err == EPROTONOSUPPORT;
+    return err == EIO || err == ENOPROTOOPT || err == EOPNOTSUPP || err == EPROTONOSUPPORT;
+}
+
+/* EINVAL / EMSGSIZE: THIS send did not fit (a segment beyond the path MTU, a route that
+ * changed under it): it goes through the raw socket, the next one tries UDP_SEGMENT again. */
+static bool gso_send_refused(int err)
+{
+    return err == EINVAL || err == EMSGSIZE;
 }
 
 static inline uint16_t rd16(const uint8_t *p)
@@ -335,9 +344,15 @@ static void gso_send(struct vxdp_dp *dp, struct sink *s, struct vxdp_net *n,
                 m.msg_namelen = sizeof sa.v6;
             }
             ssize_t r;
-            do
-                r = sendmsg(fd, &m, 0);
-            while (r < 0 && errno == EINTR);
+            if (dp->gso_fail_count > 0) {   /* vxdp_inject_gso_error (tests) */
+                dp->gso_fail_count--;
+                errno = dp->gso_fail_err;
+                r = -1;
+            } else {
+                do
+                    r = sendmsg(fd, &m, 0);
+                while (r < 0 && errno == EINTR);
+            }
             if (r >= 0) {
                 c->tx_packets += (uint64_t)cnt;
                 c->tx_bytes += bytes;
@@ -345,12 +360,23 @@ static void gso_send(struct vxdp_dp *dp, struct sink *s, struct vxdp_net *n,
                 dp->ost.gso_datagrams += (uint64_t)cnt;
                 continue;
             }
-            if (gso_refused(errno)) {
-                dp->tx_gso[fam] = false;    /* for good: the daemon logs it once */
-                dp->ost.tx_gso_fallbacks++;
-                dp->ost.tx_gso_errno = errno;
+            int err = errno;
+            if (gso_path_refuses(err) || gso_send_refused(err)) {
+                dp->ost.tx_gso_fallbacks++;     /* the daemon logs when this moves */
+                dp->ost.tx_gso_errno = err;
+            }
+            if (gso_path_refuses(err)) {
+                dp->tx_gso[fam] = false;
+                dp->tx_gso_retry[fam] = now + VXDP_GSO_REPROBE;
                 vxdp_gso_close(dp, n->family);
                 break;                      /* this destination and the rest: raw */
+            }
+            if (gso_send_refused(err)) {    /* this destination: raw, GSO stays on */
+                for (int j = 0; j < cnt; j++)
+                    enqueue_seg(q, s, n, &gb->o[j], &dsts[d], gb->hdr[j] + VXDP_HDR_MAX, gb->ihlen,
+                                gb->payload[j], gb->seglen[j] - gb->ihlen);
+                flush(q, s);
+                continue;
             }
             c->drop_socket_error += (uint64_t)cnt;  /* buffer full, no route: as raw would */
         }
@@ -369,7 +395,12 @@ static void encap_super(struct vxdp_dp *dp, struct sink *s, struct vxdp_net *n,
     struct vxdp_gsob *gb = dp->gsob;
     uint32_t fh = vxdp_flow_hash(frame, sp->hlen);  /* headers only: every segment's hash */
     uint32_t maxn = 0;
-    if (s->send && n->udp && dp->tx_gso[n->family == 6] && sp->nseg > 1) {
+    int fam = n->family == 6;
+    if (!dp->tx_gso[fam] && dp->tx_gso_retry[fam] > 0 && now >= dp->tx_gso_retry[fam]) {
+        dp->tx_gso[fam] = true;         /* re-probe: the next send says whether it works now */
+        dp->tx_gso_retry[fam] = 0;
+    }
+    if (s->send && n->udp && dp->tx_gso[fam] && sp->nseg > 1) {
         /* UDP length is 16 bits: IPv4 65535 - 20 - 8, IPv6 payload 65535 - 8 */
         uint32_t lim = (n->family == 4 ? 65507u : 65527u) / (8 + sp->hlen + sp->gso);
         maxn = lim < VXDP_GSO_SEGS ? lim : VXDP_GSO_SEGS;

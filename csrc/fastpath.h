@@ -22,8 +22,9 @@
  *   to it are coalesced (GRO done here) for the GSO types in `offload` (VXDP_TAP_*);
  * - vxdp_set_tx_gso(family, 1): split super-frames of UDP encapsulations leave by sendmsg
  *   with UDP_SEGMENT (one call per up to VXDP_GSO_SEGS datagrams) on a UDP socket bound to
- *   (local, flow source port); a send the path cannot offload turns it off (counted) and
- *   the same datagrams go through the raw socket;
+ *   (local, flow source port); a refused send (counted) goes through the raw socket
+ *   instead; only a path that cannot do UDP_SEGMENT at all (EIO & co) turns it off for
+ *   the family, until a re-probe VXDP_GSO_REPROBE seconds later (csrc/fastpath.c);
  * - vxdp_set_endpoint_gro(ep, 1): the endpoint socket has UDP_GRO on; a received message
  *   may hold several datagrams of the cmsg's size, each handled as if received alone.
  * Counters count inner frames and datagrams as they are on the wire, whatever the batching:
@@ -158,7 +159,7 @@ struct vxdp_offload_stats {
     uint64_t gro_datagrams;     /* datagrams in them */
     uint64_t coalesced_frames;  /* super-frames written to TAPs */
     uint64_t coalesced_segments;/* inner frames merged into them */
-    uint64_t tx_gso_fallbacks;  /* UDP_SEGMENT sends refused by the path: tx GSO turned off */
+    uint64_t tx_gso_fallbacks;  /* UDP_SEGMENT sends refused: sent raw (EIO & co: GSO off a while) */
     uint64_t tap_gso_fallbacks; /* GSO TAP writes refused: coalescing turned off for the TAP */
     int64_t tx_gso_errno;       /* errno of the last refusal, 0 if none */
     int64_t tap_gso_errno;
@@ -182,6 +183,9 @@ int vxdp_tap_offload(struct vxdp_dp *dp, int net);
 int vxdp_set_endpoint_gro(struct vxdp_dp *dp, int ep, int on);
 int vxdp_set_tx_gso(struct vxdp_dp *dp, int family, int on);
 int vxdp_tx_gso(struct vxdp_dp *dp, int family);
+#define VXDP_GSO_REPROBE 10      /* s: UDP_SEGMENT tried again after the path refused it */
+/* Tests: the next `count` UDP_SEGMENT sends fail with errno `err` without being sent. */
+int vxdp_inject_gso_error(struct vxdp_dp *dp, int err, int count);
 int vxdp_offload_stats(struct vxdp_dp *dp, struct vxdp_offload_stats *out);
 
 int vxdp_fdb_add(struct vxdp_dp *dp, int net, const uint8_t *mac, const struct vxdp_addr *remote);
@@ -208,6 +212,18 @@ int vxdp_decap(struct vxdp_dp *dp, int ep, const uint8_t *buf, size_t buflen,
 
 int vxdp_pump_tap(struct vxdp_dp *dp, int net, double now);
 int vxdp_pump_endpoint(struct vxdp_dp *dp, int ep, double now);
+
+/* poll.c: a pump thread's loop (modes and tokens described there) */
+#define VXDP_POLL_INTERRUPT 0
+#define VXDP_POLL_ADAPTIVE 1
+#define VXDP_POLL_BUSY 2
+#define VXDP_POLL_TAP 1
+#define VXDP_POLL_EP 2
+#define VXDP_POLL_WAKE 3
+int vxdp_poll_ctl(int epfd, int add, int fd, int kind, int id);
+/* 0: woken through the VXDP_POLL_WAKE eventfd; 1: a TAP failed, failed[0] its network and
+ * failed[1] the errno (take its fd out of the set before calling again); -errno: epoll failed. */
+int vxdp_poll_run(struct vxdp_dp *dp, int epfd, int mode, int64_t spin_ns, int32_t *failed);
 
 int vxdp_split(const struct vxdp_vnet_hdr *h, const uint8_t *frame, uint32_t len,
                uint8_t *out, size_t out_cap, uint32_t *out_lens, int out_max);

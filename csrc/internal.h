@@ -222,6 +222,8 @@ struct vxdp_dp {
     const uint8_t **gro_frames; /* one network's deliveries, gathered for vxdp_gro_run */
     uint32_t *gro_lens;
     bool tx_gso[2];             /* UDP_SEGMENT sends on, per family [0] IPv4, [1] IPv6 */
+    double tx_gso_retry[2];     /* > 0: off since the path refused it, tried again from then */
+    int gso_fail_err, gso_fail_count;   /* vxdp_inject_gso_error: the next sends fail so */
     struct vxdp_gsob *gsob;
     struct vxdp_gso_sock gso_socks[VXDP_GSO_SOCKS];
     uint64_t gso_clock;

@@ -364,8 +364,20 @@ int vxdp_set_tx_gso(struct vxdp_dp *dp, int family, int on)
         return -EINVAL;
     pthread_mutex_lock(&dp->lock);
     dp->tx_gso[family == 6] = on != 0;
+    dp->tx_gso_retry[family == 6] = 0;      /* what the caller says wins over a re-probe */
     if (!on)
         vxdp_gso_close(dp, family);
+    pthread_mutex_unlock(&dp->lock);
+    return 0;
+}
+
+int vxdp_inject_gso_error(struct vxdp_dp *dp, int err, int count)
+{
+    if (err <= 0 || count < 0)
+        return -EINVAL;
+    pthread_mutex_lock(&dp->lock);
+    dp->gso_fail_err = err;
+    dp->gso_fail_count = count;
     pthread_mutex_unlock(&dp->lock);
     return 0;
 }

@@ -50,6 +50,8 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 DEFAULT_PORTS = {"vxlan": VXLAN_PORT, "gre-udp": GRE_UDP_PORT, "gre": 0}
 MTU_MIN, MTU_MAX = 68, 65535        # RFC 791: every IPv4 link carries 68 bytes
 IFNAME_MAX = 15                     # IFNAMSIZ - 1 (include/uapi/linux/if.h)
+POLL_MODES = ("interrupt", "adaptive", "busy")
+POLL_SPIN_MAX_US = 10_000   # a spin is a latency aid, never a way to hold a core: busy does that
 BATCH_MAX = 1024
 FDB_ENTRIES_MAX = 1 << 24
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -151,6 +153,8 @@ class DaemonConfig:
     log_level: str = "info"
     fdb_sweep: float = 5.0                  # seconds between FDB ageing sweeps
     offload: bool = True                    # TAP TSO/GRO, UDP_SEGMENT, UDP_GRO where probed to work
+    poll: str = "adaptive"                  # "interrupt" | "adaptive" | "busy" (datapath/poll.py)
+    poll_spin_us: int = 100                 # adaptive: how long to keep polling after traffic
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -273,7 +277,8 @@ def _convert(field: str, convert: Callable[[Any], T], value: Any) -> T:
 
 
 def _daemon(raw: Any) -> DaemonConfig:
-    t = _Table(raw, "daemon", ("metrics", "control", "batch", "log_level", "fdb_sweep", "offload"))
+    t = _Table(raw, "daemon", ("metrics", "control", "batch", "log_level", "fdb_sweep", "offload", "poll",
+                               "poll_spin_us"))
     return DaemonConfig(
         metrics=t.take("metrics", _metrics, DaemonConfig.metrics),
         control=t.take("control", _choice(CONTROLS), "static"),
@@ -281,6 +286,8 @@ def _daemon(raw: Any) -> DaemonConfig:
         log_level=t.take("log_level", _choice(LOG_LEVELS, fold=True), "info"),
         fdb_sweep=t.take("fdb_sweep", _seconds, 5.0),
         offload=t.take("offload", _bool, True),
+        poll=t.take("poll", _choice(POLL_MODES), DaemonConfig.poll),
+        poll_spin_us=t.take("poll_spin_us", _int(1, POLL_SPIN_MAX_US), DaemonConfig.poll_spin_us),
     )
 
 

@@ -13,6 +13,7 @@ checksumming underlay the GSO batches arrive whole and are taken apart by UDP_GR
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import shutil
@@ -210,10 +211,11 @@ def test_gso_batches_that_arrive_whole_are_split_by_udp_gro_receive(make_lab, ba
         assert ep["drop_malformed"] == ep["drop_socket_error"] == 0, ep
 
 
-def test_a_path_that_refuses_udp_segment_turns_it_off_once(make_lab, backend):
-    """The underlay MTU below what the network's MTU needs: UDP_SEGMENT sends fail (EINVAL),
-    tx GSO goes off for good (counted, shown), and the datagrams go through the raw socket
-    (which refuses them too: too big is too big, and that is counted as before)."""
+def test_a_path_that_refuses_udp_segment_sends_raw_and_keeps_it_on(make_lab, backend):
+    """The underlay MTU below what the network's MTU needs: UDP_SEGMENT sends fail (EINVAL:
+    this send does not fit), each such send is counted and its datagrams go through the raw
+    socket (which refuses them too: too big is too big, counted as before). One odd send must
+    not cost the daemon its offload: tx GSO stays on (only EIO & co turn it off, for a while)."""
     lab = make_lab(2)
     for h in lab.hosts:
         lab.add_container(h, mtu=lab.overlay_mtu("vxlan"))
@@ -226,7 +228,8 @@ def test_a_path_that_refuses_udp_segment_turns_it_off_once(make_lab, backend):
     a, b = h1.containers[0], h2.containers[0]
     lab.iperf3(a, b, seconds=1.0)        # stalls: full-size segments cannot leave h1
     st = _stats(lab, h1)
-    assert st["stats"]["tx_gso_fallbacks"] == 1, st["stats"]
-    assert not st["enabled"]["udp_segment"]
+    assert st["stats"]["tx_gso_fallbacks"] >= 1, st["stats"]
+    assert st["stats"]["tx_gso_errno"] in (errno.EINVAL, errno.EMSGSIZE), st["stats"]
+    assert st["enabled"]["udp_segment"]
     assert lab.status(h1)["networks"]["blue"]["counters"]["drop_socket_error"] > 0
     assert lab.ping(a, b.ip, count=2).ok     # what fits still goes

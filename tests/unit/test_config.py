@@ -300,6 +300,10 @@ BAD: list[tuple[str, str, str]] = [
     ("[daemon]\nfdb_sweep = 0\n" + net(), "daemon.fdb_sweep", "0 is not a positive number of seconds"),
     ('[daemon]\noffload = "yes"\n' + net(), "daemon.offload", 'expected true or false, got "yes"'),
     ("[daemon]\noffload = 1\n" + net(), "daemon.offload", "expected true or false, got 1"),
+    ('[daemon]\npoll = "spin"\n' + net(), "daemon.poll", '"spin" is not one of interrupt, adaptive, busy'),
+    ("[daemon]\npoll = 1\n" + net(), "daemon.poll", ""),
+    ("[daemon]\npoll_spin_us = 0\n" + net(), "daemon.poll_spin_us", "0 is out of range 1..10000"),
+    ("[daemon]\npoll_spin_us = 20000\n" + net(), "daemon.poll_spin_us", "20000 is out of range 1..10000"),
     # etcd
     (net() + "[etcd]\nprefix = '/x'\n", "etcd.endpoints", "required key missing"),
     (net() + "[etcd]\nendpoints = []\n", "etcd.endpoints", "needs at least one endpoint"),
@@ -410,6 +414,14 @@ def test_any_values_give_a_config_or_a_config_error(network: dict, daemon: dict)
         n = cfg.networks[0]
         assert 0 <= n.vni <= 0xFFFFFF and 1 <= n.max_fdb_entries <= 1 << 24
         assert n.ageing > 0 and math.isfinite(n.ageing)
+
+
+def test_poll_defaults_to_adaptive_and_takes_each_mode() -> None:
+    d = parse_config(net()).daemon
+    assert (d.poll, d.poll_spin_us) == ("adaptive", 100)
+    for mode in ("interrupt", "adaptive", "busy"):
+        assert parse_config(f'[daemon]\npoll = "{mode}"\n' + net()).daemon.poll == mode
+    assert parse_config("[daemon]\npoll_spin_us = 250\n" + net()).daemon.poll_spin_us == 250
 
 
 def test_offload_is_on_unless_turned_off() -> None:

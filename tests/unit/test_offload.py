@@ -669,6 +669,75 @@ def test_pump_tap_sends_a_super_frame_in_one_udp_segment_send(backend_cls: Any) 
         r.close()
 
 
+def _send_super(r: Rig, now: float) -> list[bytes]:
+    """One 3-segment TSO super-frame through the TAP pump at `now`; its segments."""
+    frame = tcp(_payload(4000), flags="PA")
+    hdr = gso_hdr(frame, GSO_TCPV4, 1398)
+    r.peer.send(W.encode_vnet_hdr(hdr) + frame)
+    assert r.dp.pump_tap(r.net, now) == 1
+    return W.split(hdr, frame)
+
+
+def _received(r: Rig, n: int) -> list[bytes]:
+    select.select([r.rx], [], [], 2)
+    return [r.rx.recv(65535) for _ in range(n)]
+
+
+def test_a_udp_segment_send_that_does_not_fit_goes_raw_and_gso_stays_on(backend_cls: Any) -> None:
+    """EINVAL / EMSGSIZE refuse one send (a segment over the path MTU): that send's datagrams
+    take the raw socket (none here: counted as refused), the next super-frame uses UDP_SEGMENT."""
+    r = Rig(backend_cls)
+    try:
+        r.dp.fdb_add(r.net, B, "127.0.0.1")
+        r.dp.set_tx_gso(4, True)
+        for err in (_errno.EINVAL, _errno.EMSGSIZE):
+            r.dp.inject_gso_error(err, 1)
+            _send_super(r, 1.0)
+            st_ = r.dp.offload_stats()
+            assert (st_["tx_gso_errno"], st_["gso_sends"]) == (err, 0)
+            assert r.dp.tx_gso(4)
+        assert st_["tx_gso_fallbacks"] == 2
+        assert r.dp.counters(r.net)["drop_socket_error"] == 6     # 2 x 3 segments, raw, no socket
+        segs = _send_super(r, 1.5)
+        assert _received(r, len(segs)) == [encode_vxlan(42) + s for s in segs]
+        assert r.dp.offload_stats()["gso_sends"] == 1
+    finally:
+        r.close()
+
+
+def test_a_path_without_udp_segment_turns_it_off_until_the_reprobe(backend_cls: Any) -> None:
+    """EIO (the device cannot checksum): off for the family, raw meanwhile; the first
+    super-frame GSO_REPROBE seconds later tries UDP_SEGMENT again, and it works."""
+    from vxlan_dp.fastpath.api import GSO_REPROBE  # noqa: PLC0415
+    r = Rig(backend_cls)
+    try:
+        r.dp.fdb_add(r.net, B, "127.0.0.1")
+        r.dp.set_tx_gso(4, True)
+        r.dp.inject_gso_error(_errno.EIO, 1)
+        _send_super(r, 100.0)
+        st_ = r.dp.offload_stats()
+        assert (st_["tx_gso_fallbacks"], st_["tx_gso_errno"], st_["gso_sends"]) == (1, _errno.EIO, 0)
+        assert not r.dp.tx_gso(4)
+        _send_super(r, 100.0 + GSO_REPROBE / 2)                  # still off: raw, refused here
+        assert not r.dp.tx_gso(4) and r.dp.offload_stats()["gso_sends"] == 0
+        assert r.dp.counters(r.net)["drop_socket_error"] == 6
+        segs = _send_super(r, 100.0 + GSO_REPROBE)               # re-probed
+        assert r.dp.tx_gso(4) and r.dp.offload_stats()["gso_sends"] == 1
+        assert _received(r, len(segs)) == [encode_vxlan(42) + s for s in segs]
+        r.dp.set_tx_gso(4, False)                                # the caller's word wins
+        r.dp.inject_gso_error(_errno.EIO, 0)
+        assert not r.dp.tx_gso(4)
+    finally:
+        r.close()
+
+
+def test_inject_gso_error_rejects_nonsense(backend_cls: Any) -> None:
+    dp = backend_cls(batch=4)
+    for err, count in ((0, 1), (_errno.EIO, -1)):
+        with pytest.raises(OSError):
+            dp.inject_gso_error(err, count)
+
+
 def test_pump_endpoint_splits_a_gro_message_and_coalesces_the_run(backend_cls: Any) -> None:
     r = Rig(backend_cls, gro=True)
     try:

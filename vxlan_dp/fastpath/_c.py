@@ -29,7 +29,7 @@ from .. import __version__
 from ..core.counters import EP_COUNTERS, NET_COUNTERS
 from ..wire import WireError, mac_to_bytes, mac_to_str
 from ..wire.offload import VNET_HDR_LEN, VnetHdr, decode_vnet_hdr
-from .api import (OFFLOAD_STATS, FdbRow, NetworkParams, check_endpoint_args, check_family,
+from .api import (GSO_REPROBE, OFFLOAD_STATS, FdbRow, NetworkParams, check_endpoint_args, check_family,
                   check_tap_args)
 
 try:
@@ -54,6 +54,9 @@ if _fields("struct vxdp_net_counters") != NET_COUNTERS or \
     raise ImportError("C fast path counters do not match vxlan_dp.core.counters; rebuild it")
 if not hasattr(lib, "vxdp_offload_stats") or _fields("struct vxdp_offload_stats") != OFFLOAD_STATS:
     raise ImportError("C fast path offload stats do not match vxlan_dp.fastpath.api; rebuild it")
+
+if lib.VXDP_GSO_REPROBE != GSO_REPROBE:
+    raise ImportError("C fast path GSO re-probe interval differs from vxlan_dp.fastpath.api; rebuild it")
 
 _KIND = {"vxlan": lib.VXDP_ENCAP_VXLAN, "gre": lib.VXDP_ENCAP_GRE,
          "gre-udp": lib.VXDP_ENCAP_GRE_UDP}
@@ -194,6 +197,9 @@ class Dataplane:
     def tap_offload(self, net: int) -> int:
         self._nets[net]
         return _check(lib.vxdp_tap_offload(self._dp, net))
+
+    def inject_gso_error(self, err: int, count: int) -> None:
+        _check(lib.vxdp_inject_gso_error(self._dp, err, count))
 
     def set_tx_gso(self, family: int, on: bool) -> None:
         check_family(family)
@@ -342,6 +348,24 @@ class Dataplane:
         """Receive up to `batch` datagrams, deliver them; returns datagrams read or -errno."""
         self._eps[ep]
         return int(lib.vxdp_pump_endpoint(self._dp, ep, now))
+
+    # --- a pump thread's loop in C (csrc/poll.c); C backend only, datapath/poll.py uses it ---
+    POLL_MODES = {"interrupt": lib.VXDP_POLL_INTERRUPT, "adaptive": lib.VXDP_POLL_ADAPTIVE,
+                  "busy": lib.VXDP_POLL_BUSY}
+    POLL_TAP, POLL_EP, POLL_WAKE = lib.VXDP_POLL_TAP, lib.VXDP_POLL_EP, lib.VXDP_POLL_WAKE
+
+    @staticmethod
+    def poll_ctl(epfd: int, add: bool, fd: int, kind: int, ident: int) -> None:
+        """Add `fd` to (or take it out of) the epoll set `epfd` with token (kind, ident)."""
+        _check(lib.vxdp_poll_ctl(epfd, int(add), fd, kind, ident))
+
+    def poll_run(self, epfd: int, mode: str, spin_ns: int) -> tuple[int, int, int]:
+        """Pump whatever `epfd` reports until woken (0, ...) or a TAP fails (1, net, errno).
+
+        Blocks the calling thread without the GIL; -errno if epoll itself failed."""
+        failed = ffi.new("int32_t[2]")
+        r = int(lib.vxdp_poll_run(self._dp, epfd, self.POLL_MODES[mode], spin_ns, failed))
+        return r, int(failed[0]), int(failed[1])
 
 
 

@@ -22,7 +22,7 @@ from ..wire import (WireError, decapsulate, encap_overhead, encapsulate, flow_ha
                     mac_to_str, max_frame_len)
 from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr, coalesce_runs,
                             decode_vnet_hdr, encode_vnet_hdr, split)
-from .api import (OFFLOAD_STATS, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow, NetworkParams,
+from .api import (GSO_REPROBE, OFFLOAD_STATS, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow, NetworkParams,
                   gro_types, check_endpoint_args, check_family, check_tap_args)
 
 __all__ = ["Dataplane"]
@@ -36,9 +36,10 @@ SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104
 _SO_ATTACH_FILTER, _SO_SNDBUFFORCE, _IP_FREEBIND, _IPV6_FREEBIND = 26, 32, 15, 78
 _IP_MTU_DISCOVER, _IP_PMTUDISC_DONT = 10, 0
 _NO_VNET = encode_vnet_hdr(VnetHdr())
-# errnos that say the path cannot do UDP_SEGMENT (csrc/fastpath.c gso_refused)
-_GSO_REFUSED = {errno.EIO, errno.EINVAL, errno.EMSGSIZE, errno.ENOPROTOOPT, errno.EOPNOTSUPP,
-                errno.EPROTONOSUPPORT}
+# the path cannot do UDP_SEGMENT: off for the family until a re-probe (csrc/fastpath.c
+# gso_path_refuses); this send did not fit: this send goes raw (gso_send_refused)
+_GSO_PATH_REFUSES = {errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT}
+_GSO_SEND_REFUSED = {errno.EINVAL, errno.EMSGSIZE}
 
 
 def _norm(addr: str) -> str:
@@ -96,6 +97,8 @@ class Dataplane:
         self._next_net = 0
         self._next_ep = 0
         self._tx_gso = {4: False, 6: False}
+        self._tx_gso_retry = {4: 0.0, 6: 0.0}
+        self._gso_fail: tuple[int, int] = (0, 0)     # inject_gso_error: (errno, count)
         # (local, port) -> bound socket, or the time a refused bind may be retried; LRU order
         self._gso_socks: OrderedDict[tuple[str, int], socket.socket | float] = OrderedDict()
         self._ost = dict.fromkeys(OFFLOAD_STATS, 0)
@@ -161,12 +164,18 @@ class Dataplane:
     def set_tx_gso(self, family: int, on: bool) -> None:
         check_family(family)
         self._tx_gso[family] = bool(on)
+        self._tx_gso_retry[family] = 0.0
         if not on:
             self._gso_close(family)
 
     def tx_gso(self, family: int) -> bool:
         check_family(family)
         return self._tx_gso[family]
+
+    def inject_gso_error(self, err: int, count: int) -> None:
+        if err <= 0 or count < 0:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        self._gso_fail = (err, count)
 
     def offload_stats(self) -> dict[str, int]:
         return dict(self._ost)
@@ -228,10 +237,10 @@ class Dataplane:
               vnet_hdr: bool = False) -> list[tuple[str, bytes]]:
         n = self._nets[net]
         if vnet_hdr:
-            frames = [f for item in frames for f in self._expand(n, item)[0]]
+            frames = [f for item in frames for f in self._expand(n, item, now)[0]]
         return self._encap_frames(n, frames, now)
 
-    def _expand(self, n: _Net, item: bytes) -> tuple[list[bytes], bool]:
+    def _expand(self, n: _Net, item: bytes, now: float) -> tuple[list[bytes], bool]:
         """One vnet TAP read -> its wire frames (split), and whether it was a GSO super-frame.
         What cannot be split counts as one frame read and dropped malformed, here."""
         st = self._ost
@@ -255,6 +264,10 @@ class Dataplane:
             return segs, False
         st["tso_frames"] += 1
         st["tso_segments"] += len(segs)
+        fam = n.family
+        if not self._tx_gso[fam] and 0 < self._tx_gso_retry[fam] <= now:
+            self._tx_gso[fam] = True        # re-probe: the next send says whether it works now
+            self._tx_gso_retry[fam] = 0.0
         return segs, True
 
     def _encap_frames(self, n: _Net, frames: Sequence[bytes], now: float) -> list[tuple[str, bytes]]:
@@ -362,7 +375,7 @@ class Dataplane:
             if not n.vnet:
                 self._send(n, self._encap_frames(n, frames, now))
             for item in frames if n.vnet else ():
-                segs, superframe = self._expand(n, item)
+                segs, superframe = self._expand(n, item, now)
                 packets = self._encap_frames(n, segs, now)
                 if superframe and len(segs) > 1 and n.params.encap != "gre" and self._tx_gso[n.family]:
                     self._send_gso(n, packets, len(segs[0]), now)
@@ -391,16 +404,21 @@ class Dataplane:
                     anc = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", len(pkts[0]) - iphl - 8))] \
                         if len(pkts) > 1 else []
                     try:
+                        if self._gso_fail[1] > 0:
+                            self._gso_fail = (self._gso_fail[0], self._gso_fail[1] - 1)
+                            raise OSError(self._gso_fail[0], os.strerror(self._gso_fail[0]))
                         sock.sendmsg([p[iphl + 8:] for p in pkts], anc, 0, (remote, n.params.port))
                     except OSError as e:
-                        if e.errno not in _GSO_REFUSED:
+                        if e.errno not in _GSO_PATH_REFUSES | _GSO_SEND_REFUSED:
                             c["drop_socket_error"] += len(pkts)     # as the raw socket would
                             continue
-                        self._tx_gso[n.family] = False              # for good: logged once
                         st["tx_gso_fallbacks"] += 1
                         st["tx_gso_errno"] = e.errno
-                        self._gso_close(n.family)
-                        sock = None
+                        if e.errno in _GSO_PATH_REFUSES:            # off a while, then re-probed
+                            self._tx_gso[n.family] = False
+                            self._tx_gso_retry[n.family] = now + GSO_REPROBE
+                            self._gso_close(n.family)
+                            sock = None
                     else:
                         c["tx_packets"] += len(pkts)
                         c["tx_bytes"] += sum(len(p) for p in pkts)

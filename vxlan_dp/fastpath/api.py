@@ -46,8 +46,11 @@ Offloads (vxlan_dp/wire/offload.py has the rules, csrc/offload.c the same in C):
   turns coalescing off for that TAP (`tap_offload` then says 0) and writes the frames singly.
 - `set_tx_gso(family, True)`: super-frames of vxlan / gre-udp networks leave in UDP_SEGMENT
   sends from a socket bound to (local, the flow's source port), at most VXDP_GSO_SOCKS of them
-  open; a send refused because the path cannot offload turns it off for the family
-  (`tx_gso` says False) and the datagrams go through the raw socket. The kernel computes
+  open; a refused send goes through the raw socket instead (tx_gso_fallbacks). EINVAL /
+  EMSGSIZE refuse that send only; EIO, ENOPROTOOPT, EOPNOTSUPP, EPROTONOSUPPORT (the path
+  cannot do UDP_SEGMENT) turn it off for the family (`tx_gso` says False) until the first
+  super-frame GSO_REPROBE seconds later, which tries it again.
+  `inject_gso_error(err, count)` (tests): the next `count` UDP_SEGMENT sends fail with `err`. The kernel computes
   their outer UDP checksum, over IPv4 too (RFC 7348 sec. 5 allows a correct one).
 - `add_endpoint(..., gro=True)`: the socket has UDP_GRO on; a message holding several
   datagrams is handled datagram by datagram (rx_datagrams counts each).
@@ -70,6 +73,7 @@ ENDPOINT_KINDS = ("vxlan", "gre", "gre-udp")
 
 # TUN_F_* of linux/if_tun.h, as TUNSETOFFLOAD takes them; USO is TUN_F_USO4 | TUN_F_USO6
 TAP_CSUM, TAP_TSO4, TAP_TSO6, TAP_USO = 0x01, 0x02, 0x04, 0x60
+GSO_REPROBE = 10        # seconds; csrc/fastpath.h VXDP_GSO_REPROBE (checked at import)
 
 # struct vxdp_offload_stats (csrc/fastpath.h), in order
 OFFLOAD_STATS = (
@@ -147,6 +151,7 @@ class Dataplane(Protocol):
     def tap_offload(self, net: int) -> int: ...
     def set_tx_gso(self, family: int, on: bool) -> None: ...
     def tx_gso(self, family: int) -> bool: ...
+    def inject_gso_error(self, err: int, count: int) -> None: ...
     def offload_stats(self) -> dict[str, int]: ...
     def set_peers(self, net: int, peers: Sequence[str]) -> None: ...
     def peers(self, net: int) -> list[str]: ...

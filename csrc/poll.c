@@ -1,0 +1,107 @@
+/*
+ * poll.c: a pump thread's life in C: wait for readiness, pump, repeat.
+ *
+ * The daemon (vxlan_dp/datapath/poll.py) runs one thread that calls vxdp_poll_run; cffi
+ * releases the GIL around the call, and the thread comes back to Python only to steer: a
+ * TAP whose read failed (the caller takes its fd out of the set, level-triggered epoll
+ * would report it again and again, and the daemon re-creates it) or the wake eventfd (stop). Between a
+ * descriptor becoming readable and the pump reading it there is no Python frame, no GIL and
+ * no asyncio callback: on the earlier design each packet paid for an event-loop iteration
+ * and a Python call into the pump.
+ *
+ * Modes ([daemon] poll):
+ *   interrupt  epoll_wait blocks until a descriptor is readable: no CPU at all when idle,
+ *              a scheduler wake-up per burst.
+ *   adaptive   after a round that moved packets, keep polling (epoll_wait, timeout 0) for
+ *              spin_ns more before blocking again: a reply that arrives inside the window
+ *              (a request/response exchange) is picked up without a sleep and a wake-up;
+ *              an idle daemon blocks and uses no CPU. The window restarts with every round
+ *              that moves packets and is never longer than spin_ns after the last one.
+ *   busy       never block: this one thread polls without pause and holds one core, the
+ *              asyncio thread (management, metrics, ageing) still sleeps in its own loop.
+ * Management calls from the asyncio thread and the pumps serialise on dp->lock, which the
+ * pumps hold for one batch at a time, never while waiting.
+ *
+ * Tokens (epoll_event.data.u64): kind << 32 | id; for VXDP_POLL_WAKE the id is the eventfd.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define POLL_EVENTS 64
+
+static int64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);     /* Python's time.monotonic() on Linux */
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+int vxdp_poll_ctl(int epfd, int add, int fd, int kind, int id)
+{
+    struct epoll_event ev;
+    ev.events = EPOLLIN;
+    ev.data.u64 = (uint64_t)(uint32_t)kind << 32 | (uint32_t)id;
+    if (epoll_ctl(epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev) < 0)
+        return -errno;
+    return 0;
+}
+
+int vxdp_poll_run(struct vxdp_dp *dp, int epfd, int mode, int64_t spin_ns, int32_t *failed)
+{
+    struct epoll_event ev[POLL_EVENTS];
+    int64_t spin_until = 0;
+    if (mode < VXDP_POLL_INTERRUPT || mode > VXDP_POLL_BUSY || spin_ns < 0)
+        return -EINVAL;
+    for (;;) {
+        int timeout = -1;
+        if (mode == VXDP_POLL_BUSY ||
+            (mode == VXDP_POLL_ADAPTIVE && spin_until && mono_ns() < spin_until))
+            timeout = 0;
+        int n = epoll_wait(epfd, ev, POLL_EVENTS, timeout);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0) {
+            if (timeout != 0)
+                continue;
+            if (mode == VXDP_POLL_ADAPTIVE && mono_ns() >= spin_until)
+                spin_until = 0;                 /* window over: block next time */
+            continue;
+        }
+        int64_t now_ns = mono_ns();
+        double now = (double)now_ns / 1e9;
+        int moved = 0;
+        for (int i = 0; i < n; i++) {
+            uint32_t kind = (uint32_t)(ev[i].data.u64 >> 32);
+            int32_t id = (int32_t)(uint32_t)ev[i].data.u64;
+            if (kind == VXDP_POLL_WAKE) {
+                uint64_t v;
+                ssize_t r = read(id, &v, sizeof v);     /* drain the eventfd */
+                (void)r;
+                return 0;
+            }
+            if (kind == VXDP_POLL_TAP) {
+                int r = vxdp_pump_tap(dp, id, now);
+                if (r > 0) {
+                    moved = 1;
+                } else if (r < 0 && r != -ENOENT) {     /* ENOENT: removed meanwhile */
+                    failed[0] = id;     /* the caller takes its fd out of the set */
+                    failed[1] = -r;
+                    return 1;
+                }
+            } else if (kind == VXDP_POLL_EP) {
+                if (vxdp_pump_endpoint(dp, id, now) > 0)
+                    moved = 1;
+            }
+        }
+        if (moved && mode == VXDP_POLL_ADAPTIVE)
+            spin_until = now_ns + spin_ns;
+    }
+}

@@ -1,0 +1,164 @@
+"""Readiness to pumps (vxlan_dp/datapath/poll.py) in each poll mode, for both backends.
+
+Without root: a unix datagram socketpair stands in for the TAP (one frame per read / write,
+like tun) and UDP sockets on 127.0.0.1 for the underlay. What is checked is what the daemon
+relies on: datagrams reaching the endpoint are delivered to the TAP and frames written to the
+TAP are read by the pump without anyone calling a pump by hand, in interrupt, adaptive and
+busy mode; a TAP whose read fails is reported once, with its errno, on the event loop, and its
+fd is out of the poll set; stop() returns promptly (the C loop's thread is woken and joined).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import struct
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from vxlan_dp.datapath.poll import POLL_MODES, LoopPumps, ThreadPumps, make_pumps
+from vxlan_dp.fastpath import NetworkParams, backends
+
+VNI = 42
+MAC_A, MAC_X = bytes.fromhex("02000000000a"), bytes.fromhex("020000000099")
+
+
+def frame(dst: bytes, src: bytes, tag: int) -> bytes:
+    return dst + src + b"\x08\x00" + struct.pack("!H", tag) + bytes(50)
+
+
+def vxlan(inner: bytes) -> bytes:
+    return struct.pack("!II", 0x08000000, VNI << 8) + inner
+
+
+@pytest.fixture(params=sorted(backends()))
+def backend(request: pytest.FixtureRequest) -> Any:
+    return backends()[request.param]
+
+
+class Rig:
+    def __init__(self, cls: Any) -> None:
+        self.tap, self.host = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.tap.setblocking(False)
+        self.host.settimeout(3)
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx.bind(("127.0.0.1", 0))
+        self.rx.setblocking(False)
+        self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.peer.bind(("127.0.0.2", 0))
+        self.dp = cls(batch=8)
+        self.ep = self.dp.add_endpoint("vxlan", self.rx.fileno())
+        params = NetworkParams(vni=VNI, encap="vxlan", local="127.0.0.1", port=self.rx.getsockname()[1])
+        self.net = self.dp.add_network(params, self.ep, self.tap.fileno())
+        self.dp.set_peers(self.net, ["127.0.0.2"])
+
+    def close(self) -> None:
+        for s in (self.tap, self.host, self.rx, self.peer):
+            s.close()
+
+
+async def _until(cond: Any, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        await asyncio.sleep(0.01)
+    return bool(cond())
+
+
+@pytest.mark.parametrize("mode", POLL_MODES)
+def test_pumps_move_frames_both_ways_in_every_mode(backend: Any, mode: str) -> None:
+    async def main() -> None:
+        r = Rig(backend)
+        pumps = make_pumps(r.dp, mode, 200, asyncio.get_running_loop())
+        assert isinstance(pumps, ThreadPumps if hasattr(r.dp, "poll_run") else LoopPumps)
+        failed: list[int] = []
+        pumps.add_endpoint(r.ep, r.rx.fileno())
+        pumps.add_tap(r.net, r.tap.fileno(), failed.append)
+        pumps.start()
+        try:
+            port = r.rx.getsockname()[1]
+            frames = [frame(MAC_A, MAC_X, i) for i in range(20)]
+            for i, f in enumerate(frames):
+                r.peer.sendto(vxlan(f), ("127.0.0.1", port))
+                if i % 5 == 4:
+                    await asyncio.sleep(0.02)       # several bursts: the pump sleeps between
+            got: list[bytes] = []
+            r.host.setblocking(False)
+            assert await _until(lambda: _drain(r.host, got) >= len(frames)), got
+            assert got == frames
+            for i in range(7):                      # egress: read by the pump (no egress socket:
+                r.host.send(frame(b"\xff" * 6, MAC_A, 100 + i))     # counted as refused sends)
+            assert await _until(lambda: r.dp.counters(r.net)["tap_rx_frames"] == 7)
+            assert failed == []
+        finally:
+            pumps.stop()
+            r.close()
+    asyncio.run(main())
+
+
+def _drain(sock: socket.socket, into: list[bytes]) -> int:
+    while True:
+        try:
+            into.append(sock.recv(70000))
+        except BlockingIOError:
+            return len(into)
+
+
+@pytest.mark.parametrize("mode", POLL_MODES)
+def test_a_failing_tap_is_reported_once_and_leaves_the_poll_set(backend: Any, mode: str) -> None:
+    """The TAP's fd stays readable but the network's fd is gone (-1): the pump's read fails
+    with EBADF. The callback runs once, on the event loop's thread; the other pumps go on."""
+    async def main() -> None:
+        r = Rig(backend)
+        loop_thread = threading.get_ident()
+        pumps = make_pumps(r.dp, mode, 200, asyncio.get_running_loop())
+        calls: list[tuple[int, int]] = []
+        pumps.add_endpoint(r.ep, r.rx.fileno())
+        pumps.add_tap(r.net, r.tap.fileno(), lambda err: calls.append((err, threading.get_ident())))
+        pumps.start()
+        try:
+            r.dp.set_tap(r.net, -1)
+            r.host.send(frame(b"\xff" * 6, MAC_A, 1))      # readable now, and unreadable by the pump
+            assert await _until(lambda: calls)
+            await asyncio.sleep(0.2)
+            assert calls == [(errno.EBADF, loop_thread)]
+            pumps.remove_tap(r.net, r.tap.fileno())        # what the daemon does next: no error
+            r.dp.set_tap(r.net, r.tap.fileno())            # the TAP is back
+            pumps.add_tap(r.net, r.tap.fileno(), lambda err: calls.append((err, 0)))
+            assert await _until(lambda: r.dp.counters(r.net)["tap_rx_frames"] == 1)
+            r.peer.sendto(vxlan(frame(MAC_A, MAC_X, 9)), ("127.0.0.1", r.rx.getsockname()[1]))
+            assert await _until(lambda: r.dp.counters(r.net)["tap_tx_frames"] == 1)
+            assert len(calls) == 1
+        finally:
+            pumps.stop()
+            r.close()
+    asyncio.run(main())
+
+
+@pytest.mark.skipif("c" not in backends(), reason="C fast path not built")
+def test_the_c_pump_thread_stops_promptly_in_every_mode() -> None:
+    async def main() -> None:
+        for mode in POLL_MODES:
+            r = Rig(backends()["c"])
+            pumps = make_pumps(r.dp, mode, 10_000, asyncio.get_running_loop())
+            pumps.add_endpoint(r.ep, r.rx.fileno())
+            pumps.start()
+            await asyncio.sleep(0.05)
+            t0 = time.monotonic()
+            pumps.stop()
+            assert time.monotonic() - t0 < 1.0
+            assert not any(t.name.startswith("vxdp-pump") for t in threading.enumerate())
+            r.close()
+    asyncio.run(main())
+
+
+def test_an_unknown_mode_is_refused(backend: Any) -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError, match="poll mode 'spin'"):
+            make_pumps(backend(batch=4), "spin", 100, asyncio.get_running_loop())
+    asyncio.run(main())
