@@ -708,7 +708,7 @@ def test_a_udp_segment_send_that_does_not_fit_goes_raw_and_gso_stays_on(backend_
 def test_a_path_without_udp_segment_turns_it_off_until_the_reprobe(backend_cls: Any) -> None:
     """EIO (the device cannot checksum): off for the family, raw meanwhile; the first
     super-frame GSO_REPROBE seconds later tries UDP_SEGMENT again, and it works."""
-    from vxlan_dp.fastpath.api import GSO_REPROBE  # noqa: PLC0415
+    from vxlan_dp.fastpath.api import GSO_REPROBE
     r = Rig(backend_cls)
     try:
         r.dp.fdb_add(r.net, B, "127.0.0.1")

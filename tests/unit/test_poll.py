@@ -61,8 +61,8 @@ class Rig:
             s.close()
 
 
-async def _until(cond: Any, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
+async def _until(cond: Any, within: float = 3.0) -> bool:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if cond():
             return True
