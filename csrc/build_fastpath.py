@@ -6,7 +6,7 @@ is the way to build in place). Also runnable on its own while developing:
 OUTDIR: build/standalone) for a test tree to copy.
 
 Invariants:
-- the cdef is the block of csrc/fastpath.h between the cdef-begin/cdef-end markers, so
+- the cdef is the blocks of csrc/fastpath.h and csrc/neigh.h between the cdef-begin/cdef-end markers, so
   the header the C compiler sees and the declarations cffi binds cannot drift apart;
 - the package version from vxlan_dp/__init__.py is compiled in (`vxdp_version()`), and
   vxlan_dp/fastpath/_c.py refuses to import a module built for another version.
@@ -28,8 +28,9 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SOURCES = ("fastpath.c", "manage.c", "fdb.c", "outer.c", "wire.c", "flowhash.c", "offload.c",
-           "gsosock.c", "poll.c")
-HEADERS = ("fastpath.h", "internal.h")
+           "gsosock.c", "poll.c", "neigh.c")
+HEADERS = ("fastpath.h", "internal.h", "neigh.h")
+CDEF_HEADERS = ("fastpath.h", "neigh.h")   # their cdef-begin/end blocks, in this order
 
 
 def package_version() -> str:
@@ -41,11 +42,14 @@ def package_version() -> str:
 
 
 def cdef_text() -> str:
-    text = (HERE / "fastpath.h").read_text(encoding="utf-8")
-    m = re.search(r"/\* cdef-begin \*/(.*?)/\* cdef-end \*/", text, re.DOTALL)
-    if m is None:
-        raise RuntimeError("csrc/fastpath.h lacks the cdef-begin/cdef-end markers")
-    return m.group(1)
+    blocks = []
+    for name in CDEF_HEADERS:
+        text = (HERE / name).read_text(encoding="utf-8")
+        m = re.search(r"/\* cdef-begin \*/(.*?)/\* cdef-end \*/", text, re.DOTALL)
+        if m is None:
+            raise RuntimeError(f"csrc/{name} lacks the cdef-begin/cdef-end markers")
+        blocks.append(m.group(1))
+    return "\n".join(blocks)
 
 
 def _rel(p: Path) -> str:
@@ -67,7 +71,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(cdef_text())
 ffibuilder.set_source(
     "vxlan_dp._fastpath",
-    '#include "fastpath.h"\n',
+    '#include "fastpath.h"\n#include "neigh.h"\n',
     sources=[_rel(HERE / s) for s in SOURCES],
     depends=[_rel(HERE / h) for h in HEADERS],
     include_dirs=[_rel(HERE)],

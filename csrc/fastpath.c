@@ -75,6 +75,7 @@
 #include <sys/uio.h>
 
 #include "internal.h"
+#include "neigh.h"
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -214,6 +215,8 @@ static int classify(struct vxdp_net *n, const uint8_t *frame, uint32_t len, doub
         c->drop_too_big++;
         return 0;
     }
+    if (n->neigh && vxdp_neigh_egress(n, frame, len, now))
+        return 0;               /* an ARP / ND request answered on the TAP: not flooded */
     if (!vxdp_is_multicast(frame)) {
         const struct vxdp_fdb_entry *e = vxdp_fdb_lookup(&n->fdb, vxdp_mac_key(frame));
         if (e) {

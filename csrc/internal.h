@@ -155,6 +155,7 @@ struct vxdp_net {
     struct vxdp_fdb fdb;
     struct vxdp_fdb local;      /* local-MAC table: TAP source MACs, last seen (no remote) */
     struct vxdp_net_counters c;
+    struct vxdp_neigh *neigh;   /* ARP/ND suppression (neigh.c); NULL until first used */
 };
 
 /* The per-frame part of an outer header: everything except the destination address. */

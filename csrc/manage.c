@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 
 #include "internal.h"
+#include "neigh.h"
 
 #ifndef VXDP_VERSION
 #error "VXDP_VERSION must be defined by the build (csrc/build_fastpath.py)"
@@ -80,6 +81,7 @@ static void free_net(struct vxdp_net *n)
 {
     vxdp_fdb_destroy(&n->fdb);
     vxdp_fdb_destroy(&n->local);
+    vxdp_neigh_free(n->neigh);
     free(n->peers);
     free(n->peers_sorted);
     free(n);
@@ -518,6 +520,7 @@ int64_t vxdp_age(struct vxdp_dp *dp, double now)
         n->c.fdb_aged += aged;
         total += aged;
         vxdp_fdb_age(&n->local, now);  /* forgotten silently: not FDB entries, not counted */
+        vxdp_neigh_age(n->neigh, now); /* counted in its own counters, not returned */
     }
     pthread_mutex_unlock(&dp->lock);
     return total;

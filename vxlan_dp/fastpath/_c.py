@@ -29,7 +29,9 @@ from .. import __version__
 from ..core.counters import EP_COUNTERS, NET_COUNTERS
 from ..wire import WireError, mac_to_bytes, mac_to_str
 from ..wire.offload import VNET_HDR_LEN, VnetHdr, decode_vnet_hdr
-from .api import (GSO_REPROBE, OFFLOAD_STATS, FdbRow, NetworkParams, check_endpoint_args, check_family,
+from ..core.neigh import NEIGH_COUNTERS
+from .api import (GSO_REPROBE, NEIGH_LEARN_MAX, OFFLOAD_STATS, FdbRow, NeighRow, NetworkParams,
+                  check_endpoint_args, check_family, check_neigh_entry, check_neigh_mode,
                   check_tap_args)
 
 try:
@@ -57,6 +59,9 @@ if not hasattr(lib, "vxdp_offload_stats") or _fields("struct vxdp_offload_stats"
 
 if lib.VXDP_GSO_REPROBE != GSO_REPROBE:
     raise ImportError("C fast path GSO re-probe interval differs from vxlan_dp.fastpath.api; rebuild it")
+if not hasattr(lib, "vxdp_neigh_counters") or \
+        _fields("struct vxdp_neigh_counters") != NEIGH_COUNTERS:
+    raise ImportError("C fast path neighbour counters do not match vxlan_dp.core.neigh; rebuild it")
 
 _KIND = {"vxlan": lib.VXDP_ENCAP_VXLAN, "gre": lib.VXDP_ENCAP_GRE,
          "gre-udp": lib.VXDP_ENCAP_GRE_UDP}
@@ -262,6 +267,52 @@ class Dataplane:
         rows = ffi.new("struct vxdp_fdb_row[]", max(1, count))
         got = _check(lib.vxdp_local_macs(self._dp, net, now, rows, count))
         return [(mac_to_str(bytes(ffi.buffer(rows[i].mac))), rows[i].age) for i in range(got)]
+
+    # --- neighbour suppression ------------------------------------------------------------
+    def neigh_mode(self, net: int, *, suppress: bool, snoop: bool = False,
+                   max_learned: int = NEIGH_LEARN_MAX) -> None:
+        self._nets[net]
+        check_neigh_mode(max_learned)
+        _check(lib.vxdp_neigh_mode(self._dp, net, int(suppress), int(snoop), max_learned))
+
+    def neigh_set(self, net: int, ip: str, mac: str) -> None:
+        self._nets[net]
+        family, packed, m = check_neigh_entry(ip, mac)
+        a = ffi.new("struct vxdp_addr *")
+        _fill_addr(a, family, packed)
+        _check(lib.vxdp_neigh_set(self._dp, net, a, m))
+
+    def neigh_remove(self, net: int, ip: str) -> bool:
+        self._nets[net]
+        a = ipaddress.ip_address(ip)
+        ca = ffi.new("struct vxdp_addr *")
+        _fill_addr(ca, a.version, a.packed)
+        return bool(_check(lib.vxdp_neigh_remove(self._dp, net, ca)))
+
+    def neigh_size(self, net: int) -> int:
+        self._nets[net]
+        return _check(lib.vxdp_neigh_count(self._dp, net))
+
+    def neigh_dump(self, net: int, now: float) -> list[NeighRow]:
+        self._nets[net]
+        count = _check(lib.vxdp_neigh_count(self._dp, net))
+        rows = ffi.new("struct vxdp_neigh_row[]", max(1, count))
+        got = _check(lib.vxdp_neigh_dump(self._dp, net, now, rows, count))
+        return [NeighRow(_addr_text(rows[i].ip), mac_to_str(bytes(ffi.buffer(rows[i].mac))),
+                         bool(rows[i].is_static), rows[i].age) for i in range(got)]
+
+    def neigh_counters(self, net: int) -> dict[str, int]:
+        self._nets[net]
+        c = ffi.new("struct vxdp_neigh_counters *")
+        _check(lib.vxdp_neigh_counters(self._dp, net, c))
+        return {name: getattr(c, name) for name in NEIGH_COUNTERS}
+
+    def neigh_answer(self, net: int, frame: bytes) -> bytes | None:
+        self._nets[net]
+        out = ffi.new("uint8_t[]", lib.VXDP_NEIGH_REPLY_MAX)
+        got = _check(lib.vxdp_neigh_answer(self._dp, net, frame, len(frame), out,
+                                           lib.VXDP_NEIGH_REPLY_MAX))
+        return bytes(ffi.buffer(out, got)) if got else None
 
     def counters(self, net: int) -> dict[str, int]:
         self._nets[net]

@@ -18,12 +18,16 @@ from typing import Sequence
 
 from ..core.counters import EP_COUNTERS, NET_COUNTERS
 from ..core.fdb import LEARN_FULL, LEARN_MOVED, LEARN_NEW, Fdb
+from ..core import neigh as cneigh
+from ..core.neigh import NEIGH_COUNTERS, NeighTable
+from ..wire import neigh as wneigh
 from ..wire import (WireError, decapsulate, encap_overhead, encapsulate, flow_hash, is_multicast, mac_to_bytes,
                     mac_to_str, max_frame_len)
 from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr, coalesce_runs,
                             decode_vnet_hdr, encode_vnet_hdr, split)
-from .api import (GSO_REPROBE, OFFLOAD_STATS, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow, NetworkParams,
-                  gro_types, check_endpoint_args, check_family, check_tap_args)
+from .api import (GSO_REPROBE, NEIGH_LEARN_MAX, OFFLOAD_STATS, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow,
+                  NeighRow, NetworkParams, gro_types, check_endpoint_args, check_family,
+                  check_neigh_entry, check_neigh_mode, check_tap_args)
 
 __all__ = ["Dataplane"]
 
@@ -60,6 +64,15 @@ class _Net:
     c: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NET_COUNTERS, 0))
     vnet: bool = False          # the TAP carries a virtio-net header per frame
     gro: int = 0                # TAP_* kinds writes may coalesce into (api.gro_types)
+    neigh: NeighTable | None = None     # ARP/ND suppression; None until first used
+    suppress: bool = False
+    snoop: bool = False
+    nc: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NEIGH_COUNTERS, 0))
+
+    def table(self) -> NeighTable:
+        if self.neigh is None:
+            self.neigh = NeighTable(self.params.ageing, 0)
+        return self.neigh
 
     @property
     def outer_l3(self) -> int:
@@ -215,6 +228,8 @@ class Dataplane:
             aged = len(n.fdb.age(now))
             n.c["fdb_aged"] += aged
             total += aged
+            if n.neigh is not None:
+                n.nc["aged"] += n.neigh.age(now)
             limit = n.params.ageing
             for mac in [m for m, seen in n.local_seen.items() if now - seen >= limit]:
                 del n.local_seen[mac]
@@ -228,6 +243,92 @@ class Dataplane:
 
     def counters(self, net: int) -> dict[str, int]:
         return dict(self._nets[net].c)
+
+    # --- neighbour suppression ------------------------------------------------------------
+    def neigh_mode(self, net: int, *, suppress: bool, snoop: bool = False,
+                   max_learned: int = NEIGH_LEARN_MAX) -> None:
+        n = self._nets[net]
+        check_neigh_mode(max_learned)
+        n.table().max_learned = max_learned
+        n.suppress, n.snoop = bool(suppress), bool(snoop)
+
+    def neigh_set(self, net: int, ip: str, mac: str) -> None:
+        n = self._nets[net]
+        _, packed, m = check_neigh_entry(ip, mac)
+        n.table().set_static(packed, m)
+
+    def neigh_remove(self, net: int, ip: str) -> bool:
+        n = self._nets[net]
+        packed = ipaddress.ip_address(ip).packed
+        return n.neigh is not None and n.neigh.remove(packed)
+
+    def neigh_size(self, net: int) -> int:
+        n = self._nets[net]
+        return 0 if n.neigh is None else len(n.neigh)
+
+    def neigh_dump(self, net: int, now: float) -> list[NeighRow]:
+        n = self._nets[net]
+        if n.neigh is None:
+            return []
+        return [NeighRow(ipaddress.ip_address(e.ip).compressed, mac_to_str(e.mac), e.static, e.age)
+                for e in n.neigh.entries(now)]
+
+    def neigh_counters(self, net: int) -> dict[str, int]:
+        return dict(self._nets[net].nc)
+
+    def neigh_answer(self, net: int, frame: bytes) -> bytes | None:
+        n = self._nets[net]
+        m = wneigh.parse(frame)
+        return None if m is None else self._answer(n, frame, m)[0]
+
+    @staticmethod
+    def _answer(n: _Net, frame: bytes, m: wneigh.NeighMsg) -> tuple[bytes | None, bool]:
+        """(the answer or None, whether it was a request for an unknown address)."""
+        if not wneigh.is_request(frame, m):
+            return None, False
+        mac = None if n.neigh is None else n.neigh.lookup(m.target_ip)
+        if mac is None:
+            return None, True
+        if mac == m.sender_mac:
+            return None, False      # asking for its own address: the network should see it
+        reply = wneigh.arp_reply(m, mac) if m.kind == wneigh.ARP_REQUEST else wneigh.neighbor_advert(m, mac)
+        return reply, False
+
+    def _neigh_egress(self, n: _Net, frame: bytes, now: float) -> bool:
+        """The suppression step (api.py): True when the frame was answered, not forwarded."""
+        if not (n.suppress or n.snoop):
+            return False
+        m = wneigh.parse(frame)
+        if m is None:
+            return False
+        nc = n.nc
+        if n.snoop:
+            a = wneigh.announcement(m)
+            if a is not None:
+                r = n.table().learn(a[0], a[1], now)
+                if r in (cneigh.LEARN_NEW, cneigh.LEARN_MOVED):
+                    nc["snooped"] += 1
+                elif r == cneigh.LEARN_FULL:
+                    nc["snoop_full"] += 1
+        if not n.suppress:
+            return False
+        reply, unknown = self._answer(n, frame, m)
+        if reply is None:
+            nc["unknown_flooded"] += unknown
+            return False
+        nc["arp_suppressed" if m.kind == wneigh.ARP_REQUEST else "nd_suppressed"] += 1
+        try:
+            if n.tap_fd < 0:
+                raise OSError(errno.EBADF, "no TAP")
+            if n.vnet:
+                os.writev(n.tap_fd, [_NO_VNET, reply])
+            else:
+                os.write(n.tap_fd, reply)
+        except OSError:
+            nc["reply_errors"] += 1
+        else:
+            nc["replies_sent"] += 1
+        return True
 
     def endpoint_counters(self, ep: int) -> dict[str, int]:
         return dict(self._eps[ep].c)
@@ -288,6 +389,8 @@ class Dataplane:
                 # IPv4 Total Length / IPv6 Payload Length are 16 bits and we never fragment
                 c["drop_too_big"] += 1
                 continue
+            if n.neigh is not None and self._neigh_egress(n, frame, now):
+                continue    # an ARP / ND request answered on the TAP: not flooded
             dst = frame[:6]
             remote = None if is_multicast(dst) else n.fdb.lookup(dst)
             if remote is not None:

@@ -58,15 +58,32 @@ Offloads (vxlan_dp/wire/offload.py has the rules, csrc/offload.c the same in C):
   read returns them; the I/O-free twin of the vnet pump_tap (raw-socket packets only).
 - `offload_stats()`: counters of the whole Dataplane, named by OFFLOAD_STATS.
 
+Neighbour suppression (vxlan_dp/wire/neigh.py has the message rules, core/neigh.py the
+table's, csrc/neigh.c the same in C): each network may hold an IP -> MAC table
+(`neigh_set` / `neigh_remove`: static entries; snooping adds learned ones).
+`neigh_mode(net, suppress=, snoop=, max_learned=)` turns the egress step on. It runs for every
+wire frame read from the TAP right after the drop_too_big check: with `snoop`, an announcement
+(ARP reply, gratuitous ARP, NA with a target link-layer option) teaches the table; with
+`suppress`, a request that may be answered (wire/neigh.py is_request) for a known address
+whose MAC is not the requester's own is answered by one frame written to the TAP (after an
+all-zero virtio-net header on a vnet TAP) and goes no further: no FDB lookup, no flood, no tx
+counter. Everything else continues as without suppression. Counters: NEIGH_COUNTERS, read by
+`neigh_counters(net)`; the net counters do not move for answers. Learned entries age with the
+network's `ageing` in `age(now)` (counted `aged`, not in age()'s return value).
+`neigh_answer(net, frame)` says what would be answered, whatever the mode, counting nothing.
+
 Times are float seconds from any monotonic origin, passed in by the caller.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, Sequence
 
-__all__ = ["NetworkParams", "FdbRow", "Dataplane", "ENDPOINT_KINDS", "OFFLOAD_STATS", "TAP_CSUM",
+from ..wire import is_multicast, mac_to_bytes
+
+__all__ = ["NetworkParams", "FdbRow", "NeighRow", "Dataplane", "NEIGH_LEARN_MAX", "ENDPOINT_KINDS", "OFFLOAD_STATS", "TAP_CSUM",
            "TAP_TSO4", "TAP_TSO6", "TAP_USO", "gro_types"]
 
 ENDPOINT_KINDS = ("vxlan", "gre", "gre-udp")
@@ -137,6 +154,16 @@ class FdbRow(NamedTuple):
     age: float
 
 
+class NeighRow(NamedTuple):
+    ip: str             # compressed text
+    mac: str
+    static: bool
+    age: float
+
+
+NEIGH_LEARN_MAX = 4096  # default max_learned: snooped entries one network keeps at most
+
+
 class Dataplane(Protocol):
     backend: str
     batch: int
@@ -161,6 +188,14 @@ class Dataplane(Protocol):
     def fdb_size(self, net: int) -> int: ...
     def age(self, now: float) -> int: ...
     def local_macs(self, net: int, now: float) -> list[tuple[str, float]]: ...
+    def neigh_mode(self, net: int, *, suppress: bool, snoop: bool = False,
+                   max_learned: int = NEIGH_LEARN_MAX) -> None: ...
+    def neigh_set(self, net: int, ip: str, mac: str) -> None: ...
+    def neigh_remove(self, net: int, ip: str) -> bool: ...
+    def neigh_dump(self, net: int, now: float) -> list[NeighRow]: ...
+    def neigh_size(self, net: int) -> int: ...
+    def neigh_counters(self, net: int) -> dict[str, int]: ...
+    def neigh_answer(self, net: int, frame: bytes) -> bytes | None: ...
     def encap(self, net: int, frames: Sequence[bytes], now: float, *,
               vnet_hdr: bool = False) -> list[tuple[str, bytes]]: ...
     def decap(self, ep: int, datagrams: Sequence[tuple[str, bytes]], now: float) -> list[tuple[int, bytes]]: ...
@@ -191,3 +226,24 @@ def check_tap_args(vnet_hdr: bool, offload: int) -> None:
         raise ValueError("TAP offloads need vnet_hdr: GSO frames come with a virtio-net header")
     if not 0 <= offload <= 0xFF:
         raise ValueError(f"offload {offload:#x} is not a set of TUN_F_* flags")
+
+
+def check_neigh_entry(ip: str, mac: str) -> tuple[int, bytes, bytes]:
+    """(family, packed ip, mac bytes) of a neighbour entry; ValueError naming what is wrong."""
+    a = check_neigh_ip(ip)
+    m = mac_to_bytes(mac)
+    if is_multicast(m):
+        raise ValueError(f"neighbour MAC {mac} is a group address, not a station")
+    return a.version, a.packed, m
+
+
+def check_neigh_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    a = ipaddress.ip_address(ip)
+    if a.is_multicast or a.is_unspecified:
+        raise ValueError(f"neighbour address {ip} is not a unicast address")
+    return a
+
+
+def check_neigh_mode(max_learned: int) -> None:
+    if not 0 <= max_learned <= 1 << 24:
+        raise ValueError(f"max_learned {max_learned} is out of range 0..16777216")
