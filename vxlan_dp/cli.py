@@ -87,14 +87,21 @@ def _event_loop_runner() -> Any:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
+def _front_ends(a: argparse.Namespace, config: Any) -> list[Any]:
+    """The daemon's front-ends, started in this order once the networks are up. A new one
+    (a Docker plugin, key management) is a class implementing frontend.FrontEnd, added here."""
+    from .metrics import MetricsFrontEnd
+    from .rpc import DEFAULT_SOCKET, RpcFrontEnd
+    return [RpcFrontEnd(a.socket or DEFAULT_SOCKET), MetricsFrontEnd(config.daemon.metrics_address)]
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     config = _load(a.config)
     if config is None:
         return EXIT_USAGE
     _setup_logging(a.log_level or config.daemon.log_level)
     from .daemon import Daemon
-    from .rpc import DEFAULT_SOCKET
-    daemon = Daemon(config, config_path=a.config, socket_path=a.socket or DEFAULT_SOCKET,
+    daemon = Daemon(config, config_path=a.config, front_ends=_front_ends(a, config),
                     log_level_locked=bool(a.log_level))
     with _event_loop_runner() as runner:
         code: int = runner.run(daemon.run())
@@ -105,9 +112,9 @@ def cmd_check(a: argparse.Namespace) -> int:
     config = _load(a.config)
     if config is None:
         return EXIT_USAGE
-    from .daemon import derive_mtu
     from .datapath.underlay import underlay_mtu
     from .fastpath import BACKEND, BACKEND_REASON
+    from .networks import derive_mtu
     d = config.daemon
     print(f"{a.config}: OK")
     print(f"backend: {BACKEND} ({BACKEND_REASON}); batch {d.batch}; control {d.control}; "

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import platform
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -32,10 +32,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import generate_latest
 
 from . import __version__
+from .config import Config
 from .core.counters import EP_DROP_REASONS, NET_DROP_REASONS
+from .frontend import FrontEndError, ReloadRejected, Steer
+from .view import EndpointView, NetworkView, show_addr
 
-__all__ = ["DataplaneCollector", "MetricsServer", "MetricsSource", "NetworkView", "EndpointView",
-           "make_registry", "PREFIX"]
+__all__ = ["DataplaneCollector", "MetricsFrontEnd", "MetricsServer", "MetricsSource", "NetworkView",
+           "EndpointView", "make_registry", "PREFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -47,36 +50,8 @@ _REQUEST_TIMEOUT = 5.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@dataclass(frozen=True)
-class NetworkView:
-    """What the collector needs to know about one running network besides its counters."""
-    name: str
-    handle: int
-    vni: int
-    encap: str
-    tap: str
-    tap_up: bool
-    mtu: int
-    max_fdb_entries: int
-    static_fdb: int         # static entries the control plane installed
-
-
-@dataclass(frozen=True)
-class EndpointView:
-    encap: str
-    local: str
-    port: int
-    handle: int
-
-    @property
-    def label(self) -> str:
-        """`vxlan://198.18.0.1:4789`, `gre://198.18.0.1`, `gre-udp://[2001:2::1]:4754`."""
-        host = f"[{self.local}]" if ":" in self.local else self.local
-        return f"{self.encap}://{host}" + (f":{self.port}" if self.encap != "gre" and self.port else "")
-
-
 class MetricsSource(Protocol):
-    """The daemon as the collector sees it (tests pass a fake with a real PureDataplane)."""
+    """The daemon as the collector sees it (view.View; tests pass a fake with a real PureDataplane)."""
     dp: Any
     reloads: int
     reload_failures: int
@@ -340,3 +315,53 @@ class MetricsServer:
             return ("200 OK", "text/html; charset=utf-8",
                     b"<html><body><a href=\"/metrics\">vxlan-dp metrics</a></body></html>\n", method)
         return "404 Not Found", "text/plain", b"not found\n", method
+
+
+class MetricsFrontEnd:
+    """The Prometheus endpoint as a daemon front-end: `daemon.metrics` at start-up, moved (or
+    turned off) by a reload; a reload whose address cannot be bound is rejected whole, and the
+    endpoint stays where it was."""
+
+    name = "metrics"
+
+    def __init__(self, address: tuple[str, int] | None) -> None:
+        self.address = address
+        self.server: MetricsServer | None = None
+
+    async def start(self, stack: AsyncExitStack, view: MetricsSource, steer: Steer) -> None:
+        server = self.server = MetricsServer(make_registry(view))
+        stack.push_async_callback(server.close)
+        if self.address is None:
+            return
+        try:
+            await server.start(*self.address)
+        except OSError as e:
+            raise FrontEndError(f"daemon.metrics: cannot listen on {show_addr(self.address)}: "
+                                f"{e.strerror or e}") from None
+        log.info("metrics on http://%s/metrics", show_addr(self.address))
+
+    async def reconfigure(self, config: Config) -> None:
+        """Move the endpoint to `daemon.metrics` (None: off); on failure keep the old one and raise."""
+        assert self.server is not None, "reconfigure before start"
+        want, have = config.daemon.metrics_address, self.server.requested
+        if want == have:
+            return
+        await self.server.close()
+        if want is None:
+            log.info("metrics endpoint off")
+            return
+        try:
+            await self.server.start(*want)
+        except OSError as e:
+            if have is not None:
+                try:
+                    await self.server.start(*have)
+                except OSError as e2:
+                    log.error("metrics: cannot listen on %s:%d again: %s", have[0], have[1], e2)
+            raise ReloadRejected(f"daemon.metrics: cannot listen on {show_addr(want)}: "
+                                 f"{e.strerror or e}") from None
+        log.info("metrics on http://%s/metrics", show_addr(want))
+
+    def status(self) -> dict[str, Any]:
+        bound = self.server.address if self.server is not None else None
+        return {"metrics": show_addr(bound) if bound else None}

@@ -4,6 +4,9 @@ A unix stream socket (mode 0600, root only) so `vxlan-dp status` and `vxlan-dp f
 running daemon from any network namespace. Requests: {"cmd": "status"} and
 {"cmd": "fdb", "network": NAME}. Answers carry "ok": true/false; a bad request gets an error
 answer, never a dropped daemon.
+
+`RpcFrontEnd` is the daemon's front-end (frontend.py): it reads the daemon only through
+`StatusSource` (view.View satisfies it), and removes its socket file when it stops.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import json
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING, Any
+from contextlib import AsyncExitStack
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .config import Config
+from .frontend import FrontEndError, Steer
 
-__all__ = ["start", "request", "DEFAULT_SOCKET"]
+__all__ = ["RpcFrontEnd", "StatusSource", "start", "request", "DEFAULT_SOCKET"]
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +30,15 @@ DEFAULT_SOCKET = "/run/vxlan-dp/vxlan-dp.sock"
 _MAX_REQUEST = 4096
 
 
-def _answer(daemon: "Daemon", req: Any) -> dict[str, Any]:
+class StatusSource(Protocol):
+    """The daemon as the status socket sees it."""
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def fdb_rows(self, name: str) -> list[dict[str, Any]] | None: ...
+
+
+def _answer(daemon: StatusSource, req: Any) -> dict[str, Any]:
     if not isinstance(req, dict):
         return {"ok": False, "error": "request must be a JSON object"}
     if req.get("cmd") == "status":
@@ -40,7 +52,7 @@ def _answer(daemon: "Daemon", req: Any) -> dict[str, Any]:
     return {"ok": False, "error": f"unknown command {req.get('cmd')!r}"}
 
 
-async def start(daemon: "Daemon", path: str) -> asyncio.AbstractServer:
+async def start(daemon: StatusSource, path: str) -> asyncio.AbstractServer:
     """Listen on `path` (replacing a stale socket file); the caller closes the server."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     if os.path.exists(path):  # noqa: ASYNC240 - once at start-up, before anything is served
@@ -65,6 +77,36 @@ async def start(daemon: "Daemon", path: str) -> asyncio.AbstractServer:
         return await asyncio.start_unix_server(handle, path)
     finally:
         os.umask(old)
+
+
+class RpcFrontEnd:
+    """The status socket at `path`, for the daemon's lifetime."""
+
+    name = "rpc"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    async def start(self, stack: AsyncExitStack, view: StatusSource, steer: Steer) -> None:
+        try:
+            server = await start(view, self.path)
+        except OSError as e:
+            raise FrontEndError(f"cannot listen on the status socket {self.path}: {e}") from None
+        stack.callback(_unlink, self.path)
+        stack.callback(server.close)
+
+    async def reconfigure(self, config: Config) -> None:
+        pass  # the socket path is a command-line option, not a config field
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def request(path: str, req: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:

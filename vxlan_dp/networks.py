@@ -1,0 +1,268 @@
+"""The networks' owner: every fd of the data plane, who opens it and who closes it.
+
+Invariants:
+- `Networks` opens and closes every data-plane fd: the TAPs, the receive sockets (endpoints)
+  and the egress sockets (one per IP version). The fastpath `Dataplane` only borrows them (it
+  is told of each fd after it is open and before it is closed) and the event loop only watches
+  them (a reader is added right after the open and removed right before the close).
+- A receive endpoint is shared by every network with the same (encap, local, port) and is
+  closed with the last of them (`Endpoint.users` is its reference count by network name).
+  Egress sockets live until `close()`.
+- A TAP deleted under the running daemon is noticed by its pump (a negative errno), logged
+  once, and re-created every second until it is back; the other networks never stop, and
+  while it is away the Dataplane holds fd -1 for it.
+- Only this class changes a `Network` or `Endpoint`; the view (view.py) reads them, between
+  two pump calls on the one event loop.
+- `converge` runs exactly the networks asked for; one network that cannot start is logged
+  and skipped, never a reason to stop the others. `start` either brings a network fully up or
+  leaves nothing behind (no fd, no Dataplane handle, no endpoint reference).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+
+from .config import NetworkConfig
+from .control import Desired
+from .datapath.offload import OffloadPlan
+from .datapath.tap import Tap
+from .datapath.underlay import gro_enabled, open_endpoint, open_tx_socket, underlay_mtu
+from .fastpath.api import Dataplane
+from .wire import encap_overhead
+
+__all__ = ["Endpoint", "EndpointKey", "Network", "Networks", "derive_mtu", "DEFAULT_UNDERLAY_MTU"]
+
+log = logging.getLogger("vxlan_dp")
+
+DEFAULT_UNDERLAY_MTU = 1500
+TAP_RETRY = 1.0  # seconds between attempts to re-create a vanished TAP
+
+EndpointKey = tuple[str, str, int]  # (encap, local address, port)
+
+
+def derive_mtu(net: NetworkConfig, underlay: int | None) -> int:
+    """TAP MTU: underlay MTU minus outer IP, encapsulation and inner Ethernet (docs/ARCHITECTURE.md)."""
+    return (underlay or DEFAULT_UNDERLAY_MTU) - encap_overhead(net.encap, net.ipv6) - 14
+
+
+@dataclass
+class Endpoint:
+    sock: socket.socket
+    handle: int
+    users: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Network:
+    cfg: NetworkConfig
+    handle: int
+    tap: Tap | None          # None while a vanished TAP is being re-created
+    mtu: int
+    ep_key: EndpointKey
+    desired: Desired
+    recovering: asyncio.Task[None] | None = None
+
+
+class Networks:
+    """The running networks, their endpoints and egress sockets, on the running event loop."""
+
+    def __init__(self, dp: Dataplane, offload: OffloadPlan) -> None:
+        self.dp = dp
+        self.offload = offload
+        self._nets: dict[str, Network] = {}
+        self._endpoints: dict[EndpointKey, Endpoint] = {}
+        self._tx: dict[int, socket.socket] = {}
+
+    # --- reading (the view) -----------------------------------------------------------------
+    def __contains__(self, name: object) -> bool:
+        return name in self._nets
+
+    def __len__(self) -> int:
+        return len(self._nets)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._nets))
+
+    def get(self, name: str) -> Network | None:
+        return self._nets.get(name)
+
+    def items(self) -> list[tuple[str, Network]]:
+        return list(self._nets.items())
+
+    def endpoints(self) -> list[tuple[EndpointKey, Endpoint]]:
+        return list(self._endpoints.items())
+
+    def tx_versions(self) -> list[int]:
+        """IP versions with an egress socket open."""
+        return list(self._tx)
+
+    # --- steering (the daemon, for the control plane) ---------------------------------------
+    def converge(self, want: Mapping[str, NetworkConfig], desired: Mapping[str, Desired]) -> set[str]:
+        """Run exactly the networks in `want`: stop the others, (re)start changed ones, apply the rest."""
+        for name in self._nets.keys() - want.keys():
+            self.stop(name)
+        for name, cfg in want.items():
+            net = self._nets.get(name)
+            if net is not None:
+                if _same_but_control(net.cfg, cfg):
+                    net.cfg = cfg
+                    self.apply(name, desired[name])
+                    continue
+                self.stop(name)
+            try:
+                self.start(cfg, desired[name])
+            except Exception as e:  # noqa: BLE001 - one bad network must not stop the others
+                log.error("network %s: cannot start: %s", name, e)
+        return set(self._nets)
+
+    def start(self, cfg: NetworkConfig, desired: Desired) -> None:
+        """Open the network's TAP (and its endpoint and egress socket if not open yet); raise
+        with nothing left behind when that fails."""
+        loop = asyncio.get_running_loop()
+        under = underlay_mtu(cfg.local)
+        if under is None:
+            log.warning("network %s: %s is not an address of this host (yet); assuming underlay MTU %d",
+                        cfg.name, cfg.local, DEFAULT_UNDERLAY_MTU)
+        mtu = cfg.mtu or derive_mtu(cfg, under)
+        if cfg.mtu and under and cfg.mtu > derive_mtu(cfg, under):
+            log.warning("network %s: mtu %d exceeds what underlay MTU %d carries (%d); large frames will be dropped "
+                        "by the underlay", cfg.name, cfg.mtu, under, derive_mtu(cfg, under))
+        self._tx_socket(6 if cfg.ipv6 else 4)
+        key, ep = self._endpoint(cfg, loop)
+        tap = None
+        try:
+            tap = Tap.open(cfg.tap, mtu, cfg.bridge, offload=self._tap_offload())
+            handle = self.dp.add_network(cfg.params(mtu), ep.handle, tap.fd, vnet_hdr=tap.vnet_hdr,
+                                         offload=tap.offload)
+        except Exception:
+            if tap is not None:
+                tap.close()
+            if not ep.users:
+                ep.users.add(cfg.name)
+                self._release_endpoint(key, cfg.name, loop)
+            raise
+        ep.users.add(cfg.name)
+        net = self._nets[cfg.name] = Network(cfg, handle, tap, mtu, key, Desired((), ()))
+        self.apply(cfg.name, desired)
+        loop.add_reader(tap.fd, self._on_tap, net)
+        log.info("network %s up: vni %d %s tap %s mtu %d peers %d", cfg.name, cfg.vni, cfg.encap, cfg.tap,
+                 mtu, len(desired.peers))
+
+    def stop(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        net = self._nets.pop(name)
+        if net.recovering:
+            net.recovering.cancel()
+        if net.tap is not None:
+            if net.tap.fd >= 0:
+                loop.remove_reader(net.tap.fd)
+            net.tap.close()
+        self.dp.remove_network(net.handle)
+        self._release_endpoint(net.ep_key, name, loop)
+        log.info("network %s removed", name)
+
+    def apply(self, name: str, desired: Desired) -> None:
+        """Bring a network's peers and static FDB entries to `desired` (control plane output)."""
+        net = self._nets[name]
+        if desired.peers != net.desired.peers:
+            self.dp.set_peers(net.handle, desired.peers)
+        old, new = dict(net.desired.fdb), dict(desired.fdb)
+        for mac in old.keys() - new.keys():
+            self.dp.fdb_remove(net.handle, mac)
+        for mac, remote in new.items():
+            if old.get(mac) != remote:
+                self.dp.fdb_add(net.handle, mac, remote)
+        net.desired = desired
+
+    def local_macs(self, name: str, now: float) -> list[tuple[str, float]]:
+        """(mac, age) seen leaving network `name`'s TAP, for the control plane to publish."""
+        net = self._nets.get(name)
+        return [] if net is None else self.dp.local_macs(net.handle, now)
+
+    def close(self) -> None:
+        """Stop every network and close the egress sockets: after this no fd of ours is open."""
+        for name in list(self._nets):
+            try:
+                self.stop(name)
+            except Exception as e:  # noqa: BLE001 - tear down the rest regardless
+                log.error("network %s: teardown: %s", name, e)
+        for sock in self._tx.values():
+            sock.close()
+        self._tx.clear()
+
+    # --- fds --------------------------------------------------------------------------------
+    def _endpoint(self, net: NetworkConfig, loop: asyncio.AbstractEventLoop) -> tuple[EndpointKey, Endpoint]:
+        key = (net.encap, net.local, net.port)
+        ep = self._endpoints.get(key)
+        if ep is None:
+            sock = open_endpoint(net.encap, net.local, net.port, gro=self.offload.rx_gro)
+            ipv4_header = net.encap == "gre" and not net.ipv6
+            handle = self.dp.add_endpoint(net.encap, sock.fileno(), ipv4_header=ipv4_header,
+                                          gro=gro_enabled(sock))
+            ep = self._endpoints[key] = Endpoint(sock, handle)
+            loop.add_reader(sock.fileno(), self._on_endpoint, handle)
+            log.info("listening for %s on %s", net.encap, f"{net.local}:{net.port}" if net.port else net.local)
+        return key, ep
+
+    def _release_endpoint(self, key: EndpointKey, name: str, loop: asyncio.AbstractEventLoop) -> None:
+        ep = self._endpoints[key]
+        ep.users.discard(name)
+        if not ep.users:
+            loop.remove_reader(ep.sock.fileno())
+            self.dp.remove_endpoint(ep.handle)
+            ep.sock.close()
+            del self._endpoints[key]
+
+    def _tx_socket(self, version: int) -> None:
+        if version not in self._tx:
+            sock = self._tx[version] = open_tx_socket(version)
+            self.dp.set_tx_socket(version, sock.fileno())
+            self.dp.set_tx_gso(version, self.offload.tx_gso)
+
+    def _tap_offload(self) -> int:
+        return self.offload.tap_flags if self.offload.vnet_hdr else 0
+
+    # --- pumps and TAP recovery -------------------------------------------------------------
+    def _on_tap(self, net: Network) -> None:
+        n = self.dp.pump_tap(net.handle, time.monotonic())
+        if n < 0:
+            self._tap_lost(net, -n)
+
+    def _on_endpoint(self, handle: int) -> None:
+        self.dp.pump_endpoint(handle, time.monotonic())
+
+    def _tap_lost(self, net: Network, err: int) -> None:
+        assert net.tap is not None
+        loop = asyncio.get_running_loop()
+        log.error("network %s: TAP %s failed (%s); re-creating it", net.cfg.name, net.cfg.tap, os.strerror(err))
+        loop.remove_reader(net.tap.fd)
+        self.dp.set_tap(net.handle, -1)
+        net.tap.close()
+        net.tap = None
+        net.recovering = loop.create_task(self._recover_tap(net))
+
+    async def _recover_tap(self, net: Network) -> None:
+        while True:
+            try:
+                tap = Tap.open(net.cfg.tap, net.mtu, net.cfg.bridge, offload=self._tap_offload())
+            except Exception as e:  # noqa: BLE001 - keep trying; say why once a second at most
+                log.debug("network %s: TAP not back yet: %s", net.cfg.name, e)
+                await asyncio.sleep(TAP_RETRY)
+                continue
+            net.tap = tap
+            self.dp.set_tap(net.handle, tap.fd, vnet_hdr=tap.vnet_hdr, offload=tap.offload)
+            asyncio.get_running_loop().add_reader(tap.fd, self._on_tap, net)
+            net.recovering = None
+            log.info("network %s: TAP %s is back", net.cfg.name, tap.name)
+            return
+
+
+def _same_but_control(a: NetworkConfig, b: NetworkConfig) -> bool:
+    """True when only peers / static FDB entries differ: those are applied in place."""
+    return replace(a, peers=(), fdb=()) == replace(b, peers=(), fdb=())

@@ -1,0 +1,72 @@
+"""Turning counters into log lines: one line when trouble starts, one when it ends.
+
+Invariants:
+- Nothing here changes the data plane; it only reads counters the fast path keeps anyway,
+  once per check, on the daemon's event loop.
+- Sends to the underlay that fail (the local address removed, no route, a full buffer) are
+  counted by the fast path; `UnderlayWatch.check` logs the first failure of an episode per
+  network and the recovery, never one line per packet.
+- An offload that the data path turned off at run time (the path refused UDP_SEGMENT, a TAP
+  refused a GSO frame) is logged once per new fallback, by `OffloadFallbacks.check`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from .datapath.underlay import underlay_mtu
+from .fastpath.api import Dataplane
+from .networks import Networks
+
+__all__ = ["OffloadFallbacks", "UnderlayWatch"]
+
+log = logging.getLogger("vxlan_dp")
+
+
+class UnderlayWatch:
+    def __init__(self, networks: Networks) -> None:
+        self.networks = networks
+        self._seen: dict[int, tuple[int, int]] = {}   # by network handle (never reused)
+        self._failing: set[int] = set()
+
+    def check(self) -> None:
+        dp = self.networks.dp
+        for name, n in self.networks.items():
+            c = dp.counters(n.handle)
+            errs, sent = c["drop_socket_error"], c["tx_packets"]
+            last = self._seen.get(n.handle, (0, 0))
+            self._seen[n.handle] = (errs, sent)
+            if errs > last[0] and n.handle not in self._failing:
+                self._failing.add(n.handle)
+                try:
+                    gone = underlay_mtu(n.cfg.local) is None
+                except Exception:  # noqa: BLE001 - the warning matters, not the detail
+                    gone = False
+                log.warning("network %s: %d packets could not be sent to the underlay%s", name,
+                            errs - last[0], f"; {n.cfg.local} is not an address of this host" if gone else "")
+            elif n.handle in self._failing and errs == last[0] and sent > last[1]:
+                self._failing.discard(n.handle)
+                log.info("network %s: sends to the underlay work again", name)
+        live = {n.handle for _, n in self.networks.items()}
+        for h in self._seen.keys() - live:
+            del self._seen[h]
+        self._failing &= live
+
+
+class OffloadFallbacks:
+    def __init__(self, dp: Dataplane) -> None:
+        self.dp = dp
+        self._seen = (0, 0)
+
+    def check(self) -> None:
+        """Say once when the data path turned an offload off because the path refused it."""
+        st = self.dp.offload_stats()
+        now = (st["tx_gso_fallbacks"], st["tap_gso_fallbacks"])
+        if now[0] > self._seen[0]:
+            log.warning("UDP_SEGMENT refused by the path (%s): sending datagram by datagram",
+                        os.strerror(st["tx_gso_errno"]))
+        if now[1] > self._seen[1]:
+            log.warning("a TAP refused a GSO frame (%s): writing frames one by one",
+                        os.strerror(st["tap_gso_errno"]))
+        self._seen = now
