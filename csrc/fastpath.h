@@ -33,6 +33,9 @@
  * The counter structs list their fields in exactly the order of
  * vxlan_dp.core.counters.NET_COUNTERS / EP_COUNTERS; vxlan_dp/fastpath/_c.py refuses to
  * import a build whose field names differ, and tests/unit/test_fastpath_c.py checks it.
+ * The VXDP_* limits and wire numbers below are the ones the Python reference uses too: this
+ * header is their home, vxlan_dp/fastpath/api.py's shared_with_c() lists the Python side's
+ * values, and _c.py refuses to import a build where any of them differs.
  */
 #ifndef VXDP_FASTPATH_H
 #define VXDP_FASTPATH_H
@@ -64,6 +67,8 @@
 #define VXDP_GRO_MAX_FRAME 65535
 #define VXDP_GSO_SEGS 64        /* UDP_MAX_SEGMENTS: datagrams per UDP_SEGMENT send */
 #define VXDP_GSO_SOCKS 64       /* UDP_SEGMENT send sockets kept open at most */
+#define VXDP_GSO_RETRY_S 10     /* seconds a send socket whose bind failed is not tried again */
+#define VXDP_SEG_HDR_MAX 160    /* inner headers of a segment: 14 + 4 (802.1Q) + 60 + 60 = 138 */
 
 #define VXDP_ENCAP_VXLAN 0
 #define VXDP_ENCAP_GRE 1

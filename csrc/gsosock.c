@@ -36,7 +36,7 @@
 #define SO_SNDBUFFORCE 32
 #endif
 
-#define RETRY_S 10.0
+#define RETRY_S ((double)VXDP_GSO_RETRY_S)
 #define SNDBUF (4 << 20)
 
 static int open_bound(const struct vxdp_addr *local, uint16_t port)

@@ -21,7 +21,6 @@
 #define VXDP_ETH_HLEN 14
 #define VXDP_TXQ 512            /* outer packets queued before a sendmmsg (or copy-out) */
 #define VXDP_SLOT (VXDP_HEADROOM + VXDP_SUPER_MAX)  /* one rx buffer: headroom + (super-)frame */
-#define VXDP_SEG_HDR_MAX 160    /* inner headers of a segment: 14 + 4 (802.1Q) + 60 + 60 = 138 */
 #define VXDP_SEG_BUF (VXDP_HDR_MAX + VXDP_SEG_HDR_MAX)  /* outer + inner headers, inner at HDR_MAX */
 #define VXDP_RX_CTL 64          /* control buffer per received message: one UDP_GRO cmsg */
 #define VXDP_DL_PER_MSG 64      /* datagrams one UDP_GRO message holds at most (UDP_GRO_CNT_MAX) */

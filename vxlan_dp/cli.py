@@ -15,6 +15,7 @@ import time
 from typing import Any, Sequence
 
 from . import __version__
+from .wire import ENCAPS
 
 __all__ = ["main"]
 
@@ -381,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--hosts", type=int, default=2, choices=range(2, 9), metavar="N", help="hosts, 2..8 (default 2)")
     d.add_argument("--containers", type=int, default=2, choices=range(1, 9), metavar="N", help="containers per host")
     d.add_argument("--port", type=int, help="UDP port of the overlay (default 4789 vxlan, 4754 gre-udp)")
-    d.add_argument("--encap", choices=["vxlan", "gre", "gre-udp"], default="vxlan")
+    d.add_argument("--encap", choices=ENCAPS, default="vxlan")
     d.add_argument("--ipv6", action="store_true", help="IPv6 underlay")
     d.add_argument("--backend", choices=["c", "python"], help="fast path backend of the daemons")
     d.add_argument("--keep", action="store_true", help="leave the lab up")

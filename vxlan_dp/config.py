@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+from .linux import IFNAMSIZ, UIO_MAXIOV
 from .wire import ENCAPS, GRE_UDP_PORT, VNI_MAX, VXLAN_PORT, is_multicast, mac_to_bytes
 
 if TYPE_CHECKING:
@@ -49,10 +50,10 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_PORTS = {"vxlan": VXLAN_PORT, "gre-udp": GRE_UDP_PORT, "gre": 0}
 MTU_MIN, MTU_MAX = 68, 65535        # RFC 791: every IPv4 link carries 68 bytes
-IFNAME_MAX = 15                     # IFNAMSIZ - 1 (include/uapi/linux/if.h)
+IFNAME_MAX = IFNAMSIZ - 1
 POLL_MODES = ("interrupt", "adaptive", "busy")
 POLL_SPIN_MAX_US = 10_000   # a spin is a latency aid, never a way to hold a core: busy does that
-BATCH_MAX = 1024
+BATCH_MAX = UIO_MAXIOV              # fastpath.api.BATCH_MAX (not imported: checking a config loads no backend)
 FDB_ENTRIES_MAX = 1 << 24
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CONTROLS = ("static", "etcd")

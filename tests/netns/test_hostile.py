@@ -47,6 +47,7 @@ from pyroute2 import netns as pr_netns
 
 from vxlan_dp.fastpath import NetworkParams, PureDataplane
 from vxlan_dp.lab import Lab, netns
+from vxlan_dp.linux import ETH_P_ALL
 from vxlan_dp.wire import encode_ipv4, internet_checksum
 
 PORT_VXLAN, PORT_GRE_UDP = 4789, 4754
@@ -552,8 +553,6 @@ def test_a_million_hostile_packets_are_all_dropped_and_counted(make_lab, backend
 
 # --- 2. isolation ------------------------------------------------------------------------------
 
-ETH_P_ALL = 0x0003
-PACKET_OUTGOING = 4
 # name, encap, VNI (GRE: key; NVGRE: VSID), peers of h1 among (h2, h3), extra TOML
 ISO_NETS = [("a", "vxlan", 100, ("h2",), ""), ("b", "vxlan", 200, ("h3",), ""),
             ("c", "gre-udp", 300, ("h2",), ""), ("d", "gre", 400, ("h2",), ""),
@@ -661,7 +660,7 @@ def _sniffed(socks: dict[str, socket.socket]) -> dict[str, list[bytes]]:
                 data, addr = s.recvfrom(70000)
             except BlockingIOError:
                 break
-            if addr[2] != PACKET_OUTGOING:
+            if addr[2] != socket.PACKET_OUTGOING:
                 out[name].append(data)
     return out
 

@@ -22,12 +22,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import vxlan_dp
 from vxlan_dp.core.counters import EP_COUNTERS, NET_COUNTERS
 from vxlan_dp.fastpath import NetworkParams, PureDataplane, backends
+from vxlan_dp.fastpath.api import check_shared_with_c, shared_with_c
 
 CI = os.environ.get("CI", "").lower() == "true"
 CDataplane = backends().get("c")
@@ -69,11 +71,11 @@ def test_build_carries_the_package_version():
     assert ffi.string(lib.vxdp_version()).decode() == vxlan_dp.__version__
 
 
-def test_stale_build_is_refused_with_one_warning():
-    code = textwrap.dedent("""
+def _import_fastpath_after(setup: str) -> tuple[str, str, str]:
+    """(backend, how many warnings, the first one) of a fresh `import vxlan_dp.fastpath`
+    in a child Python that first runs `setup`."""
+    code = textwrap.dedent(setup) + textwrap.dedent("""
         import warnings
-        import vxlan_dp
-        vxlan_dp.__version__ = "0.0.0-stale"
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             import vxlan_dp.fastpath as f
@@ -82,8 +84,44 @@ def test_stale_build_is_refused_with_one_warning():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env=_env()).stdout
     backend, warnings, message = out.split(" ", 2)
+    return backend, warnings, message
+
+
+def test_stale_build_is_refused_with_one_warning():
+    backend, warnings, message = _import_fastpath_after("""
+        import vxlan_dp
+        vxlan_dp.__version__ = "0.0.0-stale"
+    """)
     assert (backend, warnings) == ("python", "1")
     assert "stale C fast path" in message and "0.0.0-stale" in message
+
+
+def test_shared_limits_are_the_cdefs():
+    shared = shared_with_c()
+    assert {name: getattr(lib, name) for name in shared} == shared
+    assert {"VXDP_SUPER_MAX", "VXDP_HDR_MAX", "VXDP_GSO_SEGS", "VXDP_GSO_SOCKS", "VXDP_BATCH_MAX"} <= set(shared)
+    check_shared_with_c(lib)
+
+
+def test_a_build_disagreeing_on_a_shared_limit_is_refused_naming_it():
+    fake = {name: getattr(lib, name) for name in shared_with_c()}
+    fake["VXDP_SUPER_MAX"] += 1
+    del fake["VXDP_GSO_SOCKS"]
+    with pytest.raises(ImportError) as e:
+        check_shared_with_c(SimpleNamespace(**fake))
+    msg = str(e.value)
+    assert f"VXDP_SUPER_MAX is {lib.VXDP_SUPER_MAX + 1} in C, {lib.VXDP_SUPER_MAX} in Python" in msg
+    assert "VXDP_GSO_SOCKS is missing in C" in msg
+    assert "VXDP_GSO_SEGS" not in msg
+
+
+def test_python_reference_disagreeing_with_the_cdef_refuses_the_c_build_with_one_warning():
+    backend, warnings, message = _import_fastpath_after("""
+        import vxlan_dp.wire.offload as w
+        w.COALESCE_MAX_SEGS = 63          # the reference drifts from csrc/fastpath.h
+    """)
+    assert (backend, warnings) == ("python", "1")
+    assert "VXDP_GRO_MAX_SEGS is 64 in C, 63 in Python" in message
 
 
 def _env() -> dict[str, str]:

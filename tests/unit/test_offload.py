@@ -607,9 +607,9 @@ import errno as _errno
 import select
 import socket
 
+from vxlan_dp.linux import SOL_UDP, UDP_GRO, UDP_SEGMENT
 from vxlan_dp.wire import encode_vxlan
 
-SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104
 ALL = 0x67                  # TUN_F_CSUM | TSO4 | TSO6 | USO4 | USO6
 
 

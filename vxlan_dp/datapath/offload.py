@@ -40,26 +40,14 @@ import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["OffloadPlan", "probe", "set_tap_offload", "tun_features", "TUNSETIFF", "TUNSETOFFLOAD",
-           "TUNSETVNETHDRSZ", "TUNGETFEATURES", "IFF_TAP", "IFF_NO_PI", "IFF_VNET_HDR",
-           "IFF_MULTI_QUEUE", "TUN_F_CSUM", "TUN_F_TSO4", "TUN_F_TSO6", "TUN_F_USO4",
-           "TUN_F_USO6", "FULL", "flag_names"]
+from ..linux import (CLONE_NEWNET, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, SOL_UDP, TUN_F_CSUM,
+                     TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6, TUNGETFEATURES, TUNSETIFF, TUNSETOFFLOAD,
+                     UDP_GRO, UDP_SEGMENT)
 
-TUNSETIFF = 0x400454CA          # _IOW('T', 202, int)
-TUNGETFEATURES = 0x800454CF     # _IOR('T', 207, unsigned int)
-TUNSETOFFLOAD = 0x400454D0      # _IOW('T', 208, unsigned int)
-TUNSETVNETHDRSZ = 0x400454D8    # _IOW('T', 216, int)
-IFF_TAP = 0x0002
-IFF_NO_PI = 0x1000
-IFF_VNET_HDR = 0x4000
-IFF_MULTI_QUEUE = 0x0100
-TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN = 0x01, 0x02, 0x04, 0x08
-TUN_F_USO4, TUN_F_USO6 = 0x20, 0x40
+__all__ = ["OffloadPlan", "probe", "set_tap_offload", "tun_features", "FULL", "flag_names"]
+
 FULL = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6
 _FALLBACKS = (FULL, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM)
-VNET_HDR_LEN = 10
-SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104
-CLONE_NEWNET = 0x40000000
 
 
 def flag_names(flags: int) -> str:

@@ -23,16 +23,15 @@ import time
 from pyroute2 import IPRoute
 
 from .netlink import netlink_call
-from .offload import IFF_VNET_HDR, TUNSETVNETHDRSZ, VNET_HDR_LEN, set_tap_offload
+from ..linux import IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUNSETIFF, TUNSETVNETHDRSZ
+from ..wire.offload import VNET_HDR_LEN
+from .offload import set_tap_offload
 
 __all__ = ["Tap", "TapError"]
 
 log = logging.getLogger(__name__)
 
 BRIDGE_MARK = "created by vxlan-dp"  # IFLA_IFALIAS of a bridge we made and may remove
-TUNSETIFF = 0x400454CA   # _IOW('T', 202, int), linux/if_tun.h
-IFF_TAP = 0x0002
-IFF_NO_PI = 0x1000
 
 
 class TapError(RuntimeError):

@@ -16,18 +16,13 @@ import socket
 
 from pyroute2 import IPRoute
 
+from ..linux import IP_FREEBIND, IPPROTO_GRE, IPV6_FREEBIND, SO_RCVBUFFORCE, SO_SNDBUFFORCE, SOL_UDP, UDP_GRO
 from .netlink import netlink_call
 
 __all__ = ["open_endpoint", "open_tx_socket", "underlay_mtu", "gro_enabled", "UnderlayError"]
 
 log = logging.getLogger(__name__)
 
-IP_FREEBIND = 15
-IPV6_FREEBIND = 78
-SO_RCVBUFFORCE = 33
-SO_SNDBUFFORCE = 32
-IPPROTO_GRE = 47
-SOL_UDP, UDP_GRO = 17, 104
 _BUF = 8 << 20
 
 

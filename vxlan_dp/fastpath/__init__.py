@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import warnings
 
-from .api import ENDPOINT_KINDS, FdbRow, NetworkParams
+from .api import FdbRow, NetworkParams
 from ._pure import Dataplane as PureDataplane
 
 __all__ = ["BACKEND", "BACKEND_REASON", "Dataplane", "PureDataplane", "NetworkParams", "FdbRow",
-           "ENDPOINT_KINDS", "backends"]
+           "backends"]
 
 
 def _choose() -> tuple[str, type, str]:

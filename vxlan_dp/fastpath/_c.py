@@ -27,11 +27,11 @@ from typing import Any, Sequence
 
 from .. import __version__
 from ..core.counters import EP_COUNTERS, NET_COUNTERS
-from ..wire import WireError, mac_to_bytes, mac_to_str
+from ..wire import ENCAPS, WireError, mac_to_bytes, mac_to_str
 from ..wire.offload import VNET_HDR_LEN, VnetHdr, decode_vnet_hdr
 from ..core.neigh import NEIGH_COUNTERS
-from .api import (GSO_REPROBE, NEIGH_LEARN_MAX, OFFLOAD_STATS, FdbRow, NeighRow, NetworkParams,
-                  check_endpoint_args, check_family, check_neigh_entry, check_neigh_mode,
+from .api import (NEIGH_LEARN_MAX, OFFLOAD_STATS, SUPER_MAX, FdbRow, NeighRow, NetworkParams, check_batch,
+                  check_endpoint_args, check_family, check_neigh_entry, check_neigh_mode, check_shared_with_c,
                   check_tap_args)
 
 try:
@@ -56,19 +56,17 @@ if _fields("struct vxdp_net_counters") != NET_COUNTERS or \
     raise ImportError("C fast path counters do not match vxlan_dp.core.counters; rebuild it")
 if not hasattr(lib, "vxdp_offload_stats") or _fields("struct vxdp_offload_stats") != OFFLOAD_STATS:
     raise ImportError("C fast path offload stats do not match vxlan_dp.fastpath.api; rebuild it")
-
-if lib.VXDP_GSO_REPROBE != GSO_REPROBE:
-    raise ImportError("C fast path GSO re-probe interval differs from vxlan_dp.fastpath.api; rebuild it")
 if not hasattr(lib, "vxdp_neigh_counters") or \
         _fields("struct vxdp_neigh_counters") != NEIGH_COUNTERS:
     raise ImportError("C fast path neighbour counters do not match vxlan_dp.core.neigh; rebuild it")
-
-_KIND = {"vxlan": lib.VXDP_ENCAP_VXLAN, "gre": lib.VXDP_ENCAP_GRE,
-         "gre-udp": lib.VXDP_ENCAP_GRE_UDP}
+check_shared_with_c(lib)
+try:
+    _KIND = {e: getattr(lib, "VXDP_ENCAP_" + e.upper().replace("-", "_")) for e in ENCAPS}
+except AttributeError as e:
+    raise ImportError(f"C fast path lacks an encapsulation of vxlan_dp.wire.ENCAPS: {e}") from e
 _HEADROOM: int = lib.VXDP_HEADROOM
 _HDR_MAX: int = lib.VXDP_HDR_MAX
-_SEG_HDR_MAX = 160          # inner headers of one segment (csrc/internal.h VXDP_SEG_HDR_MAX)
-_SUPER_MAX: int = lib.VXDP_SUPER_MAX
+_SEG_HDR_MAX: int = lib.VXDP_SEG_HDR_MAX
 
 
 def _check(r: int) -> int:
@@ -127,8 +125,7 @@ class Dataplane:
     backend = "c"
 
     def __init__(self, batch: int = 64) -> None:
-        if not 1 <= batch <= 1024:
-            raise ValueError("batch must be 1..1024")
+        check_batch(batch)
         self.batch = batch
         p = lib.vxdp_new(batch)
         if p == ffi.NULL:
@@ -332,8 +329,8 @@ class Dataplane:
         n = self._nets[net]
         if not frames:
             return []
-        if vnet_hdr and any(len(f) > _SUPER_MAX + VNET_HDR_LEN for f in frames):
-            raise ValueError(f"a vnet frame is longer than a TAP read ({_SUPER_MAX} bytes)")
+        if vnet_hdr and any(len(f) > SUPER_MAX + VNET_HDR_LEN for f in frames):
+            raise ValueError(f"a vnet frame is longer than a TAP read ({SUPER_MAX} bytes)")
         # one buffer, each frame with VXDP_HEADROOM free bytes in front (C writes there)
         count = len(frames)
         offs = ffi.new("size_t[]", count)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..core.counters import EP_COUNTERS, NET_COUNTERS
+from ..linux import (IP_FREEBIND, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IPV6_FREEBIND, SO_ATTACH_FILTER,
+                     SO_SNDBUFFORCE, SOL_UDP, UDP_GRO, UDP_SEGMENT)
 from ..core.fdb import LEARN_FULL, LEARN_MOVED, LEARN_NEW, Fdb
 from ..core import neigh as cneigh
 from ..core.neigh import NEIGH_COUNTERS, NeighTable
@@ -25,20 +27,12 @@ from ..wire import (WireError, decapsulate, encap_overhead, encapsulate, flow_ha
                     mac_to_str, max_frame_len)
 from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr, coalesce_runs,
                             decode_vnet_hdr, encode_vnet_hdr, split)
-from .api import (GSO_REPROBE, NEIGH_LEARN_MAX, OFFLOAD_STATS, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow,
-                  NeighRow, NetworkParams, gro_types, check_endpoint_args, check_family,
-                  check_neigh_entry, check_neigh_mode, check_tap_args)
+from .api import (FRAME_MAX, GSO_REPROBE, GSO_RETRY_S, GSO_SEGS, GSO_SOCKS, NEIGH_LEARN_MAX, OFFLOAD_STATS,
+                  SUPER_MAX, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow, NeighRow, NetworkParams, check_batch,
+                  check_endpoint_args, check_family, check_neigh_entry, check_neigh_mode, check_tap_args, gro_types)
 
 __all__ = ["Dataplane"]
 
-_READ_MAX = 65535
-_SUPER_MAX = 65600              # csrc/fastpath.h VXDP_SUPER_MAX: a vnet TAP read, 64 KiB GSO
-_GSO_SEGS = 64                  # UDP_MAX_SEGMENTS
-_GSO_SOCKS = 64
-_GSO_RETRY = 10.0
-SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104
-_SO_ATTACH_FILTER, _SO_SNDBUFFORCE, _IP_FREEBIND, _IPV6_FREEBIND = 26, 32, 15, 78
-_IP_MTU_DISCOVER, _IP_PMTUDISC_DONT = 10, 0
 _NO_VNET = encode_vnet_hdr(VnetHdr())
 # the path cannot do UDP_SEGMENT: off for the family until a re-probe (csrc/fastpath.c
 # gso_path_refuses); this send did not fit: this send goes raw (gso_send_refused)
@@ -101,8 +95,7 @@ class Dataplane:
     backend = "python"
 
     def __init__(self, batch: int = 64) -> None:
-        if not 1 <= batch <= 1024:
-            raise ValueError("batch must be 1..1024")
+        check_batch(batch)
         self.batch = batch
         self._nets: dict[int, _Net] = {}
         self._eps: dict[int, _Endpoint] = {}
@@ -464,7 +457,7 @@ class Dataplane:
         n = self._nets[net]
         frames: list[bytes] = []
         err = 0
-        size = _SUPER_MAX + VNET_HDR_LEN if n.vnet else _READ_MAX
+        size = SUPER_MAX + VNET_HDR_LEN if n.vnet else FRAME_MAX
         for _ in range(self.batch):
             try:
                 frames.append(os.read(n.tap_fd, size))
@@ -488,8 +481,8 @@ class Dataplane:
 
     def _send_gso(self, n: _Net, packets: list[tuple[str, bytes]], seg0: int, now: float) -> None:
         """The segments of one super-frame (outer packets, segment-major): UDP_SEGMENT sends of
-        up to _GSO_SEGS datagrams per destination, in csrc/fastpath.c gso_send's order."""
-        maxn = min(_GSO_SEGS, (65507 if n.family == 4 else 65527) // (8 + seg0))
+        up to GSO_SEGS datagrams per destination, in csrc/fastpath.c gso_send's order."""
+        maxn = min(GSO_SEGS, (65507 if n.family == 4 else 65527) // (8 + seg0))
         if maxn < 2 or not packets:
             self._send(n, packets)
             return
@@ -539,12 +532,12 @@ class Dataplane:
         if have is not None and now < have:
             return None         # bind refused a while ago: the raw socket until then
         self._gso_socks.pop(key, None)
-        if len(self._gso_socks) >= _GSO_SOCKS:
+        if len(self._gso_socks) >= GSO_SOCKS:
             _, old = self._gso_socks.popitem(last=False)
             if isinstance(old, socket.socket):
                 old.close()
         sock = _open_gso_socket(n.params.local, n.family, port)
-        self._gso_socks[key] = sock if sock is not None else max(now + _GSO_RETRY, 1e-9)
+        self._gso_socks[key] = sock if sock is not None else max(now + GSO_RETRY_S, 1e-9)
         return sock
 
     def _gso_close(self, family: int) -> None:
@@ -578,9 +571,9 @@ class Dataplane:
         for _ in range(self.batch):
             try:
                 if e.gro:
-                    data, anc, _flags, addr = e.sock.recvmsg(_READ_MAX, socket.CMSG_SPACE(4))
+                    data, anc, _flags, addr = e.sock.recvmsg(FRAME_MAX, socket.CMSG_SPACE(4))
                 else:
-                    data, addr = e.sock.recvfrom(_READ_MAX)
+                    data, addr = e.sock.recvfrom(FRAME_MAX)
                     anc = []
             except BlockingIOError:
                 break
@@ -667,19 +660,19 @@ def _open_gso_socket(local: str, family: int, port: int) -> socket.socket | None
     sock = socket.socket(fam, socket.SOCK_DGRAM)
     try:
         if family == 4:
-            sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
-            sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DONT)
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 64)
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_FREEBIND, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 64)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 4 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20)
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         insn = ctypes.create_string_buffer(struct.pack("=HBBI", 0x06, 0, 0, 0))  # BPF "ret #0"
-        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER,   # struct sock_fprog, native
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,   # struct sock_fprog, native
                         struct.pack("@HP", 1, ctypes.addressof(insn)))
         sock.bind((local, port))
         sock.setblocking(False)

@@ -81,16 +81,28 @@ import ipaddress
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, Sequence
 
-from ..wire import is_multicast, mac_to_bytes
+from ..linux import (TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6, UDP_MAX_SEGMENTS,
+                     UIO_MAXIOV)
+from ..wire import ENCAPS, encap_overhead, is_multicast, mac_to_bytes
+from ..wire import offload as _w
 
-__all__ = ["NetworkParams", "FdbRow", "NeighRow", "Dataplane", "NEIGH_LEARN_MAX", "ENDPOINT_KINDS", "OFFLOAD_STATS", "TAP_CSUM",
-           "TAP_TSO4", "TAP_TSO6", "TAP_USO", "gro_types"]
-
-ENDPOINT_KINDS = ("vxlan", "gre", "gre-udp")
+__all__ = ["NetworkParams", "FdbRow", "NeighRow", "Dataplane", "NEIGH_LEARN_MAX", "OFFLOAD_STATS", "TAP_CSUM",
+           "TAP_TSO4", "TAP_TSO6", "TAP_USO", "gro_types", "FRAME_MAX", "SUPER_MAX", "BATCH_MAX", "GSO_SEGS",
+           "GSO_SOCKS", "GSO_RETRY_S", "GSO_REPROBE", "check_batch", "shared_with_c", "check_shared_with_c"]
 
 # TUN_F_* of linux/if_tun.h, as TUNSETOFFLOAD takes them; USO is TUN_F_USO4 | TUN_F_USO6
-TAP_CSUM, TAP_TSO4, TAP_TSO6, TAP_USO = 0x01, 0x02, 0x04, 0x60
-GSO_REPROBE = 10        # seconds; csrc/fastpath.h VXDP_GSO_REPROBE (checked at import)
+TAP_CSUM, TAP_TSO4, TAP_TSO6, TAP_USO = TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4 | TUN_F_USO6
+
+# Limits both backends keep. Their home is csrc/fastpath.h (the cdef); these are the Python
+# reference's own copies, which it needs where no C is built. `shared_with_c()` pairs each
+# with its VXDP_* name, and fastpath/_c.py refuses to import a build where any differs.
+FRAME_MAX = 65535           # largest frame or datagram one read returns
+SUPER_MAX = 65600           # largest frame a virtio-net-header TAP read returns: 64 KiB of GSO
+BATCH_MAX = UIO_MAXIOV      # the most messages one sendmmsg / recvmmsg takes
+GSO_SEGS = UDP_MAX_SEGMENTS  # datagrams per UDP_SEGMENT send
+GSO_SOCKS = 64              # UDP_SEGMENT send sockets a Dataplane keeps open at most
+GSO_RETRY_S = 10            # seconds before a send socket whose bind failed is tried again
+GSO_REPROBE = 10            # seconds before UDP_SEGMENT is tried again on a path that refused it
 
 # struct vxdp_offload_stats (csrc/fastpath.h), in order
 OFFLOAD_STATS = (
@@ -137,7 +149,7 @@ class NetworkParams:
         def need(ok: bool, what: str) -> None:
             if not ok:
                 raise ValueError(f"NetworkParams.{what}")
-        need(self.encap in ENDPOINT_KINDS, f"encap {self.encap!r} is not one of {ENDPOINT_KINDS}")
+        need(self.encap in ENCAPS, f"encap {self.encap!r} is not one of {ENCAPS}")
         need(0 <= self.vni <= 0xFFFFFF, f"vni {self.vni} is out of range 0..16777215")
         need(self.encap == "gre" or 1 <= self.port <= 65535, f"port {self.port} is out of range 1..65535")
         need(1 <= self.sport_min <= self.sport_max <= 65535,
@@ -207,13 +219,45 @@ class Dataplane(Protocol):
 
 # --- argument checks shared by both backends: API misuse fails the same way in each ---------
 
+def check_batch(batch: int) -> None:
+    if not 1 <= batch <= BATCH_MAX:
+        raise ValueError(f"batch must be 1..{BATCH_MAX}")
+
+
+def shared_with_c() -> dict[str, int]:
+    """Every number the C fast path and the Python reference must agree on: cdef name ->
+    the Python side's value (limits, the virtio-net header of wire/offload.py, TAP_*)."""
+    return {
+        "VXDP_FRAME_MAX": FRAME_MAX, "VXDP_SUPER_MAX": SUPER_MAX, "VXDP_BATCH_MAX": BATCH_MAX,
+        "VXDP_GSO_SEGS": GSO_SEGS, "VXDP_GSO_SOCKS": GSO_SOCKS, "VXDP_GSO_RETRY_S": GSO_RETRY_S, "VXDP_GSO_REPROBE": GSO_REPROBE,
+        "VXDP_HDR_MAX": max(encap_overhead(e, True) for e in ENCAPS),
+        "VXDP_VNET_HDR_LEN": _w.VNET_HDR_LEN, "VXDP_VNET_F_NEEDS_CSUM": _w.F_NEEDS_CSUM,
+        "VXDP_VNET_F_DATA_VALID": _w.F_DATA_VALID, "VXDP_GSO_NONE": _w.GSO_NONE,
+        "VXDP_GSO_TCPV4": _w.GSO_TCPV4, "VXDP_GSO_UDP": _w.GSO_UDP, "VXDP_GSO_TCPV6": _w.GSO_TCPV6,
+        "VXDP_GSO_UDP_L4": _w.GSO_UDP_L4, "VXDP_GSO_ECN": _w.GSO_ECN,
+        "VXDP_GRO_MAX_SEGS": _w.COALESCE_MAX_SEGS, "VXDP_GRO_MAX_FRAME": _w.COALESCE_MAX_FRAME,
+        "VXDP_TAP_CSUM": TAP_CSUM, "VXDP_TAP_TSO4": TAP_TSO4, "VXDP_TAP_TSO6": TAP_TSO6,
+        "VXDP_TAP_USO": TAP_USO,
+    }
+
+
+def check_shared_with_c(lib: object) -> None:
+    """ImportError naming every shared number on which `lib` (the compiled module's) and the
+    Python reference differ, or that `lib` lacks: a build that would not behave like _pure."""
+    bad = [f"{name} is {getattr(lib, name, 'missing')} in C, {want} in Python"
+           for name, want in shared_with_c().items() if getattr(lib, name, None) != want]
+    if bad:
+        raise ImportError("C fast path and the Python reference disagree: " + "; ".join(bad)
+                          + " (csrc/fastpath.h is the home of these numbers; fix the other side and rebuild)")
+
+
 def check_family(family: int) -> None:
     if family not in (4, 6):
         raise ValueError("family must be 4 or 6")
 
 
 def check_endpoint_args(kind: str, ipv4_header: bool, gro: bool) -> None:
-    if kind not in ENDPOINT_KINDS:
+    if kind not in ENCAPS:
         raise ValueError(f"unknown endpoint kind {kind!r}")
     if ipv4_header and kind != "gre":
         raise ValueError("ipv4_header is for raw IPv4 GRE sockets only")

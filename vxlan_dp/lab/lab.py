@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..linux import IFA_F_NODAD
 from ..wire import encap_overhead
 from . import netns
 from .docker import Dockerd, busybox_rootfs_tar, shim_pids, umount
@@ -43,7 +44,6 @@ __all__ = ["Lab", "Host", "Container", "PingResult", "LabError", "clean", "STATE
 PREFIX = "vxdp"
 STATE_DIR = "/run/vxlan-dp/lab"
 UNDERLAY_MTU = 1500
-IFA_F_NODAD = 0x02
 ETCD_PORT = 2379
 
 

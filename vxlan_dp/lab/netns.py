@@ -13,16 +13,15 @@ from typing import Any, Sequence
 
 from pyroute2 import NetNS, netns
 
+from ..linux import CLONE_NEWNET, ETHTOOL_STXCSUM, SIOCETHTOOL
+
 __all__ = ["tx_checksum_off", "tx_checksum", "create", "remove", "exists", "listing", "ipr", "enter", "popen", "run",
            "stop", "NETNS_DIR"]
 
 NETNS_DIR = "/run/netns"
-CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-SIOCETHTOOL = 0x8946
-ETHTOOL_STXCSUM = 0x17  # include/uapi/linux/ethtool.h
 
 
 def tx_checksum_off(name: str, ifname: str) -> None:
