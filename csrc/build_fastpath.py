@@ -28,7 +28,7 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SOURCES = ("fastpath.c", "manage.c", "fdb.c", "outer.c", "wire.c", "flowhash.c", "offload.c",
-           "gsosock.c", "poll.c", "neigh.c")
+           "gsosock.c", "poll.c", "neigh.c", "esp.c")
 HEADERS = ("fastpath.h", "internal.h", "neigh.h")
 CDEF_HEADERS = ("fastpath.h", "neigh.h")   # their cdef-begin/end blocks, in this order
 
@@ -75,6 +75,7 @@ ffibuilder.set_source(
     sources=[_rel(HERE / s) for s in SOURCES],
     depends=[_rel(HERE / h) for h in HEADERS],
     include_dirs=[_rel(HERE)],
+    libraries=["crypto"],       # OpenSSL libcrypto (Debian libssl-dev): csrc/esp.c
     define_macros=[("VXDP_VERSION", '"%s"' % package_version()), ("_GNU_SOURCE", "1")],
     extra_compile_args=["-std=gnu11", "-O1" if SANITIZE else "-O2", "-Wall", "-Wextra",
                         "-Wno-unused-parameter", "-fno-strict-aliasing"]

@@ -172,6 +172,22 @@ static void enqueue(struct vxdp_txq *q, struct sink *s, const struct vxdp_net *n
     }
     m->msg_name = &q->sa[k];
     m->msg_iov = q->iov[k];
+    if (n->esp) {               /* encrypted network: the sealed packet replaces both parts */
+        uint8_t *out = q->esp + (size_t)k * VXDP_ESP_BUF;
+        uint32_t sl = vxdp_esp_seal(n->esp, n->family, h, hlen, frame, len, out);
+        if (!sl) {              /* libcrypto refused: nothing to send, counted as a send */
+            ((struct vxdp_net *)n)->c.drop_socket_error++;
+            return;
+        }
+        q->iov[k][0].iov_base = out;
+        q->iov[k][0].iov_len = sl;
+        m->msg_iovlen = 1;
+        q->len[k] = sl;
+        q->n++;
+        if (q->n == VXDP_TXQ)
+            flush(q, s);
+        return;
+    }
     if (h + hlen == frame) {
         q->iov[k][0].iov_base = h;
         q->iov[k][0].iov_len = (size_t)hlen + len;
@@ -403,7 +419,8 @@ static void encap_super(struct vxdp_dp *dp, struct sink *s, struct vxdp_net *n,
         dp->tx_gso[fam] = true;         /* re-probe: the next send says whether it works now */
         dp->tx_gso_retry[fam] = 0;
     }
-    if (s->send && n->udp && dp->tx_gso[fam] && sp->nseg > 1) {
+    /* encrypted segments take the raw queue: each datagram is sealed on its own */
+    if (s->send && n->udp && !n->esp && dp->tx_gso[fam] && sp->nseg > 1) {
         /* UDP length is 16 bits: IPv4 65535 - 20 - 8, IPv6 payload 65535 - 8 */
         uint32_t lim = (n->family == 4 ? 65507u : 65527u) / (8 + sp->hlen + sp->gso);
         maxn = lim < VXDP_GSO_SEGS ? lim : VXDP_GSO_SEGS;
@@ -501,13 +518,61 @@ static bool is_peer(const struct vxdp_net *n, const struct vxdp_addr *a)
     return false;
 }
 
-/* Returns the network to deliver the frame at p + *off to, or -1 (dropped and counted). */
-static int decap_one(struct vxdp_dp *dp, struct vxdp_ep *e, const uint8_t *p, uint32_t len,
-                     const struct vxdp_addr *src, double now, uint32_t *off)
+static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, const uint8_t *p, uint32_t len,
+                       const struct vxdp_addr *src, double now, uint32_t *off);
+
+/* An encrypted endpoint's datagram (api.py "Encrypted networks" has the order): 0 and the
+ * decrypted payload's offset and length, or -1 (dropped and counted). */
+static int esp_step(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32_t len,
+                    const struct vxdp_addr *src, uint32_t *off, uint32_t *plen)
+{
+    struct vxdp_ep_counters *ec = &e->c;
+    struct vxdp_net *n = vxdp_get_net(dp, e->esp_net);
+    int r = vxdp_esp_precheck(p, len);
+    if (r == 0 && !n->p.allow_unknown_sources && !is_peer(n, src)) {
+        n->c.drop_unknown_source++;
+        return -1;
+    }
+    if (r == 0)
+        r = vxdp_esp_open(n->esp, src, p, len, off, plen);
+    switch (r) {
+    case VXDP_ESP_OK: return 0;
+    case VXDP_ESP_TOO_SHORT: ec->drop_esp_too_short++; break;
+    case VXDP_ESP_PLAINTEXT: ec->drop_esp_plaintext++; break;
+    case VXDP_ESP_UNKNOWN_KEY: ec->drop_esp_unknown_key++; break;
+    case VXDP_ESP_REPLAY: ec->drop_esp_replay++; break;
+    case VXDP_ESP_AUTH: ec->drop_esp_auth++; break;
+    default: ec->drop_malformed++; break;
+    }
+    return -1;
+}
+
+/* Returns the network to deliver the frame at p + *off (*flen bytes) to, or -1 (dropped and
+ * counted). An encrypted endpoint's datagram is decrypted in place first. */
+static int decap_one(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32_t len,
+                     const struct vxdp_addr *src, double now, uint32_t *off, uint32_t *flen)
 {
     struct vxdp_ep_counters *ec = &e->c;
     ec->rx_datagrams++;
     ec->rx_bytes += len;
+    uint32_t base = 0;
+    if (e->esp_net >= 0) {
+        uint32_t plen;
+        if (esp_step(dp, e, p, len, src, &base, &plen) < 0)
+            return -1;
+        p += base;
+        len = plen;
+    }
+    int id = decap_inner(dp, e, p, len, src, now, off);
+    *flen = len - *off;
+    *off += base;
+    return id;
+}
+
+static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, const uint8_t *p, uint32_t len,
+                       const struct vxdp_addr *src, double now, uint32_t *off)
+{
+    struct vxdp_ep_counters *ec = &e->c;
     uint32_t key;
     switch (vxdp_decapsulate(e->kind, e->ipv4_header, p, len, &key, off)) {
     case VXDP_OK: break;
@@ -628,9 +693,10 @@ int vxdp_encap_vnet(struct vxdp_dp *dp, int net, uint8_t *buf, size_t buflen,
                          out_lens, out_max);
 }
 
-int vxdp_decap(struct vxdp_dp *dp, int ep, const uint8_t *buf, size_t buflen,
+int vxdp_decap(struct vxdp_dp *dp, int ep, uint8_t *buf, size_t buflen,
                const size_t *offs, const uint32_t *lens, const struct vxdp_addr *srcs, int n,
-               double now, int32_t *out_idx, int32_t *out_net, uint32_t *out_off)
+               double now, int32_t *out_idx, int32_t *out_net, uint32_t *out_off,
+               uint32_t *out_len)
 {
     if (n < 0 || !spans_ok(buflen, offs, lens, n, 0))
         return -EINVAL;
@@ -642,12 +708,13 @@ int vxdp_decap(struct vxdp_dp *dp, int ep, const uint8_t *buf, size_t buflen,
     }
     int nd = 0;
     for (int i = 0; i < n; i++) {
-        uint32_t off;
-        int id = decap_one(dp, e, buf + offs[i], lens[i], &srcs[i], now, &off);
+        uint32_t off, flen;
+        int id = decap_one(dp, e, buf + offs[i], lens[i], &srcs[i], now, &off, &flen);
         if (id >= 0) {
             out_idx[nd] = i;
             out_net[nd] = id;
             out_off[nd] = off;
+            out_len[nd] = flen;
             nd++;
         }
     }
@@ -887,7 +954,7 @@ int vxdp_pump_endpoint(struct vxdp_dp *dp, int ep, double now)
     for (int i = 0; i < r; i++) {
         struct vxdp_addr src;
         sockaddr_to_addr(&dp->rx_sa[i], &src);
-        const uint8_t *p = dp->rx_iov[i].iov_base;
+        uint8_t *p = dp->rx_iov[i].iov_base;
         uint32_t mlen = dp->rx_msg[i].msg_len, seg = mlen;
         if (e->gro) {
             int gs = gro_size(&dp->rx_msg[i].msg_hdr);
@@ -900,8 +967,8 @@ int vxdp_pump_endpoint(struct vxdp_dp *dp, int ep, double now)
         uint32_t at = 0;
         do {                    /* each datagram as if it had come alone; at least one */
             uint32_t dlen = mlen - at < seg ? mlen - at : seg;
-            uint32_t off;
-            int id = decap_one(dp, e, p + at, dlen, &src, now, &off);
+            uint32_t off, flen;
+            int id = decap_one(dp, e, p + at, dlen, &src, now, &off, &flen);
             if (id >= 0) {
                 if (nd == dp->dl_cap) {
                     deliver(dp, nd);
@@ -909,7 +976,7 @@ int vxdp_pump_endpoint(struct vxdp_dp *dp, int ep, double now)
                 }
                 dp->dl_net[nd] = id;
                 dp->dl_ptr[nd] = p + at + off;
-                dp->dl_len[nd] = dlen - off;
+                dp->dl_len[nd] = flen;
                 nd++;
             }
             at += dlen;

@@ -74,6 +74,10 @@
 #define VXDP_ENCAP_GRE 1
 #define VXDP_ENCAP_GRE_UDP 2
 
+#define VXDP_CIPHER_AES256GCM 1         /* encrypted networks (csrc/esp.c): also the HKDF id */
+#define VXDP_CIPHER_CHACHA20POLY1305 2
+#define VXDP_ESP_WINDOW 4096    /* anti-replay window, packets (vxlan_dp.wire.esp.REPLAY_WINDOW) */
+
 struct vxdp_net_counters {
     uint64_t tap_rx_frames;
     uint64_t tap_rx_bytes;
@@ -109,6 +113,11 @@ struct vxdp_ep_counters {
     uint64_t drop_bad_checksum;
     uint64_t drop_unknown_vni;
     uint64_t drop_socket_error;
+    uint64_t drop_esp_too_short;
+    uint64_t drop_esp_plaintext;
+    uint64_t drop_esp_unknown_key;
+    uint64_t drop_esp_replay;
+    uint64_t drop_esp_auth;
 };
 
 /* An underlay address: family 4 (bytes[0..3], rest zero) or 6. Compared with memcmp, so
@@ -211,9 +220,10 @@ int vxdp_encap(struct vxdp_dp *dp, int net, uint8_t *buf, size_t buflen,
 int vxdp_encap_vnet(struct vxdp_dp *dp, int net, uint8_t *buf, size_t buflen,
                     const size_t *offs, const uint32_t *lens, int n, double now,
                     uint8_t *out, size_t out_cap, uint32_t *out_lens, int out_max);
-int vxdp_decap(struct vxdp_dp *dp, int ep, const uint8_t *buf, size_t buflen,
+int vxdp_decap(struct vxdp_dp *dp, int ep, uint8_t *buf, size_t buflen,
                const size_t *offs, const uint32_t *lens, const struct vxdp_addr *srcs, int n,
-               double now, int32_t *out_idx, int32_t *out_net, uint32_t *out_off);
+               double now, int32_t *out_idx, int32_t *out_net, uint32_t *out_off,
+               uint32_t *out_len);
 
 int vxdp_pump_tap(struct vxdp_dp *dp, int net, double now);
 int vxdp_pump_endpoint(struct vxdp_dp *dp, int ep, double now);
@@ -235,6 +245,18 @@ int vxdp_split(const struct vxdp_vnet_hdr *h, const uint8_t *frame, uint32_t len
 int vxdp_coalesce(const uint8_t *buf, size_t buflen, const size_t *offs, const uint32_t *lens,
                   int n, unsigned types, uint8_t *out, size_t out_cap,
                   struct vxdp_vnet_hdr *hdrs, uint32_t *out_lens, int out_max);
+
+/* Encrypted networks (csrc/esp.c). vxdp_set_esp: keys are n ids and n * 32 key bytes; the
+ * network must be the only one of a vxlan / gre-udp endpoint. The first call fixes cipher
+ * and boot id; later calls replace the key set (reload, rotation). */
+int vxdp_set_esp(struct vxdp_dp *dp, int net, int cipher, const uint8_t *ids,
+                 const uint8_t *keys, int n, int send_id, uint32_t boot);
+uint32_t vxdp_esp_spi(int key_id, uint32_t boot);
+/* One AEAD operation with a 36-byte key | salt (known-answer tests): bytes written or -errno. */
+int vxdp_aead_seal(int cipher, const uint8_t *keymat, const uint8_t *iv, const uint8_t *aad,
+                   size_t aadlen, const uint8_t *in, size_t len, uint8_t *out);
+int vxdp_aead_open(int cipher, const uint8_t *keymat, const uint8_t *iv, const uint8_t *aad,
+                   size_t aadlen, const uint8_t *in, size_t len, uint8_t *out);
 
 uint32_t vxdp_flow_hash(const uint8_t *frame, size_t len);
 uint16_t vxdp_checksum(const uint8_t *data, size_t len);

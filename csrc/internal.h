@@ -131,8 +131,11 @@ struct vxdp_keymap {            /* sorted by key: VNI / VSID -> network id */
     int n, cap;
 };
 
+struct vxdp_esp;
+
 struct vxdp_ep {
     int kind;                   /* VXDP_ENCAP_* */
+    int esp_net;                /* the one network of an encrypted endpoint, else -1 */
     int fd;
     bool ipv4_header;           /* raw IPv4 GRE socket: datagrams start with the IP header */
     bool gro;                   /* UDP_GRO on: a message may hold several datagrams */
@@ -153,6 +156,7 @@ struct vxdp_net {
     int npeers;
     struct vxdp_fdb fdb;
     struct vxdp_fdb local;      /* local-MAC table: TAP source MACs, last seen (no remote) */
+    struct vxdp_esp *esp;       /* encrypted network (esp.c), else NULL */
     struct vxdp_net_counters c;
     struct vxdp_neigh *neigh;   /* ARP/ND suppression (neigh.c); NULL until first used */
 };
@@ -173,7 +177,8 @@ struct vxdp_txq {
     union { struct sockaddr_in v4; struct sockaddr_in6 v6; } sa[VXDP_TXQ];
     uint8_t hdr[VXDP_TXQ][VXDP_HEADROOM];   /* per-copy outer headers of flooded frames */
     uint8_t seg[VXDP_TXQ][VXDP_SEG_BUF];    /* outer + inner headers of split segments */
-};
+    uint8_t *esp;               /* VXDP_TXQ slots of VXDP_ESP_BUF: sealed packets (esp.c), */
+};                              /* mapped when the first network turns encryption on */
 
 /* Segments of one super-frame waiting for a UDP_SEGMENT send: datagram j is
  * hdr[j] + VXDP_HDR_MAX - 8 (encapsulation header + inner headers) then payload[j]. */
@@ -229,6 +234,23 @@ struct vxdp_dp {
     uint64_t gso_clock;
     struct vxdp_offload_stats ost;
 };
+
+/* ---- esp.c: encrypted networks (ESP in UDP) ------------------------------------------ */
+
+#define VXDP_ESP_SAS 64         /* receive security associations per network (LRU) */
+#define VXDP_ESP_BUF (VXDP_HDR_MAX + VXDP_SEG_HDR_MAX + VXDP_FRAME_MAX + 64)
+enum { VXDP_ESP_OK = 0, VXDP_ESP_TOO_SHORT, VXDP_ESP_PLAINTEXT, VXDP_ESP_UNKNOWN_KEY,
+       VXDP_ESP_REPLAY, VXDP_ESP_AUTH, VXDP_ESP_MALFORMED };
+
+int vxdp_esp_set(struct vxdp_esp **px, const struct vxdp_addr *local, int cipher,
+                 const uint8_t *ids, const uint8_t *keys, int n, int send_id, uint32_t boot);
+void vxdp_esp_free(struct vxdp_esp *x);
+uint32_t vxdp_esp_overhead_max(void);
+uint32_t vxdp_esp_seal(struct vxdp_esp *x, int family, const uint8_t *h, int hlen,
+                       const uint8_t *frame, uint32_t len, uint8_t *out);
+int vxdp_esp_precheck(const uint8_t *p, uint32_t len);
+int vxdp_esp_open(struct vxdp_esp *x, const struct vxdp_addr *src, uint8_t *p, uint32_t len,
+                  uint32_t *off, uint32_t *plen);
 
 /* ---- outer.c: egress headers --------------------------------------------------------- */
 

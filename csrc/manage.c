@@ -79,6 +79,7 @@ struct vxdp_dp *vxdp_new(int batch)
 
 static void free_net(struct vxdp_net *n)
 {
+    vxdp_esp_free(n->esp);      /* zeroes the keys */
     vxdp_fdb_destroy(&n->fdb);
     vxdp_fdb_destroy(&n->local);
     vxdp_neigh_free(n->neigh);
@@ -115,6 +116,8 @@ void vxdp_free(struct vxdp_dp *dp)
     free(dp->dl_net);
     free(dp->dl_ptr);
     free(dp->dl_len);
+    if (dp->txq && dp->txq->esp)
+        munmap(dp->txq->esp, (size_t)VXDP_TXQ * VXDP_ESP_BUF);
     free(dp->txq);
     free(dp->vh);
     free(dp->rx_ctl);
@@ -164,6 +167,7 @@ int vxdp_add_endpoint(struct vxdp_dp *dp, int kind, int fd, int ipv4_header)
     if (!e)
         return -ENOMEM;
     e->kind = kind;
+    e->esp_net = -1;
     e->fd = fd < 0 ? -1 : fd;
     e->ipv4_header = ipv4_header != 0;
     pthread_mutex_lock(&dp->lock);
@@ -279,6 +283,8 @@ int vxdp_add_network(struct vxdp_dp *dp, const struct vxdp_net_params *params, i
         r = -ENOENT;
     else if (e->kind != p->encap)
         r = -EINVAL;
+    else if (e->esp_net >= 0)
+        r = -EBUSY;             /* an encrypted network has its endpoint to itself */
     else {
         m = p->nvgre ? &e->nvgre : &e->plain;
         r = vxdp_keymap_find(m, p->vni) >= 0 ? -EEXIST : 0;
@@ -307,12 +313,44 @@ int vxdp_remove_network(struct vxdp_dp *dp, int net)
         return -ENOENT;
     }
     struct vxdp_ep *e = vxdp_get_ep(dp, n->ep);
-    if (e)
+    if (e) {
         keymap_remove(n->p.nvgre ? &e->nvgre : &e->plain, n->p.vni);
+        if (e->esp_net == net)
+            e->esp_net = -1;
+    }
     dp->nets[net] = NULL;
     pthread_mutex_unlock(&dp->lock);
     free_net(n);
     return 0;
+}
+
+int vxdp_set_esp(struct vxdp_dp *dp, int net, int cipher, const uint8_t *ids,
+                 const uint8_t *keys, int n, int send_id, uint32_t boot)
+{
+    pthread_mutex_lock(&dp->lock);
+    struct vxdp_net *nw = vxdp_get_net(dp, net);
+    struct vxdp_ep *e = nw ? vxdp_get_ep(dp, nw->ep) : NULL;
+    int r = 0;
+    if (!nw || !e)
+        r = -ENOENT;
+    else if (!nw->udp)
+        r = -EINVAL;            /* ESP in UDP: vxlan and gre-udp networks only */
+    else if (e->plain.n + e->nvgre.n != 1)
+        r = -EBUSY;             /* the SPI names no network: one per encrypted endpoint */
+    if (r == 0 && !dp->txq->esp) {
+        void *m = mmap(NULL, (size_t)VXDP_TXQ * VXDP_ESP_BUF, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            r = -ENOMEM;
+        else
+            dp->txq->esp = m;
+    }
+    if (r == 0)
+        r = vxdp_esp_set(&nw->esp, &nw->p.local, cipher, ids, keys, n, send_id, boot);
+    if (r == 0)
+        e->esp_net = net;
+    pthread_mutex_unlock(&dp->lock);
+    return r;
 }
 
 int vxdp_set_tap(struct vxdp_dp *dp, int net, int fd)

@@ -36,7 +36,7 @@ static inline void put32(uint8_t *p, uint32_t v)
 bool vxdp_outer_fits(const struct vxdp_net *n, uint32_t frame_len)
 {
     /* IPv4 Total Length and IPv6 Payload Length are 16 bits; we never fragment */
-    uint64_t l4 = (uint64_t)n->l4hlen + frame_len;
+    uint64_t l4 = (uint64_t)n->l4hlen + frame_len + (n->esp ? vxdp_esp_overhead_max() : 0);
     return n->family == 4 ? l4 + n->iphl <= 0xFFFF : l4 <= 0xFFFF;
 }
 

@@ -106,9 +106,11 @@ def _c_cases(size: int, seconds: float) -> dict[str, float]:
     out_idx = ffi.new("int32_t[]", BATCH)
     out_net = ffi.new("int32_t[]", BATCH)
     out_off = ffi.new("uint32_t[]", BATCH)
+    out_len = ffi.new("uint32_t[]", BATCH)
 
     def dec() -> int:
-        return int(lib.vxdp_decap(cdp, cep, dbuf, pos, doffs, dlens, srcs, BATCH, 1.0, out_idx, out_net, out_off))
+        return int(lib.vxdp_decap(cdp, cep, dbuf, pos, doffs, dlens, srcs, BATCH, 1.0, out_idx, out_net, out_off,
+                                  out_len))
     assert dec() == BATCH
     e = _timeit(enc, seconds)
     d = _timeit(dec, seconds)

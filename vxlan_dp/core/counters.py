@@ -27,6 +27,12 @@ EP_DROP_REASONS = (
     "bad_checksum",     # GRE C bit set and the checksum does not verify
     "unknown_vni",      # no network on this endpoint has the VNI / key
     "socket_error",     # the receive itself failed
+    # encrypted networks (ESP in UDP, vxlan_dp/wire/esp.py); never delivered to a TAP
+    "esp_too_short",    # shorter than an ESP header, IV, trailer and ICV
+    "esp_plaintext",    # key id 0 in the SPI: a plaintext VXLAN / GRE header (no downgrade)
+    "esp_unknown_key",  # the SPI's key id is not installed
+    "esp_replay",       # sequence number already seen or left of the anti-replay window
+    "esp_auth",         # the ICV does not verify: forged, corrupted or under another key
 )
 DROP_REASONS = tuple(dict.fromkeys(NET_DROP_REASONS + EP_DROP_REASONS))
 

@@ -30,16 +30,17 @@ from ..core.counters import EP_COUNTERS, NET_COUNTERS
 from ..wire import ENCAPS, WireError, mac_to_bytes, mac_to_str
 from ..wire.offload import VNET_HDR_LEN, VnetHdr, decode_vnet_hdr
 from ..core.neigh import NEIGH_COUNTERS
+from ..wire.esp import CIPHERS, REPLAY_WINDOW
 from .api import (NEIGH_LEARN_MAX, OFFLOAD_STATS, SUPER_MAX, FdbRow, NeighRow, NetworkParams, check_batch,
-                  check_endpoint_args, check_family, check_neigh_entry, check_neigh_mode, check_shared_with_c,
-                  check_tap_args)
+                  check_endpoint_args, check_esp_args, check_family, check_neigh_entry, check_neigh_mode,
+                  check_shared_with_c, check_tap_args)
 
 try:
     from .._fastpath import ffi, lib
 except ImportError as e:
     raise ImportError(f"vxlan_dp._fastpath is not built ({e})") from e
 
-__all__ = ["Dataplane", "split", "coalesce"]
+__all__ = ["Dataplane", "split", "coalesce", "aead_seal", "aead_open"]
 
 _BUILT_VERSION = ffi.string(lib.vxdp_version()).decode()
 if _BUILT_VERSION != __version__:
@@ -60,6 +61,10 @@ if not hasattr(lib, "vxdp_neigh_counters") or \
         _fields("struct vxdp_neigh_counters") != NEIGH_COUNTERS:
     raise ImportError("C fast path neighbour counters do not match vxlan_dp.core.neigh; rebuild it")
 check_shared_with_c(lib)
+if lib.VXDP_ESP_WINDOW != REPLAY_WINDOW or \
+        (lib.VXDP_CIPHER_AES256GCM, lib.VXDP_CIPHER_CHACHA20POLY1305) != \
+        (CIPHERS["aes-256-gcm"], CIPHERS["chacha20-poly1305"]):
+    raise ImportError("C fast path ESP constants do not match vxlan_dp.wire.esp; rebuild it")
 try:
     _KIND = {e: getattr(lib, "VXDP_ENCAP_" + e.upper().replace("-", "_")) for e in ENCAPS}
 except AttributeError as e:
@@ -190,6 +195,20 @@ class Dataplane:
         n = self._nets.pop(net)
         _check(lib.vxdp_remove_network(self._dp, net))
         self._eps[n.endpoint].nets -= 1
+
+    def set_esp(self, net: int, cipher: str, keys: dict[int, bytes], send_id: int,
+                boot_id: int) -> None:
+        check_esp_args(cipher, keys, send_id, boot_id)
+        self._nets[net]  # noqa: B018 - KeyError for an unknown network, like _pure
+        ids = ffi.new("uint8_t[]", list(keys))
+        material = ffi.new("uint8_t[]", 32 * len(keys))
+        for i, k in enumerate(keys.values()):
+            ffi.memmove(material + 32 * i, bytes(k), 32)
+        try:
+            _check(lib.vxdp_set_esp(self._dp, net, CIPHERS[cipher], ids, material, len(keys),
+                                    send_id, boot_id))
+        finally:        # the C side keeps its own copy (DONTDUMP pages): zero this one
+            ffi.memmove(material, bytes(32 * len(keys)), 32 * len(keys))
 
     def set_tap(self, net: int, fd: int, *, vnet_hdr: bool = False, offload: int = 0) -> None:
         self._nets[net]  # KeyError for an unknown network, like _pure
@@ -382,9 +401,13 @@ class Dataplane:
         out_idx = ffi.new("int32_t[]", count)
         out_net = ffi.new("int32_t[]", count)
         out_off = ffi.new("uint32_t[]", count)
+        out_len = ffi.new("uint32_t[]", count)
         got = _check(lib.vxdp_decap(self._dp, ep, ffi.from_buffer(buf), len(buf), offs, lens,
-                                    srcs, count, now, out_idx, out_net, out_off))
-        return [(out_net[k], datagrams[out_idx[k]][1][out_off[k]:]) for k in range(got)]
+                                    srcs, count, now, out_idx, out_net, out_off, out_len))
+        # frames are read back from buf: an encrypted endpoint decrypts in place
+        return [(out_net[k], bytes(buf[offs[out_idx[k]] + out_off[k]:
+                                       offs[out_idx[k]] + out_off[k] + out_len[k]]))
+                for k in range(got)]
 
     # --- one readiness event, with I/O --------------------------------------------------
     def pump_tap(self, net: int, now: float) -> int:
@@ -472,3 +495,23 @@ def coalesce(frames: Sequence[bytes], *, tcp4: bool = True, tcp6: bool = True,
                             h.csum_offset), bytes(out[pos:pos + out_lens[k]])))
         pos += out_lens[k]
     return res
+
+
+def aead_seal(cipher: str, keymat: bytes, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:
+    """csrc/esp.c's AEAD seal, for the known-answer tests (vxlan_dp.wire.esp.aead_seal's twin)."""
+    if len(keymat) != 36 or len(iv) != 8:
+        raise ValueError("key material is 36 bytes and the IV 8")
+    out = ffi.new("uint8_t[]", len(plaintext) + 16)
+    n = _check(lib.vxdp_aead_seal(CIPHERS[cipher], bytes(keymat), iv, aad, len(aad), plaintext,
+                                  len(plaintext), out))
+    return bytes(ffi.buffer(out, n))
+
+
+def aead_open(cipher: str, keymat: bytes, iv: bytes, aad: bytes, sealed: bytes) -> bytes | None:
+    if len(keymat) != 36 or len(iv) != 8:
+        raise ValueError("key material is 36 bytes and the IV 8")
+    out = ffi.new("uint8_t[]", max(len(sealed), 1))
+    n = lib.vxdp_aead_open(CIPHERS[cipher], bytes(keymat), iv, aad, len(aad), sealed, len(sealed), out)
+    if n == -errno.EBADMSG:
+        return None
+    return bytes(ffi.buffer(out, _check(n)))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..core.counters import EP_COUNTERS, NET_COUNTERS
+from ..core.esp_state import EspState, precheck
 from ..linux import (IP_FREEBIND, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IPV6_FREEBIND, SO_ATTACH_FILTER,
                      SO_SNDBUFFORCE, SOL_UDP, UDP_GRO, UDP_SEGMENT)
 from ..core.fdb import LEARN_FULL, LEARN_MOVED, LEARN_NEW, Fdb
@@ -27,9 +28,11 @@ from ..wire import (WireError, decapsulate, encap_overhead, encapsulate, flow_ha
                     mac_to_str, max_frame_len)
 from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr, coalesce_runs,
                             decode_vnet_hdr, encode_vnet_hdr, split)
+from ..wire.esp import ESP_EXTRA
 from .api import (FRAME_MAX, GSO_REPROBE, GSO_RETRY_S, GSO_SEGS, GSO_SOCKS, NEIGH_LEARN_MAX, OFFLOAD_STATS,
                   SUPER_MAX, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow, NeighRow, NetworkParams, check_batch,
-                  check_endpoint_args, check_family, check_neigh_entry, check_neigh_mode, check_tap_args, gro_types)
+                  check_endpoint_args, check_esp_args, check_family, check_neigh_entry, check_neigh_mode,
+                  check_tap_args, gro_types)
 
 __all__ = ["Dataplane"]
 
@@ -58,6 +61,7 @@ class _Net:
     c: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NET_COUNTERS, 0))
     vnet: bool = False          # the TAP carries a virtio-net header per frame
     gro: int = 0                # TAP_* kinds writes may coalesce into (api.gro_types)
+    esp: EspState | None = None  # encrypted network
     neigh: NeighTable | None = None     # ARP/ND suppression; None until first used
     suppress: bool = False
     snoop: bool = False
@@ -71,7 +75,8 @@ class _Net:
     @property
     def outer_l3(self) -> int:
         """Bytes the 16-bit outer length field counts besides the frame (IPv6 excludes its header)."""
-        return encap_overhead(self.params.encap, self.family == 6) - (40 if self.family == 6 else 0)
+        extra = ESP_EXTRA if self.esp else 0
+        return encap_overhead(self.params.encap, self.family == 6) - (40 if self.family == 6 else 0) + extra
 
     def addr(self, remote: str) -> bytes:
         p = self.packed.get(remote)
@@ -88,6 +93,7 @@ class _Endpoint:
     gro: bool = False           # UDP_GRO on: a message may hold several datagrams
     nets: dict[int, int] = field(default_factory=dict)        # key -> net (plain)
     nvgre_nets: dict[int, int] = field(default_factory=dict)  # VSID -> net
+    esp_net: int = -1           # the one network of an encrypted endpoint
     c: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EP_COUNTERS, 0))
 
 
@@ -141,6 +147,8 @@ class Dataplane:
         if params.encap != e.kind:
             raise ValueError(f"network encap {params.encap} on a {e.kind} endpoint")
         table = e.nvgre_nets if params.nvgre else e.nets
+        if e.esp_net >= 0:
+            raise OSError(errno.EBUSY, "an encrypted network has its endpoint to itself")
         if params.vni in table:
             raise ValueError(f"VNI {params.vni} already on this endpoint")
         local = ipaddress.ip_address(params.local)
@@ -156,6 +164,26 @@ class Dataplane:
         n = self._nets.pop(net)
         e = self._eps[n.endpoint]
         (e.nvgre_nets if n.params.nvgre else e.nets).pop(n.params.vni, None)
+        if n.esp is not None:
+            n.esp.zero()
+        if e.esp_net == net:
+            e.esp_net = -1
+
+    def set_esp(self, net: int, cipher: str, keys: dict[int, bytes], send_id: int,
+                boot_id: int) -> None:
+        check_esp_args(cipher, keys, send_id, boot_id)
+        n = self._nets[net]
+        e = self._eps[n.endpoint]
+        if n.params.encap == "gre":
+            raise OSError(errno.EINVAL, "ESP in UDP: vxlan and gre-udp networks only")
+        if len(e.nets) + len(e.nvgre_nets) != 1:
+            raise OSError(errno.EBUSY, "an encrypted network needs an endpoint of its own")
+        if n.esp is None:
+            n.esp = EspState(cipher, n.local, boot_id)
+        elif n.esp.cipher != cipher or n.esp.boot_id != boot_id:
+            raise OSError(errno.EINVAL, "cipher and boot id are fixed once set")
+        n.esp.install(keys, send_id)
+        e.esp_net = net
 
     def set_tap(self, net: int, fd: int, *, vnet_hdr: bool = False, offload: int = 0) -> None:
         n = self._nets[net]
@@ -398,9 +426,9 @@ class Dataplane:
                 continue
             fh = flow_hash(frame)
             for r in remotes:
-                out.append((r, encapsulate(p.encap, n.local, n.addr(r), p.vni, frame, dport=p.port,
-                                           sport_range=(p.sport_min, p.sport_max),
-                                           nvgre=p.nvgre, fhash=fh)))
+                pkt = encapsulate(p.encap, n.local, n.addr(r), p.vni, frame, dport=p.port,
+                                  sport_range=(p.sport_min, p.sport_max), nvgre=p.nvgre, fhash=fh)
+                out.append((r, n.esp.seal(pkt) if n.esp else pkt))
         return out
 
     def decap(self, ep: int, datagrams: Sequence[tuple[str, bytes]], now: float) -> list[tuple[int, bytes]]:
@@ -410,6 +438,20 @@ class Dataplane:
         for sender, payload in datagrams:
             ec["rx_datagrams"] += 1
             ec["rx_bytes"] += len(payload)
+            if e.esp_net >= 0:          # encrypted endpoint: api.py, "Encrypted networks"
+                en = self._nets[e.esp_net]
+                assert en.esp is not None
+                why = precheck(payload)
+                if why is None and not en.params.allow_unknown_sources and src not in en.peers:
+                    en.c["drop_unknown_source"] += 1
+                    continue
+                inner = None
+                if why is None:
+                    why, inner = en.esp.open(en.addr(src), payload)
+                if inner is None:
+                    ec["drop_" + (why or "malformed")] += 1
+                    continue
+                payload = inner
             try:
                 d = decapsulate(e.kind, payload, ipv4_header=e.ipv4_header)
             except WireError as err:
@@ -473,7 +515,8 @@ class Dataplane:
             for item in frames if n.vnet else ():
                 segs, superframe = self._expand(n, item, now)
                 packets = self._encap_frames(n, segs, now)
-                if superframe and len(segs) > 1 and n.params.encap != "gre" and self._tx_gso[n.family]:
+                if (superframe and len(segs) > 1 and n.params.encap != "gre" and self._tx_gso[n.family]
+                        and n.esp is None):     # encrypted: every datagram sealed on its own
                     self._send_gso(n, packets, len(segs[0]), now)
                 else:
                     self._send(n, packets)

@@ -72,6 +72,22 @@ counter. Everything else continues as without suppression. Counters: NEIGH_COUNT
 network's `ageing` in `age(now)` (counted `aged`, not in age()'s return value).
 `neigh_answer(net, frame)` says what would be answered, whatever the mode, counting nothing.
 
+Encrypted networks (`set_esp`; wire format and keys: vxlan_dp/wire/esp.py, core/keys.py):
+a vxlan / gre-udp network that is the only one on its endpoint (adding another network to that
+endpoint, or encrypting a network that shares one, is EBUSY). Egress: each outer packet is
+sealed after it is built (every copy of a flooded frame gets its own sequence number); a
+frame whose sealed packet could exceed the 16-bit IP length (worst-case ESP_EXTRA) is
+drop_too_big; super-frames never take UDP_SEGMENT sends. Ingress order on such an endpoint,
+before everything above: ep rx_datagrams/bytes; shorter than 8 -> ep drop_esp_too_short; key
+id (SPI byte 1) 0 -> ep drop_esp_plaintext; shorter than ESP_MIN_LEN -> drop_esp_too_short;
+source not a peer (unless allow_unknown_sources) -> net drop_unknown_source; key id not
+installed -> ep drop_esp_unknown_key; sequence number invalid, seen, or left of the window ->
+ep drop_esp_replay; ICV fails -> ep drop_esp_auth; (the window moves, the SA is created or
+refreshed) bad trailer, next header not UDP or inner UDP length wrong -> ep drop_malformed;
+then the decrypted payload after the inner UDP header goes through the ingress order above
+(net rx_bytes counts that payload). `set_esp` again replaces the key set (reload, rotation);
+cipher and boot id are fixed by the first call.
+
 Times are float seconds from any monotonic origin, passed in by the caller.
 """
 
@@ -187,6 +203,8 @@ class Dataplane(Protocol):
                     vnet_hdr: bool = False, offload: int = 0) -> int: ...
     def remove_network(self, net: int) -> None: ...
     def set_tap(self, net: int, fd: int, *, vnet_hdr: bool = False, offload: int = 0) -> None: ...
+    def set_esp(self, net: int, cipher: str, keys: dict[int, bytes], send_id: int,
+                boot_id: int) -> None: ...
     def tap_offload(self, net: int) -> int: ...
     def set_tx_gso(self, family: int, on: bool) -> None: ...
     def tx_gso(self, family: int) -> bool: ...
@@ -291,3 +309,15 @@ def check_neigh_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 def check_neigh_mode(max_learned: int) -> None:
     if not 0 <= max_learned <= 1 << 24:
         raise ValueError(f"max_learned {max_learned} is out of range 0..16777216")
+
+
+def check_esp_args(cipher: str, keys: dict[int, bytes], send_id: int, boot_id: int) -> None:
+    from ..wire.esp import CIPHERS
+    if cipher not in CIPHERS:
+        raise ValueError(f"cipher {cipher!r} is not one of {sorted(CIPHERS)}")
+    if not keys or any(not 1 <= k <= 255 or len(v) != 32 for k, v in keys.items()):
+        raise ValueError("keys: ids 1..255, 32 bytes each, at least one")
+    if send_id not in keys:
+        raise ValueError("send_id must be one of the keys")
+    if not 0 <= boot_id <= 0xFFFFFF:
+        raise ValueError("boot_id is 24 bits")

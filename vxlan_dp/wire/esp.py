@@ -37,7 +37,7 @@ from .ip import IPV4_HLEN, IPV6_HLEN, UDP_HLEN, encode_udp, internet_checksum, u
 
 __all__ = [
     "CIPHERS", "ESP_HLEN", "ESP_IV_LEN", "ESP_ICV_LEN", "ESP_MIN_LEN", "ESP_MAX_OVERHEAD",
-    "KEYMAT_LEN", "REPLAY_WINDOW", "NEXT_HEADER_UDP",
+    "KEYMAT_LEN", "REPLAY_WINDOW", "ESP_EXTRA", "NEXT_HEADER_UDP",
     "aead_seal", "aead_open", "esp_pad_len", "encode_esp", "decode_esp", "esp_aad",
     "ReplayWindow", "seal_packet", "esp_seq",
 ]
@@ -50,6 +50,7 @@ ESP_IV_LEN = 8          # explicit IV (RFC 4106 sec. 3.1, RFC 7634 sec. 2)
 ESP_ICV_LEN = 16        # full-length tag (RFC 4106 sec. 6; RFC 7634 sec. 2 has no other)
 ESP_MIN_LEN = ESP_HLEN + ESP_IV_LEN + 2 + ESP_ICV_LEN   # an empty payload with its trailer
 ESP_MAX_OVERHEAD = ESP_HLEN + ESP_IV_LEN + 3 + 2 + ESP_ICV_LEN  # worst-case padding 3
+ESP_EXTRA = UDP_HLEN + ESP_MAX_OVERHEAD    # what encryption adds to a packet, at most
 KEYMAT_LEN = 36         # AEAD key 32 + salt 4 (RFC 4106 sec. 8.1, RFC 7634 sec. 4)
 NEXT_HEADER_UDP = 17
 # Anti-replay window in packets; why this width: README, "Encrypted networks"
