@@ -34,7 +34,7 @@ if CDataplane is None:
         raise ImportError("the C fast path is not built")
     pytest.skip("C fast path not built", allow_module_level=True)
 
-from vxlan_dp.fastpath import _c  # noqa: E402
+from vxlan_dp.fastpath import _c
 
 BACKENDS = {"python": PureDataplane, "c": CDataplane}
 AEADS = {"python": (pyesp.aead_seal, pyesp.aead_open), "c": (_c.aead_seal, _c.aead_open)}
@@ -204,6 +204,7 @@ def test_api_misuse_is_refused_alike(backend):
 
 # --- C == Python --------------------------------------------------------------------------
 
+KEY_IDS = (0, 1, 2, 9, 200)     # plaintext, installed, installed after a rekey, unknown
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -234,34 +235,31 @@ def test_c_equals_python_sealed_and_opened(scenario):
     sent = {k: w[0][0].encap(w[0][2], frames, 1.0) for k, w in worlds.items()}
     assert sent["c"] == sent["python"]
     wire = [_ip_payload(p) for _, p in sent["c"]]
-    batch = list(wire)
+    stranger = "2001:2::99" if family == 6 else "198.18.0.99"
+    batch = [(src, d) for d in wire]
     for kind, at, val in ops:
         if not wire:
             break
         d = wire[at % len(wire)]
         if kind == "replay":
-            batch.append(d)
+            batch.append((src, d))
         elif kind == "flip":
             bad = bytearray(d)
             bad[at % len(d)] ^= 1 << (val % 8)
-            batch.append(bytes(bad))
+            batch.append((src, bytes(bad)))
         elif kind == "cut":
-            batch.append(d[:at % (len(d) + 1)])
+            batch.append((src, d[:at % (len(d) + 1)]))
         elif kind == "keyid":
-            batch.append(d[:1] + bytes([val]) + d[2:])
+            batch.append((src, d[:1] + bytes([KEY_IDS[val % len(KEY_IDS)]]) + d[2:]))
         elif kind == "stranger":
-            batch.append(d)
-    srcs = [src] * len(batch)
-    for i, (kind, at, _) in enumerate(ops):
-        if kind == "stranger" and i < len(srcs):
-            srcs[i] = "2001:2::99" if family == 6 else "198.18.0.99"
+            batch.append((stranger, d))
     results = {}
     for k, w in worlds.items():
         b, eb, nb = w[1]
         for kind, _, val in ops:
             if kind == "rekey":
                 b.set_esp(nb, cipher, {1: KEY1, 1 + val % 3 + 1: KEY2}, 1, boot ^ 1)
-        got = b.decap(eb, list(zip(srcs, batch)), 1.0)
+        got = b.decap(eb, batch, 1.0)
         results[k] = (got, b.endpoint_counters(eb), b.counters(nb))
     assert results["c"] == results["python"]
 
@@ -289,7 +287,7 @@ def test_esp_generators_reach_every_esp_reason():
                 batch.append(wire[at % len(wire)][:at % (len(wire[at % len(wire)]) + 1)])
             elif wire and kind == "keyid":
                 d = wire[at % len(wire)]
-                batch.append(d[:1] + bytes([val]) + d[2:])
+                batch.append(d[:1] + bytes([KEY_IDS[val % len(KEY_IDS)]]) + d[2:])
         b.decap(eb, [(ADDR[family][0], d) for d in batch], 1.0)
         for k, v in b.endpoint_counters(eb).items():
             seen[k] = seen.get(k, 0) + v

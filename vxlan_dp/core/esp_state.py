@@ -66,18 +66,18 @@ class EspState:
         if send_id not in keys:
             raise ValueError("send_id must be one of the installed keys")
         tx_changed = not self._tx or send_id != self.send_id
-        if send_id in self.keys and self.keys[send_id] != keys[send_id]:
+        if send_id in self.keys and bytes(self.keys[send_id]) != bytes(keys[send_id]):
             tx_changed = True
         for kid in list(self.keys):
-            if keys.get(kid) == self.keys[kid]:
+            if kid in keys and bytes(keys[kid]) == bytes(self.keys[kid]):
                 continue
-            for k in [k for k, sa in self._sas.items() if sa.key_id == kid]:
-                sa = self._sas.pop(k)
-                sa.keymat[:] = bytes(len(sa.keymat))
+            for where in [w for w, sa in self._sas.items() if sa.key_id == kid]:
+                gone = self._sas.pop(where)
+                gone.keymat[:] = bytes(len(gone.keymat))
             old = self.keys.pop(kid)
             old[:] = bytes(len(old))
-        for kid, k in keys.items():
-            self.keys[kid] = bytearray(k)
+        for kid, material in keys.items():
+            self.keys[kid] = bytearray(material)
         if tx_changed:
             self._tx[:] = bytes(len(self._tx))
             self._tx = derive_keymat(self.cipher, self.keys[send_id],

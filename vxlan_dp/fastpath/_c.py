@@ -199,7 +199,7 @@ class Dataplane:
     def set_esp(self, net: int, cipher: str, keys: dict[int, bytes], send_id: int,
                 boot_id: int) -> None:
         check_esp_args(cipher, keys, send_id, boot_id)
-        self._nets[net]  # noqa: B018 - KeyError for an unknown network, like _pure
+        self._nets[net]     # KeyError for an unknown network, like _pure
         ids = ffi.new("uint8_t[]", list(keys))
         material = ffi.new("uint8_t[]", 32 * len(keys))
         for i, k in enumerate(keys.values()):

@@ -435,19 +435,20 @@ class Dataplane:
         e = self._eps[ep]
         ec = e.c
         out: list[tuple[int, bytes]] = []
-        for sender, payload in datagrams:
+        for sender, datagram in datagrams:
+            payload = datagram
             ec["rx_datagrams"] += 1
             ec["rx_bytes"] += len(payload)
             if e.esp_net >= 0:          # encrypted endpoint: api.py, "Encrypted networks"
                 en = self._nets[e.esp_net]
                 assert en.esp is not None
                 why = precheck(payload)
-                if why is None and not en.params.allow_unknown_sources and src not in en.peers:
+                if why is None and not en.params.allow_unknown_sources and sender not in en.peers:
                     en.c["drop_unknown_source"] += 1
                     continue
                 inner = None
                 if why is None:
-                    why, inner = en.esp.open(en.addr(src), payload)
+                    why, inner = en.esp.open(en.addr(sender), payload)
                 if inner is None:
                     ec["drop_" + (why or "malformed")] += 1
                     continue

@@ -65,20 +65,20 @@ def _aead(cipher: str, key: bytes) -> AESGCM | ChaCha20Poly1305:
     raise ValueError(f"cipher {cipher!r} is not one of {sorted(CIPHERS)}")
 
 
-def _check_keymat(keymat: bytes, iv: bytes) -> None:
+def _check_keymat(keymat: bytes | bytearray, iv: bytes) -> None:
     if len(keymat) != KEYMAT_LEN:
         raise ValueError(f"key material must be {KEYMAT_LEN} bytes (key + salt)")
     if len(iv) != ESP_IV_LEN:
         raise ValueError(f"the IV must be {ESP_IV_LEN} bytes")
 
 
-def aead_seal(cipher: str, keymat: bytes, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:
+def aead_seal(cipher: str, keymat: bytes | bytearray, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:
     """Ciphertext followed by the 16-byte ICV; nonce = keymat[32:36] (salt) + iv."""
     _check_keymat(keymat, iv)
     return _aead(cipher, bytes(keymat[:32])).encrypt(bytes(keymat[32:]) + iv, plaintext, aad)
 
 
-def aead_open(cipher: str, keymat: bytes, iv: bytes, aad: bytes, sealed: bytes) -> bytes | None:
+def aead_open(cipher: str, keymat: bytes | bytearray, iv: bytes, aad: bytes, sealed: bytes) -> bytes | None:
     """The plaintext, or None when the ICV does not verify (or `sealed` is shorter than one)."""
     _check_keymat(keymat, iv)
     if len(sealed) < ESP_ICV_LEN:
@@ -99,7 +99,7 @@ def esp_pad_len(payload_len: int) -> int:
     return -(payload_len + 2) % 4
 
 
-def encode_esp(cipher: str, keymat: bytes, spi: int, seq: int, payload: bytes, *,
+def encode_esp(cipher: str, keymat: bytes | bytearray, spi: int, seq: int, payload: bytes, *,
                next_header: int = NEXT_HEADER_UDP, iv: bytes | None = None) -> bytes:
     """The ESP packet (header to ICV) carrying `payload`; the IV is `seq` unless given (KATs)."""
     if not 0 < spi <= 0xFFFFFFFF or not 0 < seq < 1 << 64:
@@ -112,7 +112,7 @@ def encode_esp(cipher: str, keymat: bytes, spi: int, seq: int, payload: bytes, *
             + aead_seal(cipher, keymat, iv, esp_aad(spi, seq), plain))
 
 
-def decode_esp(cipher: str, keymat: bytes, data: bytes, seq: int) -> tuple[bytes, int]:
+def decode_esp(cipher: str, keymat: bytes | bytearray, data: bytes, seq: int) -> tuple[bytes, int]:
     """(payload, next header) of an ESP packet whose full 64-bit sequence number is `seq`
     (the caller inferred the high half: `ReplayWindow.infer`). WireError on failure."""
     if len(data) < ESP_MIN_LEN:
@@ -188,7 +188,7 @@ class ReplayWindow:
             self.bits |= 1 << (self.top - seq)
 
 
-def seal_packet(packet: bytes, cipher: str, keymat: bytes, spi: int, seq: int) -> bytes:
+def seal_packet(packet: bytes, cipher: str, keymat: bytes | bytearray, spi: int, seq: int) -> bytes:
     """The encrypted form of an outer packet an unencrypted vxlan / gre-udp network built
     (IPv4 without options or IPv6, then UDP): same IP header (lengths and IPv4 checksum
     redone), a new UDP header with the same ports, the old UDP datagram inside ESP. The new
