@@ -1,7 +1,9 @@
 """Shared fixtures: root/netns gating, the backend matrix and labs that always tear down.
 
 Under CI=true a test that needs root, network namespaces or the C backend fails instead of
-skipping: CI must prove the data plane, not quietly pass without it.
+skipping: CI must prove the data plane, not quietly pass without it (helpers.require).
+Every test under tests/netns/ and tests/interop/ builds real namespaces and TAP devices: it
+is marked `root` by its path, here, and so is any test elsewhere marked `root` by hand.
 """
 
 from __future__ import annotations
@@ -11,16 +13,19 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-CI = os.environ.get("CI", "").lower() == "true"
+from helpers import require
+
+ROOT_DIRS = ("netns", "interop")
 
 
-def _cannot_run(reason: str) -> None:
-    if CI:
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
+@pytest.hookimpl(tryfirst=True)   # before `-m "not root"` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.parent.name in ROOT_DIRS:
+            item.add_marker(pytest.mark.root)
 
 
-def _netns_ok() -> str | None:
+def _netns_missing() -> str | None:
     if os.geteuid() != 0:
         return "needs root"
     if not os.path.exists("/dev/net/tun"):
@@ -28,11 +33,10 @@ def _netns_ok() -> str | None:
     return None
 
 
-@pytest.fixture
-def root_netns() -> None:
-    why = _netns_ok()
-    if why:
-        _cannot_run(why)
+@pytest.fixture(autouse=True)
+def _root_tests_need_root(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("root") is not None:
+        require(_netns_missing())
 
 
 @pytest.fixture(params=["c", "python"])
@@ -40,8 +44,7 @@ def backend(request: pytest.FixtureRequest) -> str:
     """Every lab test runs on both fastpath backends."""
     from vxlan_dp.fastpath import backends
 
-    if request.param not in backends():
-        _cannot_run(f"the {request.param} backend is not built (pip install -e .)")
+    require(None if request.param in backends() else f"the {request.param} backend is not built (pip install -e .)")
     return str(request.param)
 
 

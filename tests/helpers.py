@@ -8,20 +8,44 @@ plane rather than quietly passing without it. `require()` is that rule, the one 
 from __future__ import annotations
 
 import os
+import shutil
+from typing import Any
 
 import pytest
 
-__all__ = ["CI", "require"]
+__all__ = ["CI", "require", "need_tool", "c_backend"]
 
 CI = os.environ.get("CI", "").lower() == "true"
 
 
-def require(missing: str | None, *, module: bool = False) -> None:
+def require(missing: str | None, *, module: bool = False, elsewhere: str = "skip") -> None:
     """Nothing if `missing` is empty; else fail under CI=true and skip elsewhere, saying why.
 
-    `module=True` where it is called at import time, to skip (or fail) the whole module."""
+    `module=True` where it is called at import time, to skip (or fail) the whole module;
+    `elsewhere="run"` where the test can still do part of its job without the thing (only CI
+    insists on it)."""
     if not missing:
         return
     if CI:
         pytest.fail(f"CI=true and {missing}", pytrace=False)
-    pytest.skip(missing, allow_module_level=module)
+    if elsewhere == "skip":
+        pytest.skip(missing, allow_module_level=module)
+
+
+def need_tool(name: str, package: str, *, module: bool = False) -> str:
+    """The path of program `name`; if it is missing, `require` says which Debian package has it."""
+    path = shutil.which(name)
+    require(None if path else f"{name} is missing (apt-get install {package})", module=module)
+    assert path is not None
+    return path
+
+
+def c_backend(*, module: bool = False, elsewhere: str = "skip") -> Any:
+    """The C backend's Dataplane class (None where it is not built and `elsewhere="run"`);
+    CI has a compiler, so a missing build fails there."""
+    from vxlan_dp.fastpath import backends
+
+    cls = backends().get("c")
+    require(None if cls else "the C fast path is not built (pip install -e .)", module=module,
+            elsewhere=elsewhere)
+    return cls

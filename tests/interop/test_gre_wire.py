@@ -11,8 +11,6 @@ checksum verifying where it is present (IPv6: always). Non-default ports are dis
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -20,13 +18,10 @@ from typing import NamedTuple
 
 import pytest
 
+from helpers import need_tool
 from vxlan_dp.lab import Lab, netns
 
-TSHARK = shutil.which("tshark")
-if TSHARK is None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("tshark is required under CI=true (apt-get install tshark)", pytrace=False)
-    pytest.skip("tshark not installed", allow_module_level=True)
+TSHARK = need_tool("tshark", "tshark", module=True)
 
 VNI = 5000          # 0x1388: a key whose bytes are all distinct from the header around it
 EXPERT_WARN = 0x00600000  # PI_WARN (epan/proto.h); PI_ERROR is 0x00800000

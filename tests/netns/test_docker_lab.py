@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.conftest import _cannot_run
+from helpers import require
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def docker_ok() -> None:
     try:
         docker_binaries()
     except DockerError as e:
-        _cannot_run(str(e))
+        require(str(e))
 
 
 def _mounts_under(path: str) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import os
 import shutil
 import signal
 import socket
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from helpers import need_tool
 from vxlan_dp.lab import Lab, netns
 
 TSHARK = shutil.which("tshark")
@@ -107,10 +107,7 @@ def _ints(v: str) -> list[int]:
 
 @pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
 def test_tcp_both_ways_and_every_checksum_on_the_wire_verifies(make_lab, backend, tmp_path, ipv6):
-    if TSHARK is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("tshark is required under CI=true", pytrace=False)
-        pytest.skip("tshark not installed")
+    need_tool("tshark", "tshark")
     lab = _lab(make_lab, backend, ipv6=ipv6)
     h1, h2 = lab.hosts
     on = _stats(lab, h1)["enabled"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -27,10 +26,10 @@ from typing import Any
 import pytest
 from pyroute2 import netns as pr_netns
 
+from helpers import need_tool
 from vxlan_dp.lab import Lab, netns
 from vxlan_dp.lab.lab import parse_ping
 
-CI = os.environ.get("CI", "").lower() == "true"
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -90,12 +89,7 @@ def _vxlan_dp(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[st
 
 
 def _prometheus() -> str:
-    tool = shutil.which("prometheus")
-    if tool is None:
-        if CI:
-            pytest.fail("CI=true and the Prometheus server is missing (apt-get install prometheus)", pytrace=False)
-        pytest.skip("prometheus not installed (apt-get install prometheus)")
-    return tool
+    return need_tool("prometheus", "prometheus")
 
 
 # --- Prometheus ---------------------------------------------------------------------------

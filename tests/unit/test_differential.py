@@ -14,22 +14,17 @@ No root, no sockets: the real-socket checks are in test_fastpath_c.py.
 from __future__ import annotations
 
 import ipaddress
-import os
 import struct
 from dataclasses import dataclass
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vxlan_dp.fastpath import NetworkParams, PureDataplane, backends
+from helpers import c_backend
+from vxlan_dp.fastpath import NetworkParams, PureDataplane
 from vxlan_dp.wire import encapsulate, encode_ipv4, flow_hash, internet_checksum
 
-CDataplane = backends().get("c")
-if CDataplane is None:
-    if os.environ.get("CI") == "true":      # CI has a compiler: a missing build is a failure
-        raise ImportError("the C fast path is not built")
-    pytest.skip("C fast path not built", allow_module_level=True)
+CDataplane = c_backend(module=True)
 
 from vxlan_dp.fastpath._c import lib
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -26,17 +25,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from helpers import c_backend, need_tool
 import vxlan_dp
 from vxlan_dp.core.counters import EP_COUNTERS, NET_COUNTERS
-from vxlan_dp.fastpath import NetworkParams, PureDataplane, backends
+from vxlan_dp.fastpath import NetworkParams, PureDataplane
 from vxlan_dp.fastpath.api import check_shared_with_c, shared_with_c
 
-CI = os.environ.get("CI", "").lower() == "true"
-CDataplane = backends().get("c")
-if CDataplane is None:
-    if CI:                                  # CI has a compiler: a missing build is a failure
-        raise ImportError("the C fast path is not built")
-    pytest.skip("C fast path not built", allow_module_level=True)
+CDataplane = c_backend(module=True)
 
 from vxlan_dp.fastpath._c import ffi, lib
 
@@ -457,15 +452,7 @@ print(json.dumps(out))
 
 @pytest.mark.root
 def test_pumps_with_a_real_tap_and_raw_sockets_in_a_private_netns():
-    why = None
-    if os.geteuid() != 0:
-        why = "needs root"
-    elif not os.path.exists("/dev/net/tun") or shutil.which("unshare") is None:
-        why = "needs /dev/net/tun and unshare"
-    if why:
-        if CI:
-            pytest.fail(f"CI=true and {why}", pytrace=False)
-        pytest.skip(why)
+    need_tool("unshare", "util-linux")     # root and /dev/net/tun: the `root` marker (conftest)
     # `unshare -n`: the namespace lives exactly as long as the child, so nothing can leak
     proc = subprocess.run(["unshare", "-n", sys.executable, "-c", NETNS_SCRIPT],
                           check=False, capture_output=True, text=True, env=_env(), timeout=120)

@@ -9,22 +9,19 @@ optional on a developer machine, mandatory under CI=true).
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers import c_backend, need_tool
 from vxlan_dp.core.counters import EP_DROP_REASONS, NET_DROP_REASONS
-from vxlan_dp.fastpath import NetworkParams, PureDataplane, backends
+from vxlan_dp.fastpath import NetworkParams, PureDataplane
 from vxlan_dp.metrics import EndpointView, MetricsServer, NetworkView, make_registry
 from vxlan_dp.wire import encode_vxlan
 
-CI = os.environ.get("CI", "").lower() == "true"
 A, B, C, STRANGER = "198.18.0.1", "198.18.0.2", "198.18.0.3", "203.0.113.66"
 MAC_A, MAC_B, MAC_S = "02:42:c0:a8:00:0a", "02:42:c0:a8:00:0b", "02:42:c0:a8:00:05"
 NOW = 100.0
@@ -229,11 +226,7 @@ def test_fdb_size_api_is_used_when_the_backend_has_it():
 
 
 def test_the_c_backend_exports_the_same_values():
-    if "c" not in backends():
-        if CI:
-            pytest.fail("CI=true and the C backend is not built", pytrace=False)
-        pytest.skip("the C backend is not built")
-    py, c = _families(_fake()), _families(_fake(backends()["c"]))
+    py, c = _families(_fake()), _families(_fake(c_backend()))
     skip = {"vxlan_dp_backend_info"}
 
     def samples(fams: dict[str, Any]) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
@@ -242,17 +235,8 @@ def test_the_c_backend_exports_the_same_values():
     assert samples(py) == samples(c)
 
 
-def _promtool() -> str:
-    tool = shutil.which("promtool")
-    if tool is None:
-        if CI:
-            pytest.fail("CI=true and promtool is missing (apt-get install prometheus)", pytrace=False)
-        pytest.skip("promtool not installed (apt-get install prometheus)")
-    return tool
-
-
 def test_promtool_check_metrics_passes():
-    tool = _promtool()
+    tool = need_tool("promtool", "prometheus")
     text = generate_latest(make_registry(_fake(), process=True))
     r = subprocess.run([tool, "check", "metrics"], input=text, check=False, capture_output=True, timeout=30)
     assert r.returncode == 0, (r.stdout + r.stderr).decode()

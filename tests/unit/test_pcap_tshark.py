@@ -11,8 +11,6 @@ tshark is optional on a developer machine (the module skips), mandatory under CI
 from __future__ import annotations
 
 import ipaddress
-import os
-import shutil
 import subprocess
 from typing import NamedTuple
 
@@ -23,13 +21,10 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
+from helpers import need_tool
 from vxlan_dp.wire import encapsulate, flow_hash
 
-TSHARK = shutil.which("tshark")
-if TSHARK is None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("tshark is required under CI=true (apt-get install tshark)", pytrace=False)
-    pytest.skip("tshark not installed", allow_module_level=True)
+TSHARK = need_tool("tshark", "tshark", module=True)
 
 V4 = ("198.18.0.1", "198.18.0.2")
 V6 = ("2001:db8::1", "2001:db8::2")

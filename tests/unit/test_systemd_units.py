@@ -10,27 +10,21 @@ mandatory under CI=true (fail).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import need_tool
 
-CI = os.environ.get("CI", "").lower() == "true"
+
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 INSTALLED_BINARY = "/usr/local/bin/vxlan-dp"
 MAX_EXPOSURE = 2.0
 
 
 def _analyze() -> str:
-    tool = shutil.which("systemd-analyze")
-    if tool is None:
-        if CI:
-            pytest.fail("CI=true and systemd-analyze is missing (apt-get install systemd)", pytrace=False)
-        pytest.skip("systemd-analyze not installed")
-    return tool
+    return need_tool("systemd-analyze", "systemd")
 
 
 def _directives(path: Path) -> dict[str, list[str]]:
