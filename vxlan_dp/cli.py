@@ -93,7 +93,11 @@ def _front_ends(a: argparse.Namespace, config: Any) -> list[Any]:
     (a Docker plugin, key management) is a class implementing frontend.FrontEnd, added here."""
     from .metrics import MetricsFrontEnd
     from .rpc import DEFAULT_SOCKET, RpcFrontEnd
-    return [RpcFrontEnd(a.socket or DEFAULT_SOCKET), MetricsFrontEnd(config.daemon.metrics_address)]
+    fes: list[Any] = [RpcFrontEnd(a.socket or DEFAULT_SOCKET), MetricsFrontEnd(config.daemon.metrics_address)]
+    if config.docker is not None:
+        from .docker import DockerFrontEnd
+        fes.append(DockerFrontEnd(config))
+    return fes
 
 
 def cmd_run(a: argparse.Namespace) -> int:

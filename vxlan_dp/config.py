@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ConfigError", "FdbStatic", "NetworkConfig", "EtcdConfig", "DaemonConfig", "Config",
            "parse_config", "load_config", "config_from_dict", "store_network", "check_networks",
-           "STORE_NETWORK_KEYS", "EMBEDDED_DEFAULT"]
+           "STORE_NETWORK_KEYS", "EMBEDDED_DEFAULT", "DockerConfig", "docker_network",
+           "DOCKER_OPTION_KEYS"]
 
 T = TypeVar("T")
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -163,11 +164,23 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class DockerConfig:
+    """[docker]: the Docker network plugin (vxlan_dp/docker/), served when the table is present."""
+    socket: str = "/run/docker/plugins/vxlan-dp.sock"  # where dockerd discovers plugins by name
+    state: str = "/var/lib/vxlan-dp/docker.json"       # networks and endpoints, for restarts
+    local: str | None = None        # underlay address of Docker networks (None: etcd.local)
+    peers: tuple[str, ...] = ()     # static control: the flood list of every Docker network
+    slice: tuple[int, int] = (1, 1)  # static control: (i, n) = this host allocates from the
+                                     # i-th of n equal parts of every subnet
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig
     networks: tuple[NetworkConfig, ...]
     etcd: EtcdConfig | None = None
     source: str = "<string>"
+    docker: DockerConfig | None = None
 
     def network(self, name: str) -> NetworkConfig:
         for n in self.networks:
@@ -221,15 +234,19 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def config_from_dict(d: Mapping[str, Any], source: str = "<dict>") -> Config:
-    top = _Table(d, "", ("daemon", "network", "etcd"))
+    top = _Table(d, "", ("daemon", "network", "etcd", "docker"))
     daemon = _daemon(top.take("daemon", lambda v: v, {}))
     etcd = _etcd(d["etcd"]) if "etcd" in d else None
     networks = _networks(top.take("network", lambda v: v, []))
+    docker = _docker(d["docker"], etcd) if "docker" in d else None
     if daemon.control == "etcd" and etcd is None:
         raise ConfigError("etcd", 'control = "etcd" needs an [etcd] table with endpoints')
-    if daemon.control == "static" and not networks:
-        raise ConfigError("network", 'control = "static" needs at least one [[network]] table')
-    return Config(daemon, networks, etcd, source)
+    if daemon.control == "static" and not networks and docker is None:
+        raise ConfigError("network", 'control = "static" needs at least one [[network]] table '
+                                     '(or a [docker] table: networks made with docker network create)')
+    if docker is not None and docker.local is None and daemon.control == "static":
+        raise ConfigError("docker.local", "required with static control: this host's underlay address")
+    return Config(daemon, networks, etcd, source, docker)
 
 
 # --- tables --------------------------------------------------------------------------------
@@ -314,6 +331,99 @@ def _etcd(raw: Any) -> EtcdConfig:
         tap=t.take("tap", _ifname_pattern, "vxdp-{name}"),
         bridge=t.take("bridge", _bridge_pattern, "br-{name}"),
     )
+
+
+def _docker(raw: Any, etcd: EtcdConfig | None) -> DockerConfig:
+    t = _Table(raw, "docker", ("socket", "state", "local", "peers", "slice"))
+    local: Address | None = t.take("local", _unicast, None)
+    if local is None and etcd is not None and etcd.local is not None:
+        local = ipaddress.ip_address(etcd.local)
+    peers: tuple[str, ...] = ()
+    if local is not None:
+        # The same list on every host: this host's own address in it is skipped, not an error.
+        items = [p for p in t.take("peers", _array, []) if p != local.compressed and p != str(local)]
+        peers = _unique(t.field("peers"), items, _peer(local))
+    elif t.has("peers"):
+        raise ConfigError(t.field("peers"), "needs docker.local (or etcd.local): whose peers are these?")
+    return DockerConfig(
+        socket=t.take("socket", _abs_path, DockerConfig.socket),
+        state=t.take("state", _abs_path, DockerConfig.state),
+        local=_opt_compressed(local), peers=peers,
+        slice=t.take("slice", _slice, (1, 1)))
+
+
+def _abs_path(v: Any) -> str:
+    s = _str(v)
+    if not s.startswith("/"):
+        raise ValueError(f"{_show(s)} is not an absolute path")
+    return s
+
+
+def _slice(v: Any) -> tuple[int, int]:
+    """"i/n": the i-th (1-based) of n equal parts of every subnet."""
+    m = re.fullmatch(r"([0-9]+)/([0-9]+)", _str(v))
+    if not m:
+        raise ValueError(f'{_show(v)} is not a slice (want "i/n": the i-th of n equal parts, as "2/4")')
+    i, n = int(m.group(1)), int(m.group(2))
+    if not 1 <= n <= 4096 or not 1 <= i <= n:
+        raise ValueError(f"{_show(v)}: want 1 <= i <= n <= 4096")
+    return i, n
+
+
+# `docker network create -o KEY=VALUE`: what a [[network]] table takes, less what is the host's
+# (local, tap, bridge come from [docker]) or the name's (the VNI names a Docker network).
+DOCKER_OPTION_KEYS = ("vni", "encap", "port", "mtu", "learning", "ageing", "source_ports",
+                      "allow_unknown_sources", "strict", "nvgre", "max_fdb_entries", "peers")
+_INT_OPTIONS = ("vni", "port", "mtu", "max_fdb_entries")
+_BOOL_OPTIONS = ("learning", "allow_unknown_sources", "strict", "nvgre")
+
+
+def _option_value(key: str, value: Any) -> Any:
+    """A -o value (always a string) as the TOML value it stands for, when it reads as one;
+    otherwise the string itself, which the [[network]] checks then reject by name."""
+    if not isinstance(value, str):
+        return value
+    v = value.strip()
+    if key in _INT_OPTIONS and re.fullmatch(r"-?[0-9]+", v):
+        return int(v)
+    if key in _BOOL_OPTIONS and v in ("true", "false"):
+        return v == "true"
+    if key == "ageing":
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    if key == "source_ports":
+        parts = re.split(r"[-,:]", v)
+        return [_option_value("port", p) for p in parts]
+    if key == "peers":
+        return [p.strip() for p in v.split(",") if p.strip()]
+    return value
+
+
+def docker_network(options: Mapping[str, Any], docker: DockerConfig, local: str | None = None) -> NetworkConfig:
+    """The network `docker network create -d vxlan-dp -o vni=42 -o port=4790 ...` asks for.
+
+    The options go through the [[network]] checks; a ConfigError names the option as typed
+    (`-o vni: 16777216 is out of range 0..16777215`). The VNI names the network on every host
+    (`docker-42`, TAP `vxdp-42`, bridge `vxbr-42`): the same command on each host makes the
+    same network. Peers: `-o peers=a,b`, else [docker] peers (static control).
+    """
+    local = local or docker.local
+    raw = {str(k): _option_value(str(k), v) for k, v in options.items()}
+    try:
+        if local is None:
+            raise ConfigError("docker.local", "this host's underlay address is not known (set docker.local)")
+        t = _Table(raw, "-o", DOCKER_OPTION_KEYS)
+        vni = t.take("vni", _int(0, VNI_MAX))
+        raw |= {"name": f"docker-{vni}", "local": local, "tap": f"vxdp-{vni}", "bridge": f"vxbr-{vni}"}
+        if "peers" not in raw:
+            mine = ipaddress.ip_address(local)
+            raw["peers"] = [p for p in docker.peers if ipaddress.ip_address(p) != mine]
+        return _network(raw, "-o")
+    except ConfigError as e:
+        field = f"-o {e.field[3:]}" if e.field.startswith("-o.") else e.field
+        raise ConfigError(field, e.reason) from None
 
 
 def _opt_compressed(addr: Address | None) -> str | None:

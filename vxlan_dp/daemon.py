@@ -29,10 +29,11 @@ import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Any
 
 from . import __version__
-from .config import Config, ConfigError, NetworkConfig, load_config
+from .config import Config, ConfigError, NetworkConfig, check_networks, load_config
 from .control import ControlPlane, Desired, make_control
 from .datapath.offload import OffloadPlan
 from .datapath.offload import probe as probe_offloads
@@ -65,6 +66,7 @@ class Daemon:
         # offloads: probed once; a restart applies a changed `offload` (datapath/offload.py)
         self.offload: OffloadPlan = probe_offloads(enabled=config.daemon.offload, backend=BACKEND)
         self.networks = Networks(self.dp, self.offload)
+        self.runtime: dict[str, NetworkConfig] = {}  # added by front-ends (add_network): Docker's
         self.control: ControlPlane = make_control(config)
         self.reload_stats = ReloadStats()
         self.view = View(self.networks, self.offload, self.control, self.reload_stats, self.front_ends)
@@ -97,6 +99,39 @@ class Daemon:
             return
         assert self._loop is not None
         self._reload_task = self._loop.create_task(self._run_reload())
+
+    def add_network(self, cfg: NetworkConfig) -> int:
+        """Run `cfg` beside the file's networks, as if it were one of them: the control plane
+        gives its peers (static: its own list; etcd: the store's members of its name)."""
+        others = [n for n in self._effective(self.config).networks if n.name != cfg.name]
+        try:
+            check_networks([*others, cfg])
+        except ConfigError as e:  # the new network is the last one: name its own field
+            raise ConfigError(f"-o {e.field.rsplit('.', 1)[-1]}", e.reason) from None
+        self.runtime[cfg.name] = cfg
+        self.control.update_config(self._effective(self.config))  # etcd converges here
+        if cfg.name not in self.networks:
+            try:
+                self.networks.start(cfg, self.control.desired().get(cfg.name, Desired((), ())))
+            except Exception:
+                del self.runtime[cfg.name]
+                self.control.update_config(self._effective(self.config))
+                raise
+            self.control.update_config(self._effective(self.config))  # etcd: now it runs: publish
+        net = self.networks.get(cfg.name)
+        assert net is not None
+        return net.mtu
+
+    def remove_network(self, name: str) -> None:
+        if self.runtime.pop(name, None) is None:
+            return
+        self.control.update_config(self._effective(self.config))  # etcd converges here
+        if name in self.networks:
+            self.networks.stop(name)
+
+    def _effective(self, config: Config) -> Config:
+        """The file's networks and those added at run time: what the control plane runs."""
+        return replace(config, networks=(*config.networks, *self.runtime.values()))
 
     # --- reload ---------------------------------------------------------------------------
     async def _run_reload(self) -> None:
@@ -135,7 +170,7 @@ class Daemon:
 
     def reload(self, new: Config) -> None:
         """Apply the difference between the running config and `new`; untouched networks keep running."""
-        self.control.update_config(new)
+        self.control.update_config(self._effective(new))
         self.converge(self.control.networks(), self.control.desired())
         self.config = new
         self.reload_stats.reloads += 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .config import Config
+from .config import Config, NetworkConfig
 
 if TYPE_CHECKING:
     from .view import View
@@ -45,6 +45,15 @@ class Steer(Protocol):
 
     def request_reload(self) -> None:
         """Re-read the config file as SIGHUP does (queued while start-up or a reload runs)."""
+        ...
+
+    def add_network(self, cfg: NetworkConfig) -> int:
+        """Run a network beside the config file's (the Docker plugin's); its MTU. Raises
+        ConfigError when it clashes with a running one, another exception if it cannot start."""
+        ...
+
+    def remove_network(self, name: str) -> None:
+        """Stop a network `add_network` started; no-op if it does not run."""
         ...
 
 

@@ -6,17 +6,12 @@ import os
 
 import pytest
 
-from helpers import require
-
 
 @pytest.fixture
 def docker_ok() -> None:
-    from vxlan_dp.lab.docker import DockerError, docker_binaries
+    from tests.netns.test_docker import gate
 
-    try:
-        docker_binaries()
-    except DockerError as e:
-        require(str(e))
+    gate("python")
 
 
 def _mounts_under(path: str) -> list[str]:

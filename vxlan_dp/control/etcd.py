@@ -42,12 +42,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import Config, NetworkConfig
+from ..config import Config, EtcdConfig, NetworkConfig
 from .base import ControlSink, Desired
 from .etcd_state import (Change, Keys, Ops, Publisher, StoreView, desired_for,
                          encode_member, plan_networks)
 
-__all__ = ["EtcdControl", "Endpoint", "parse_endpoint", "route_source"]
+__all__ = ["EtcdControl", "Endpoint", "parse_endpoint", "route_source", "new_client", "describe",
+           "authenticate", "run_keepalive"]
 
 log = logging.getLogger("vxlan_dp.etcd")
 
@@ -268,28 +269,7 @@ class EtcdControl:
             log.debug("etcd %s: %s", ep, _describe(e))
 
     def _new_client(self, ep: Endpoint) -> Any:
-        from etcd3aio import Etcd3Client  # static mode never loads grpc
-
-        # None is etcd3aio's default for each: no ca_cert means plain TCP, no chain means no mTLS.
-        ca_cert = cert_chain = cert_key = None
-        if ep.tls:
-            ca = self.etcd.ca or ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
-            ca_cert = _read(ca)
-            if self.etcd.cert and self.etcd.key:
-                cert_chain = _read(self.etcd.cert)
-                cert_key = _read(self.etcd.key)
-        client = Etcd3Client([f"{ep.host}:{ep.port}"], tls_server_name=ep.host if ep.tls else None,
-                             rpc_max_attempts=2, ca_cert=ca_cert, cert_chain=cert_chain, cert_key=cert_key)
-        # etcd3aio targets "ipv4:<endpoints>" only; an IPv6 endpoint needs gRPC's ipv6: scheme
-        # and a host name its dns: resolver (TLS still checks the name, tls_server_name above).
-        try:
-            addr = ipaddress.ip_address(ep.host)
-        except ValueError:
-            client._manager.target = f"dns:///{ep.host}:{ep.port}"
-        else:
-            client._manager.target = (f"ipv6:[{addr}]:{ep.port}" if addr.version == 6
-                                      else f"ipv4:{addr}:{ep.port}")
-        return client
+        return new_client(self.etcd, ep)
 
     async def _session(self, ep: Endpoint) -> None:
         if self.local is None:
@@ -346,9 +326,7 @@ class EtcdControl:
                     pass
 
     async def _authenticate(self, client: Any) -> None:
-        assert self.etcd.username is not None
-        resp = await client.auth.authenticate(self.etcd.username, self.etcd.password or "", timeout=RPC_TIMEOUT)
-        client.set_token(resp.token)
+        await authenticate(self.etcd, client)
 
     async def _run_auth(self, client: Any) -> None:
         while True:
@@ -417,16 +395,7 @@ class EtcdControl:
         return (name, item) if kind == "members" else ("", "")
 
     async def _run_keepalive(self, client: Any, lease: int, ttl: int) -> None:
-        interval = max(0.5, ttl / 3)
-        while True:
-            await asyncio.sleep(interval)
-            stream = client.lease.keep_alive(lease)
-            try:
-                resp = await asyncio.wait_for(_first(stream), interval)
-            finally:
-                stream.cancel()
-            if resp is None or resp.TTL <= 0:
-                raise Resync(f"lease {lease:x} expired")
+        await run_keepalive(client, lease, ttl)
 
     async def _run_writer(self, client: Any, lease: int) -> None:
         while True:
@@ -477,6 +446,32 @@ class EtcdControl:
             log.debug("etcd: withdrew %s", k.decode())
 
 
+def new_client(etcd: EtcdConfig, ep: Endpoint) -> Any:
+    """An etcd3aio client for `ep` with the [etcd] table's TLS settings (not yet connected)."""
+    from etcd3aio import Etcd3Client  # static mode never loads grpc
+
+    # None is etcd3aio's default for each: no ca_cert means plain TCP, no chain means no mTLS.
+    ca_cert = cert_chain = cert_key = None
+    if ep.tls:
+        ca = etcd.ca or ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+        ca_cert = _read(ca)
+        if etcd.cert and etcd.key:
+            cert_chain = _read(etcd.cert)
+            cert_key = _read(etcd.key)
+    client = Etcd3Client([f"{ep.host}:{ep.port}"], tls_server_name=ep.host if ep.tls else None,
+                         rpc_max_attempts=2, ca_cert=ca_cert, cert_chain=cert_chain, cert_key=cert_key)
+    # etcd3aio targets "ipv4:<endpoints>" only; an IPv6 endpoint needs gRPC's ipv6: scheme
+    # and a host name its dns: resolver (TLS still checks the name, tls_server_name above).
+    try:
+        addr = ipaddress.ip_address(ep.host)
+    except ValueError:
+        client._manager.target = f"dns:///{ep.host}:{ep.port}"
+    else:
+        client._manager.target = (f"ipv6:[{addr}]:{ep.port}" if addr.version == 6
+                                  else f"ipv4:{addr}:{ep.port}")
+    return client
+
+
 async def _first(stream: Any) -> Any:
     async for resp in stream:
         return resp
@@ -486,3 +481,27 @@ async def _first(stream: Any) -> Any:
 def _read(path: str) -> bytes:
     with open(os.path.expanduser(path), "rb") as f:
         return f.read()
+
+
+async def authenticate(etcd: EtcdConfig, client: Any) -> None:
+    """Log in with [etcd] username/password; the token rides on every later request."""
+    assert etcd.username is not None
+    resp = await client.auth.authenticate(etcd.username, etcd.password or "", timeout=RPC_TIMEOUT)
+    client.set_token(resp.token)
+
+
+async def run_keepalive(client: Any, lease: int, ttl: int) -> None:
+    """Keep `lease` alive every ttl/3; raise Resync when the store stops answering or it expired."""
+    interval = max(0.5, ttl / 3)
+    while True:
+        await asyncio.sleep(interval)
+        stream = client.lease.keep_alive(lease)
+        try:
+            resp = await asyncio.wait_for(_first(stream), interval)
+        finally:
+            stream.cancel()
+        if resp is None or resp.TTL <= 0:
+            raise Resync(f"lease {lease:x} expired")
+
+
+describe = _describe

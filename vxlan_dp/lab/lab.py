@@ -431,6 +431,19 @@ class Lab:
             d.load_image(self._image_tar)
         return d
 
+    def docker_toml(self, host: Host, *, control: str = "static", extra: str = "", lease_ttl: int = 10) -> str:
+        """A daemon config serving the Docker plugin to `host`'s dockerd (start_dockerd first):
+        static control takes the host's slice of every subnet and every other host as a peer;
+        etcd control (add_etcd_host first) needs only the store and the host's address."""
+        d = self.dockerds[host.name]
+        table = (f'[docker]\nsocket = "{d.plugin_socket}"\nstate = "{os.path.join(d.root, "vxlan-dp.json")}"\n'
+                 f'local = "{host.address(self.ipv6)}"\n')
+        if control == "etcd":
+            return self.etcd_toml(host, lease_ttl=lease_ttl) + "\n" + table + extra
+        others = [h.address(self.ipv6) for h in self.hosts if h is not host]
+        return ('[daemon]\nmetrics = ""\n\n' + table + f'slice = "{host.index}/{len(self.hosts)}"\n'
+                "peers = [" + ", ".join(f'"{a}"' for a in others) + "]\n" + extra)
+
     def stop_dockerd(self, host: Host, sig: int = signal.SIGTERM) -> int | None:
         """Stop `host`'s dockerd alone (containers keep running: --live-restore)."""
         rc = self.dockerds[host.name].stop(sig)
