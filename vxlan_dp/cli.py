@@ -280,6 +280,13 @@ def render_status(ans: dict[str, Any]) -> str:
         lines.append(f"  fdb {static} static / {len(n['fdb']) - static} learned; flooded {c.get('flood_frames', 0)}"
                      f" frames ({c.get('flood_copies', 0)} copies); tx {c.get('tx_packets', 0)} pkts "
                      f"{c.get('tx_bytes', 0)} B, rx {c.get('rx_packets', 0)} pkts {c.get('rx_bytes', 0)} B")
+        nb = n.get("neigh")
+        if nb and (nb["suppress_arp"] or nb["snoop"] or nb["entries"]):
+            nc = nb["counters"]
+            lines.append(f"  arp/nd suppression {'on' if nb['suppress_arp'] else 'off'}"
+                         f"{', snooping' if nb['snoop'] else ''}: {nb['entries']} entries; answered "
+                         f"{nc['arp_suppressed']} arp / {nc['nd_suppressed']} nd, {nc['unknown_flooded']} "
+                         f"unknown flooded")
         lines.append(f"  drops: {_drops(c, r)}")
     if not ans["networks"]:
         lines.append("(no networks)")
@@ -355,14 +362,33 @@ def render_fdb(network: str, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def render_neigh(network: str, rows: list[dict[str, Any]]) -> str:
+    """The ARP / ND suppression table: IPv4 first, each family by address (as the data plane sorts)."""
+    snooped = sum(1 for r in rows if not r["static"])
+    lines = [f"network {network}: {len(rows)} neighbour entries ({len(rows) - snooped} static, {snooped} snooped)"]
+    if rows:
+        lines.append(f"{'IP':<39}  {'MAC':<17}  {'SOURCE':<8}  AGE")
+    for r in rows:
+        age = "-" if r["static"] else f"{r['age']:.0f}s"
+        lines.append(f"{r['ip']:<39}  {r['mac']:<17}  {r.get('source', ''):<8}  {age}")
+    return "\n".join(lines)
+
+
 def cmd_fdb(a: argparse.Namespace) -> int:
-    ans = _ask(a, {"cmd": "fdb", "network": a.network})
+    req: dict[str, Any] = {"cmd": "fdb", "network": a.network}
+    if a.neigh:
+        req["neigh"] = True
+    ans = _ask(a, req)
     if ans is None:
         return EXIT_RUNTIME
+    key = "neigh" if a.neigh else "fdb"
+    if key not in ans:      # a daemon from before the neighbour table answered with its FDB
+        print("vxlan-dp fdb --neigh: the running daemon has no neighbour table", file=sys.stderr)
+        return EXIT_RUNTIME
     if a.json:
-        print(json.dumps(ans["fdb"], indent=2))
+        print(json.dumps(ans[key], indent=2))
         return 0
-    print(render_fdb(a.network, ans["fdb"]))
+    print(render_neigh(a.network, ans[key]) if a.neigh else render_fdb(a.network, ans[key]))
     return 0
 
 
@@ -419,8 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--watch", action="store_true", help="refresh every interval until interrupted")
     s.set_defaults(func=cmd_status)
 
-    f = sub.add_parser("fdb", help="a network's forwarding entries")
+    f = sub.add_parser("fdb", help="a network's forwarding entries (--neigh: its ARP / ND table)")
     f.add_argument("network")
+    f.add_argument("--neigh", action="store_true",
+                   help="the IP -> MAC table ARP / ND suppression answers from, instead of MAC -> remote")
     f.add_argument("--socket", default=DEFAULT_SOCKET)
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_fdb)

@@ -41,7 +41,7 @@ from .wire import ENCAPS, GRE_UDP_PORT, VNI_MAX, VXLAN_PORT, is_multicast, mac_t
 if TYPE_CHECKING:
     from .fastpath.api import NetworkParams
 
-__all__ = ["ConfigError", "FdbStatic", "NetworkConfig", "EtcdConfig", "DaemonConfig", "Config",
+__all__ = ["ConfigError", "FdbStatic", "NeighStatic", "NetworkConfig", "EtcdConfig", "DaemonConfig", "Config",
            "parse_config", "load_config", "config_from_dict", "store_network", "check_networks",
            "STORE_NETWORK_KEYS", "EMBEDDED_DEFAULT", "DockerConfig", "docker_network",
            "DOCKER_OPTION_KEYS"]
@@ -83,6 +83,13 @@ class ConfigError(Exception):
 class FdbStatic:
     mac: str                        # lower-case aa:bb:cc:dd:ee:ff, unicast
     remote: str                     # underlay address, compressed text
+    ips: tuple[str, ...] = ()       # overlay addresses of that MAC (`ip`): neighbour entries too
+
+
+@dataclass(frozen=True)
+class NeighStatic:
+    ip: str                         # overlay address, compressed text, unicast
+    mac: str                        # lower-case, unicast
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,14 @@ class NetworkConfig:
     strict: bool = False
     nvgre: bool = False
     max_fdb_entries: int = 65536
+    neigh: tuple[NeighStatic, ...] = ()     # IP -> MAC for ARP / ND suppression (+ fdb[].ip)
+    suppress_arp: bool | None = None        # None: on where the neighbour table has entries
+    neigh_snoop: bool = False               # learn IP -> MAC from ARP replies / NAs on the TAP
+
+    def neigh_entries(self) -> tuple[tuple[str, str], ...]:
+        """(ip, mac) of the static neighbour table: `neigh`, then the `ip`s of `fdb` entries."""
+        return tuple((e.ip, e.mac) for e in self.neigh) + tuple(
+            (ip, f.mac) for f in self.fdb for ip in f.ips)
 
     @property
     def ipv6(self) -> bool:
@@ -447,7 +462,7 @@ def _bridge_pattern(v: Any) -> str | None:
 
 _NETWORK_KEYS = ("name", "vni", "encap", "port", "local", "tap", "bridge", "mtu", "learning",
                  "peers", "fdb", "ageing", "source_ports", "allow_unknown_sources", "strict",
-                 "nvgre", "max_fdb_entries")
+                 "nvgre", "max_fdb_entries", "neigh", "suppress_arp", "neigh_snoop")
 
 
 def _network(raw: Any, path: str) -> NetworkConfig:
@@ -474,7 +489,10 @@ def _network(raw: Any, path: str) -> NetworkConfig:
         mtu=t.take("mtu", _int(MTU_MIN, MTU_MAX), None),
         learning=t.take("learning", _bool, True),
         peers=_unique(t.field("peers"), t.take("peers", _array, []), _peer(local)),
-        fdb=_fdb(t.field("fdb"), t.take("fdb", _array, []), local),
+        fdb=(fdb := _fdb(t.field("fdb"), t.take("fdb", _array, []), local)),
+        neigh=_neigh(t.field("neigh"), t.take("neigh", _array, []), fdb),
+        suppress_arp=t.take("suppress_arp", _bool, None),
+        neigh_snoop=t.take("neigh_snoop", _bool, False),
         ageing=t.take("ageing", _seconds, 300.0),
         source_ports=_source_ports(t),
         allow_unknown_sources=t.take("allow_unknown_sources", _bool, False),
@@ -500,19 +518,60 @@ def _fdb(path: str, raw: list[Any], local: Address) -> tuple[FdbStatic, ...]:
     entries: list[FdbStatic] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(raw):
-        t = _Table(item, f"{path}[{i}]", ("mac", "remote"))
+        t = _Table(item, f"{path}[{i}]", ("mac", "remote", "ip"))
         mac = t.take("mac", _unicast_mac)
         if mac in seen:
             raise ConfigError(t.field("mac"), f"{mac} is a duplicate of fdb[{seen[mac]}]")
         seen[mac] = i
-        entries.append(FdbStatic(mac, t.take("remote", _peer(local))))
+        remote = t.take("remote", _peer(local))
+        raw_ip = t.take("ip", _str_or_array, None)
+        if isinstance(raw_ip, str):     # ip = "192.168.0.4", or ip = ["192.168.0.4", "fd00::4"]
+            ips: tuple[str, ...] = (_convert(t.field("ip"), _overlay_ip, raw_ip),)
+        else:
+            ips = _unique(t.field("ip"), raw_ip or [], _overlay_ip)
+        entries.append(FdbStatic(mac, remote, ips))
+    by_ip: dict[str, str] = {}
+    for i, f in enumerate(entries):
+        for ip in f.ips:
+            if ip in by_ip:
+                raise ConfigError(f"{path}[{i}].ip", f"{ip} is already the address of {by_ip[ip]}")
+            by_ip[ip] = f"fdb[{i}]"
     return tuple(entries)
+
+
+def _neigh(path: str, raw: list[Any], fdb: tuple[FdbStatic, ...]) -> tuple[NeighStatic, ...]:
+    """`neigh = [{ ip = "192.168.0.4", mac = "02:42:c0:a8:00:04" }]`: one MAC per address,
+    across `neigh` and the `ip` of `fdb` entries."""
+    owner = {ip: f"fdb[{i}].ip" for i, f in enumerate(fdb) for ip in f.ips}
+    entries: list[NeighStatic] = []
+    for i, item in enumerate(raw):
+        t = _Table(item, f"{path}[{i}]", ("ip", "mac"))
+        ip = t.take("ip", _overlay_ip)
+        if ip in owner:
+            raise ConfigError(t.field("ip"), f"{ip} is a duplicate of {owner[ip]}")
+        owner[ip] = f"neigh[{i}]"
+        entries.append(NeighStatic(ip, t.take("mac", _unicast_mac)))
+    return tuple(entries)
+
+
+def _overlay_ip(v: Any) -> str:
+    """An address inside the overlay (a container's): unicast, either family."""
+    addr = _address(v)
+    if addr.is_unspecified or addr.is_multicast:
+        kind = "the unspecified" if addr.is_unspecified else "a multicast"
+        raise ValueError(f"{addr} is {kind} address; a neighbour entry is one host's unicast address")
+    return addr.compressed
+
+
+def _str_or_array(v: Any) -> str | list[Any]:
+    return v if isinstance(v, str) else _array(v)
 
 
 # Keys a network definition in the etcd store may carry; the rest (local, tap, bridge) is the
 # host's business and comes from its [etcd] table, peers and fdb entries are the store's own.
 STORE_NETWORK_KEYS = ("vni", "encap", "port", "mtu", "learning", "ageing", "source_ports",
-                      "allow_unknown_sources", "strict", "nvgre", "max_fdb_entries")
+                      "allow_unknown_sources", "strict", "nvgre", "max_fdb_entries", "suppress_arp",
+                      "neigh_snoop")
 _NOT_IN_STORE = {
     "name": "is the last part of the key",
     "local": "is set per host ([etcd] local)",
@@ -520,6 +579,7 @@ _NOT_IN_STORE = {
     "bridge": "is set per host ([etcd] bridge)",
     "peers": "come from the members/ keys of the store",
     "fdb": "comes from the fdb/ keys of the store",
+    "neigh": "comes from the neigh/ keys of the store",
 }
 
 

@@ -108,6 +108,7 @@ class DataplaneCollector:
 
         yield from self._control()
         yield from self._networks(nets)
+        yield from self._neigh(nets)
         yield from self._endpoints(eps)
 
     def _offload(self) -> Iterator[Metric]:
@@ -219,6 +220,36 @@ class DataplaneCollector:
             refused.add_metric([name], c.get("fdb_full", 0))
         yield from (info, tap_up, mtu, peers, tap_frames, tap_bytes, tun_packets, tun_bytes, batches, drops,
                     flood, copies, fdb, fdb_max, learned, moved, aged, refused)
+
+    def _neigh(self, nets: list[NetworkView]) -> Iterator[Metric]:
+        """ARP / ND suppression (vxlan_dp/neighbours.py), per network."""
+        dp = self.source.dp
+        entries = GaugeMetricFamily(_name("neigh_entries"), "IP -> MAC entries ARP / ND suppression answers "
+                                    "from (static and snooped).", labels=["network"])
+        suppressed = CounterMetricFamily(_name("neigh_suppressed"), "ARP requests (arp) and IPv6 neighbour "
+                                         "solicitations (nd) answered on the TAP instead of flooded.",
+                                         labels=["network", "protocol"])
+        replies = CounterMetricFamily(_name("neigh_replies"), "Answers written to the TAP, by result.",
+                                      labels=["network", "result"])
+        unknown = CounterMetricFamily(_name("neigh_unknown_flooded"), "Requests for addresses not in the table, "
+                                      "flooded as without suppression.", labels=["network"])
+        snooped = CounterMetricFamily(_name("neigh_snooped"), "Entries learned or moved by snooping ARP replies "
+                                      "and NAs from the TAP.", labels=["network"])
+        refused = CounterMetricFamily(_name("neigh_snoop_refused"), "Snooped entries not learned: the table "
+                                      "held its maximum of learned entries.", labels=["network"])
+        aged = CounterMetricFamily(_name("neigh_aged"), "Snooped entries removed by ageing.", labels=["network"])
+        for n in nets:
+            c = dp.neigh_counters(n.handle)
+            entries.add_metric([n.name], dp.neigh_size(n.handle))
+            suppressed.add_metric([n.name, "arp"], c["arp_suppressed"])
+            suppressed.add_metric([n.name, "nd"], c["nd_suppressed"])
+            replies.add_metric([n.name, "sent"], c["replies_sent"])
+            replies.add_metric([n.name, "error"], c["reply_errors"])
+            unknown.add_metric([n.name], c["unknown_flooded"])
+            snooped.add_metric([n.name], c["snooped"])
+            refused.add_metric([n.name], c["snoop_full"])
+            aged.add_metric([n.name], c["aged"])
+        yield from (entries, suppressed, replies, unknown, snooped, refused, aged)
 
     def _endpoints(self, eps: list[EndpointView]) -> Iterator[Metric]:
         dp = self.source.dp

@@ -34,6 +34,7 @@ from .datapath.offload import OffloadPlan
 from .datapath.tap import Tap
 from .datapath.underlay import gro_enabled, open_endpoint, open_tx_socket, underlay_mtu
 from .fastpath.api import Dataplane
+from .neighbours import Neighbours
 from .wire import encap_overhead
 
 __all__ = ["Endpoint", "EndpointKey", "Network", "Networks", "derive_mtu", "DEFAULT_UNDERLAY_MTU"]
@@ -78,6 +79,7 @@ class Networks:
         self._nets: dict[str, Network] = {}
         self._endpoints: dict[EndpointKey, Endpoint] = {}
         self._tx: dict[int, socket.socket] = {}
+        self.neigh = Neighbours(dp)     # ARP / ND suppression tables; set/delete for front-ends
 
     # --- reading (the view) -----------------------------------------------------------------
     def __contains__(self, name: object) -> bool:
@@ -148,6 +150,7 @@ class Networks:
                 self._release_endpoint(key, cfg.name, loop)
             raise
         ep.users.add(cfg.name)
+        self.neigh.attach(cfg.name, handle, cfg)
         net = self._nets[cfg.name] = Network(cfg, handle, tap, mtu, key, Desired((), ()))
         self.apply(cfg.name, desired)
         loop.add_reader(tap.fd, self._on_tap, net)
@@ -163,12 +166,13 @@ class Networks:
             if net.tap.fd >= 0:
                 loop.remove_reader(net.tap.fd)
             net.tap.close()
+        self.neigh.detach(name)
         self.dp.remove_network(net.handle)
         self._release_endpoint(net.ep_key, name, loop)
         log.info("network %s removed", name)
 
     def apply(self, name: str, desired: Desired) -> None:
-        """Bring a network's peers and static FDB entries to `desired` (control plane output)."""
+        """Bring a network's peers, static FDB and neighbour entries to `desired` (control plane output)."""
         net = self._nets[name]
         if desired.peers != net.desired.peers:
             self.dp.set_peers(net.handle, desired.peers)
@@ -178,6 +182,7 @@ class Networks:
         for mac, remote in new.items():
             if old.get(mac) != remote:
                 self.dp.fdb_add(net.handle, mac, remote)
+        self.neigh.apply(name, net.cfg, desired.neigh)
         net.desired = desired
 
     def local_macs(self, name: str, now: float) -> list[tuple[str, float]]:
@@ -264,5 +269,8 @@ class Networks:
 
 
 def _same_but_control(a: NetworkConfig, b: NetworkConfig) -> bool:
-    """True when only peers / static FDB entries differ: those are applied in place."""
-    return replace(a, peers=(), fdb=()) == replace(b, peers=(), fdb=())
+    """True when only peers, static FDB and neighbour entries or the suppression mode differ:
+    those are applied in place."""
+    def control(n: NetworkConfig) -> NetworkConfig:
+        return replace(n, peers=(), fdb=(), neigh=(), suppress_arp=None, neigh_snoop=False)
+    return control(a) == control(b)

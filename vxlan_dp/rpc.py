@@ -2,7 +2,8 @@
 
 A unix stream socket (mode 0600, root only) so `vxlan-dp status` and `vxlan-dp fdb` read a
 running daemon from any network namespace. Requests: {"cmd": "status"} and
-{"cmd": "fdb", "network": NAME}. Answers carry "ok": true/false; a bad request gets an error
+{"cmd": "fdb", "network": NAME} (with "neigh": true, the network's ARP / ND suppression
+table instead of its forwarding entries). Answers carry "ok": true/false; a bad request gets an error
 answer, never a dropped daemon.
 
 `RpcFrontEnd` is the daemon's front-end (frontend.py): it reads the daemon only through
@@ -37,6 +38,8 @@ class StatusSource(Protocol):
 
     def fdb_rows(self, name: str) -> list[dict[str, Any]] | None: ...
 
+    def neigh_rows(self, name: str) -> list[dict[str, Any]] | None: ...
+
 
 def _answer(daemon: StatusSource, req: Any) -> dict[str, Any]:
     if not isinstance(req, dict):
@@ -45,10 +48,11 @@ def _answer(daemon: StatusSource, req: Any) -> dict[str, Any]:
         return {"ok": True, **daemon.snapshot()}
     if req.get("cmd") == "fdb":
         name = req.get("network")
-        rows = daemon.fdb_rows(name) if isinstance(name, str) else None
+        neigh = req.get("neigh") is True
+        rows = (daemon.neigh_rows(name) if neigh else daemon.fdb_rows(name)) if isinstance(name, str) else None
         if rows is None:
             return {"ok": False, "error": f"no network named {name!r}"}
-        return {"ok": True, "network": name, "fdb": rows}
+        return {"ok": True, "network": name, "neigh" if neigh else "fdb": rows}
     return {"ok": False, "error": f"unknown command {req.get('cmd')!r}"}
 
 

@@ -123,6 +123,10 @@ class View:
             return None
         return [r._asdict() for r in self.dp.fdb_dump(net.handle, time.monotonic())]
 
+    def neigh_rows(self, name: str) -> list[dict[str, Any]] | None:
+        """One network's ARP / ND suppression table, or None when there is no such network."""
+        return self.networks.neigh.rows(name, time.monotonic())
+
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
         dp = self.dp
@@ -134,6 +138,7 @@ class View:
                 "peers": dp.peers(n.handle),
                 "fdb": [r._asdict() for r in dp.fdb_dump(n.handle, now)],
                 "counters": dp.counters(n.handle),
+                "neigh": self.networks.neigh.status(name),
             }
         eps = [{"encap": k[0], "local": k[1], "port": k[2], "networks": sorted(e.users),
                 "counters": dp.endpoint_counters(e.handle)} for k, e in self.networks.endpoints()]

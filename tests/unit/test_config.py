@@ -319,7 +319,39 @@ BAD: list[tuple[str, str, str]] = [
     (net() + ETCD + "tap = 'vx-{name}-{vni}'\n", "etcd.tap", 'is the only placeholder'),
     (net() + ETCD + "tap = 'a-very-long-tap-{name}'\n", "etcd.tap", "Linux interface names are 1..15"),
     (net() + ETCD + "bridge = 'br {name}'\n", "etcd.bridge", "not a valid Linux interface name"),
+    # the ARP / ND suppression table
+    (net(neigh='[{ ip = "192.168.0.4" }]'), "network[0].neigh[0].mac", "required"),
+    (net(neigh='[{ ip = "224.0.0.1", mac = "02:42:c0:a8:00:04" }]'), "network[0].neigh[0].ip",
+     "224.0.0.1 is a multicast address"),
+    (net(neigh='[{ ip = "192.168.0.4", mac = "ff:ff:ff:ff:ff:ff" }]'), "network[0].neigh[0].mac",
+     "is a group (multicast or broadcast) address"),
+    (net(neigh='[{ ip = "192.168.0.4", mac = "02:42:c0:a8:00:04", remote = "198.18.0.2" }]'),
+     "network[0].neigh[0].remote", "unknown key"),
+    (net(neigh='[{ ip = "192.168.0.4", mac = "02:42:c0:a8:00:04" }, { ip = "192.168.0.4", mac = "02:42:c0:a8:00:05" }]'),
+     "network[0].neigh[1].ip", "192.168.0.4 is a duplicate of neigh[0]"),
+    (net(fdb='[{ mac = "02:42:c0:a8:00:04", remote = "198.18.0.2", ip = "192.168.0.4" }]',
+         neigh='[{ ip = "192.168.0.4", mac = "02:42:c0:a8:00:05" }]'),
+     "network[0].neigh[0].ip", "192.168.0.4 is a duplicate of fdb[0].ip"),
+    (net(fdb='[{ mac = "02:42:c0:a8:00:04", remote = "198.18.0.2", ip = ["192.168.0.4", "192.168.0.4"] }]'),
+     "network[0].fdb[0].ip[1]", "192.168.0.4 is a duplicate of ip[0]"),
+    (net(fdb='[{ mac = "02:42:c0:a8:00:04", remote = "198.18.0.2", ip = "nope" }]'), "network[0].fdb[0].ip",
+     "is not an IPv4 or IPv6 address"),
+    (net(suppress_arp='"yes"'), "network[0].suppress_arp", "expected true or false"),
+    (net(neigh_snoop="1"), "network[0].neigh_snoop", "expected true or false"),
 ]
+
+
+def test_neighbour_table_from_neigh_and_fdb_ips() -> None:
+    n = parse_config(net(fdb='[{ mac = "02:42:C0:A8:00:04", remote = "198.18.0.2", ip = ["192.168.0.4", '
+                             '"fd00:0::4"] }, { mac = "02:42:c0:a8:00:05", remote = "198.18.0.2", '
+                             'ip = "192.168.0.5" }]',
+                         neigh='[{ ip = "192.168.0.6", mac = "02:42:C0:A8:00:06" }]',
+                         suppress_arp="false", neigh_snoop="true")).networks[0]
+    assert n.neigh_entries() == (("192.168.0.6", "02:42:c0:a8:00:06"), ("192.168.0.4", "02:42:c0:a8:00:04"),
+                                 ("fd00::4", "02:42:c0:a8:00:04"), ("192.168.0.5", "02:42:c0:a8:00:05"))
+    assert (n.suppress_arp, n.neigh_snoop) == (False, True)
+    d = parse_config(net()).networks[0]
+    assert (d.neigh_entries(), d.suppress_arp, d.neigh_snoop) == ((), None, False)
 
 
 @pytest.mark.parametrize("text, field, reason", BAD, ids=[f"{i:02d}-{f}" for i, (_, f, _) in enumerate(BAD)])

@@ -19,8 +19,8 @@ import pytest
 from vxlan_dp.config import ConfigError, EtcdConfig, parse_config, store_network
 from vxlan_dp.control import Desired, StaticControl, make_control
 from vxlan_dp.control.etcd import Endpoint, EtcdControl, _describe, parse_endpoint
-from vxlan_dp.control.etcd_state import (Change, Keys, Publisher, StoreView, decode_fdb, desired_for,
-                                         encode_fdb, plan_networks)
+from vxlan_dp.control.etcd_state import (Change, Keys, Publisher, StoreView, decode_fdb, decode_neigh,
+                                         desired_for, encode_fdb, encode_neigh, plan_networks)
 from vxlan_dp.fastpath import NetworkParams, PureDataplane
 
 A, B, C, D = "198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"
@@ -341,3 +341,33 @@ def test_store_network_errors_name_the_key() -> None:
     with pytest.raises(ConfigError) as e:
         store_network("blue", {"vni": 42, "local": "1.2.3.4"}, local=A, etcd=ETCD, path=f"{P}/networks/blue")
     assert str(e.value) == "/vxlan-dp/networks/blue.local: is set per host ([etcd] local)"
+
+
+# --- the neighbour table (ARP / ND suppression) ---------------------------------------------
+
+def test_neigh_keys_feed_desired_and_the_file_wins() -> None:
+    assert K.neigh("blue", "192.168.0.4") == b"/vxlan-dp/neigh/blue/192.168.0.4"
+    assert K.parse(K.neigh("blue", "fd00::4")) == ("neigh", "blue", "fd00::4")
+    cfg = parse_config('[daemon]\ncontrol = "etcd"\n[etcd]\nendpoints = ["198.18.0.254:2379"]\n'
+                       '[[network]]\nname = "blue"\nvni = 42\nlocal = "198.18.0.1"\ntap = "t0"\n'
+                       f'neigh = [{{ ip = "192.168.0.5", mac = "{M3}" }}]\n')
+    v = _view((f"{P}/neigh/blue/192.168.0.4", {"mac": M1}), (f"{P}/neigh/blue/192.168.0.5", {"mac": M2}),
+              (f"{P}/neigh/blue/fd00::4", {"mac": M1.upper()}), (f"{P}/neigh/red/192.168.0.4", {"mac": M2}))
+    d = desired_for(v, cfg.networks[0])
+    assert d.neigh == (("192.168.0.5", M3), ("192.168.0.4", M1), ("fd00::4", M1))
+    ch = v.put(K.neigh("blue", "192.168.0.4"), encode_neigh(M2), NOW)        # a MAC move
+    assert ch.dirty == {"blue"} and dict(desired_for(v, cfg.networks[0]).neigh)["192.168.0.4"] == M2
+    assert v.put(K.neigh("blue", "192.168.0.4"), encode_neigh(M2), NOW).dirty == set()
+    assert v.delete(K.neigh("blue", "192.168.0.4"), NOW).dirty == {"blue"}
+    assert "192.168.0.4" not in dict(desired_for(v, cfg.networks[0]).neigh)
+
+
+def test_bad_neigh_keys_are_remembered_not_applied() -> None:
+    v = _view((f"{P}/neigh/blue/fd00:0::4", {"mac": M1}), (f"{P}/neigh/blue/224.0.0.1", {"mac": M1}),
+              (f"{P}/neigh/blue/192.168.0.4", {"mac": "ff:ff:ff:ff:ff:ff"}),
+              (f"{P}/neigh/blue/192.168.0.5", {"remote": A}), (f"{P}/neigh/blue/192.168.0.6", {"mac": M2}))
+    assert v.neigh == {"blue": {"192.168.0.6": M2}}
+    reasons = {k.decode().rsplit("/", 1)[1]: r for k, r in v.bad.items()}
+    assert "compressed form" in reasons["fd00:0::4"] and "not a unicast" in reasons["224.0.0.1"]
+    assert "group address" in reasons["192.168.0.4"] and '{"mac"' in reasons["192.168.0.5"]
+    assert decode_neigh(encode_neigh(M1)) == M1

@@ -118,7 +118,36 @@ EXPECTED = {
     "vxlan_dp_endpoint_drops": ("counter", {"endpoint", "reason"}),
     "vxlan_dp_offload_enabled": ("gauge", {"feature"}),
     "vxlan_dp_offload_events": ("counter", {"event"}),
+    "vxlan_dp_neigh_entries": ("gauge", {"network"}),
+    "vxlan_dp_neigh_suppressed": ("counter", {"network", "protocol"}),
+    "vxlan_dp_neigh_replies": ("counter", {"network", "result"}),
+    "vxlan_dp_neigh_unknown_flooded": ("counter", {"network"}),
+    "vxlan_dp_neigh_snooped": ("counter", {"network"}),
+    "vxlan_dp_neigh_snoop_refused": ("counter", {"network"}),
+    "vxlan_dp_neigh_aged": ("counter", {"network"}),
 }
+
+
+@pytest.mark.parametrize("dp_class", sorted(backends().items()), ids=lambda kv: kv[0])
+def test_neigh_suppression_counters(dp_class: tuple[str, type]) -> None:
+    """An ARP request for a known address, answered (the TAP write fails: no TAP here), and
+    one for an unknown address, flooded: both show on the dashboard."""
+    d = _fake(dp_class[1])
+    blue = d.nets["blue"].handle
+    d.dp.neigh_set(blue, "192.168.0.11", MAC_B)
+    d.dp.neigh_mode(blue, suppress=True)
+
+    def arp(tpa: bytes) -> bytes:
+        return (b"\xff" * 6 + bytes.fromhex(MAC_A.replace(":", "")) + b"\x08\x06\x00\x01\x08\x00\x06\x04\x00\x01"
+                + bytes.fromhex(MAC_A.replace(":", "")) + bytes([192, 168, 0, 10]) + bytes(6) + tpa)
+    d.dp.encap(blue, [arp(bytes([192, 168, 0, 11])), arp(bytes([192, 168, 0, 99]))], NOW)
+    fams = _families(d)
+    assert _value(fams, "vxlan_dp_neigh_entries", network="blue") == 1
+    assert _value(fams, "vxlan_dp_neigh_suppressed", network="blue", protocol="arp") == 1
+    assert _value(fams, "vxlan_dp_neigh_suppressed", network="blue", protocol="nd") == 0
+    assert _value(fams, "vxlan_dp_neigh_replies", network="blue", result="error") == 1
+    assert _value(fams, "vxlan_dp_neigh_unknown_flooded", network="blue") == 1
+    assert _value(fams, "vxlan_dp_neigh_entries", network="red") == 0
 
 
 def test_families_types_and_label_sets():

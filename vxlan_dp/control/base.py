@@ -2,7 +2,8 @@
 
 A control plane answers two questions, and tells the daemon when the answers change:
 - which networks this host runs (`networks()`: name -> NetworkConfig), and
-- what each of them should hold (`desired()`: name -> Desired: flood list + static FDB entries).
+- what each of them should hold (`desired()`: name -> Desired: flood list, static FDB entries
+  and the IP -> MAC neighbour entries ARP / ND suppression answers from).
 
 Invariants:
 - The daemon owns the data plane; a control plane never touches it. It calls back through
@@ -10,7 +11,8 @@ Invariants:
   `apply` when only a network's Desired state changes. Both run on the daemon's event loop,
   never concurrently with a pump.
 - `Desired.peers` is in a stable order (the file's for static, sorted for etcd) and never holds
-  the network's own local address; `Desired.fdb` holds at most one entry per MAC. Equal inputs
+  the network's own local address; `Desired.fdb` holds at most one entry per MAC and
+  `Desired.neigh` at most one per IP address. Equal inputs
   give equal Desired values, so the daemon's diff in `apply` does nothing when nothing changed.
 - Losing the source (the store is unreachable) never changes Desired: the data plane keeps
   forwarding on the last known state, and `health()` says so.
@@ -31,6 +33,7 @@ __all__ = ["Desired", "ControlPlane", "ControlSink"]
 class Desired:
     peers: tuple[str, ...]
     fdb: tuple[tuple[str, str], ...]  # (mac, remote)
+    neigh: tuple[tuple[str, str], ...] = ()  # (overlay ip, mac): ARP / ND suppression table
 
 
 class ControlSink(Protocol):

@@ -9,6 +9,10 @@ Key schema, under the configured prefix P (default "/vxlan-dp"); values are JSON
     P/fdb/<name>/<mac>           {"remote": "198.18.0.2"}
                                  a MAC seen leaving the TAP of host <remote>; bound to the lease
                                  of the host that wrote it last
+    P/neigh/<name>/<ip>          {"mac": "02:42:c0:a8:00:04"}
+                                 an overlay address and its MAC, for ARP / ND suppression; written
+                                 by whoever knows it (an operator, an orchestrator), no lease;
+                                 <ip> in compressed form
 
 Like aioquic's connection, everything here takes its input (key/value pairs, `now`) and hands
 back decisions; etcd.py does the talking. Invariants:
@@ -41,9 +45,10 @@ from ..wire import is_multicast, mac_to_bytes
 from .base import Desired
 
 __all__ = ["Keys", "StoreView", "Change", "Ops", "Publisher", "desired_for", "plan_networks",
-           "encode_member", "encode_fdb", "decode_fdb", "NETWORKS", "MEMBERS", "FDB"]
+           "encode_member", "encode_fdb", "decode_fdb", "encode_neigh", "decode_neigh", "NETWORKS",
+           "MEMBERS", "FDB", "NEIGH"]
 
-NETWORKS, MEMBERS, FDB = "networks", "members", "fdb"
+NETWORKS, MEMBERS, FDB, NEIGH = "networks", "members", "fdb", "neigh"
 
 
 class Keys:
@@ -65,6 +70,9 @@ class Keys:
     def fdb(self, name: str, mac: str) -> bytes:
         return f"{self.prefix}/{FDB}/{name}/{mac}".encode()
 
+    def neigh(self, name: str, ip: str) -> bytes:
+        return f"{self.prefix}/{NEIGH}/{name}/{ip}".encode()
+
     def parse(self, key: bytes) -> tuple[str, str, str]:
         """key -> (kind, network, item); item is "" for a network key. ValueError(reason) if not ours."""
         if not key.startswith(self.root):
@@ -76,9 +84,10 @@ class Keys:
         parts = rest.split("/")
         if parts[0] == NETWORKS and len(parts) == 2 and parts[1]:
             return NETWORKS, parts[1], ""
-        if parts[0] in (MEMBERS, FDB) and len(parts) == 3 and parts[1] and parts[2]:
+        if parts[0] in (MEMBERS, FDB, NEIGH) and len(parts) == 3 and parts[1] and parts[2]:
             return parts[0], parts[1], parts[2]
-        raise ValueError(f"not {self.prefix}/networks/<name>, /members/<name>/<address> or /fdb/<name>/<mac>")
+        raise ValueError(f"not {self.prefix}/networks/<name>, /members/<name>/<address>, "
+                         "/fdb/<name>/<mac> or /neigh/<name>/<ip>")
 
 
 def encode_member() -> bytes:
@@ -87,6 +96,18 @@ def encode_member() -> bytes:
 
 def encode_fdb(remote: str) -> bytes:
     return json.dumps({"remote": remote}).encode()
+
+
+def encode_neigh(mac: str) -> bytes:
+    return json.dumps({"mac": mac}).encode()
+
+
+def decode_neigh(value: bytes) -> str:
+    """The MAC of a neigh value; ValueError(reason) if malformed."""
+    obj = _json(value)
+    if not isinstance(obj, dict) or not isinstance(obj.get("mac"), str):
+        raise ValueError('value is not {"mac": "<aa:bb:cc:dd:ee:ff>"}')
+    return _mac(obj["mac"])
 
 
 def _json(value: bytes) -> Any:
@@ -144,17 +165,18 @@ class StoreView:
         self.networks: dict[str, Any] = {}               # name -> decoded JSON definition
         self.members: dict[str, set[str]] = {}           # name -> member addresses
         self.fdb: dict[str, dict[str, str]] = {}         # name -> mac -> remote
+        self.neigh: dict[str, dict[str, str]] = {}       # name -> overlay ip -> mac
         self.changed_at: dict[tuple[str, str], float] = {}  # (name, mac) -> when its remote last changed
         self.bad: dict[bytes, str] = {}                  # unparsable key -> why
 
     def __len__(self) -> int:
         return (len(self.networks) + sum(map(len, self.members.values()))
-                + sum(map(len, self.fdb.values())))
+                + sum(map(len, self.fdb.values())) + sum(map(len, self.neigh.values())))
 
     def load(self, kvs: Iterable[tuple[bytes, bytes]], now: float) -> Change:
         """Replace everything with a full snapshot (start-up, resynchronisation)."""
-        old_nets, old_members, old_fdb = self.networks, self.members, self.fdb
-        self.networks, self.members, self.fdb, self.bad = {}, {}, {}, {}
+        old_nets, old_members, old_fdb, old_neigh = self.networks, self.members, self.fdb, self.neigh
+        self.networks, self.members, self.fdb, self.neigh, self.bad = {}, {}, {}, {}, {}
         changed_at, self.changed_at = self.changed_at, {}
         for key, value in kvs:
             self._put(key, value, now, quiet=True)
@@ -168,6 +190,7 @@ class StoreView:
         dirty = {n for n in old_members.keys() | self.members.keys()
                  if old_members.get(n) != self.members.get(n)}
         dirty |= {n for n in old_fdb.keys() | self.fdb.keys() if old_fdb.get(n) != self.fdb.get(n)}
+        dirty |= {n for n in old_neigh.keys() | self.neigh.keys() if old_neigh.get(n) != self.neigh.get(n)}
         return Change(networks=old_nets != self.networks, dirty=dirty)
 
     def put(self, key: bytes, value: bytes, now: float) -> Change:
@@ -191,6 +214,12 @@ class StoreView:
                     return Change()
                 members.add(addr)
                 return Change(dirty={name})
+            if kind == NEIGH:
+                ip = _address(item)
+                if item != ip:
+                    raise ValueError(f"address {item!r} is not in its compressed form {ip!r}")
+                mac = decode_neigh(value)
+                return self._set(self.neigh, name, ip, mac)
             mac = _mac(item)
             if item != mac:
                 raise ValueError(f"MAC {item!r} is not in lower case")
@@ -206,6 +235,13 @@ class StoreView:
             return Change()
         table[mac] = remote
         self.changed_at[(name, mac)] = now
+        return Change(dirty={name})
+
+    def _set(self, tables: dict[str, dict[str, str]], name: str, item: str, value: str) -> Change:
+        table = tables.setdefault(name, {})
+        if table.get(item) == value:
+            return Change()
+        table[item] = value
         return Change(dirty={name})
 
     def delete(self, key: bytes, now: float) -> Change:
@@ -226,12 +262,14 @@ class StoreView:
             if not members:
                 del self.members[name]
             return Change(dirty={name})
-        table = self.fdb.get(name)
+        tables = self.neigh if kind == NEIGH else self.fdb
+        table = tables.get(name)
         if table is None or table.pop(item, None) is None:
             return Change()
         if not table:
-            del self.fdb[name]
-        self.changed_at.pop((name, item), None)
+            del tables[name]
+        if kind == FDB:
+            self.changed_at.pop((name, item), None)
         return Change(dirty={name})
 
     def owner(self, name: str, mac: str) -> str | None:
@@ -250,7 +288,11 @@ def desired_for(view: StoreView, net: NetworkConfig) -> Desired:
     for mac, remote in view.fdb.get(net.name, {}).items():
         if remote != net.local and _is_v6(remote) == v6 and mac not in fdb:
             fdb[mac] = remote
-    return Desired(tuple(sorted(peers, key=ipaddress.ip_address)), tuple(fdb.items()))
+    neigh = dict(net.neigh_entries())       # the file's word first, as for fdb
+    for ip, mac in view.neigh.get(net.name, {}).items():
+        neigh.setdefault(ip, mac)
+    return Desired(tuple(sorted(peers, key=ipaddress.ip_address)), tuple(fdb.items()),
+                   tuple(neigh.items()))
 
 
 def plan_networks(file_networks: Iterable[NetworkConfig], view: StoreView, etcd: EtcdConfig,

@@ -11,7 +11,7 @@ __all__ = ["Desired", "StaticControl", "desired_from_config"]
 
 
 def desired_from_config(config: Config) -> dict[str, Desired]:
-    return {n.name: Desired(n.peers, tuple((f.mac, f.remote) for f in n.fdb))
+    return {n.name: Desired(n.peers, tuple((f.mac, f.remote) for f in n.fdb), n.neigh_entries())
             for n in config.networks}
 
 
