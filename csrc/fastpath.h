@@ -203,6 +203,11 @@ int vxdp_inject_gso_error(struct vxdp_dp *dp, int err, int count);
 int vxdp_offload_stats(struct vxdp_dp *dp, struct vxdp_offload_stats *out);
 
 int vxdp_fdb_add(struct vxdp_dp *dp, int net, const uint8_t *mac, const struct vxdp_addr *remote);
+/* n static entries at once: MAC i is macs[6i..6i+5], its remote remotes[idx[i]] (a config's
+ * or control plane's table, FdbTable in Python). Returns n, or -errno with nothing changed
+ * when an index or a remote's family is wrong. */
+int vxdp_fdb_load(struct vxdp_dp *dp, int net, const uint8_t *macs, const uint32_t *idx, int n,
+                  const struct vxdp_addr *remotes, int nremotes);
 int vxdp_fdb_remove(struct vxdp_dp *dp, int net, const uint8_t *mac);
 int vxdp_fdb_count(struct vxdp_dp *dp, int net);
 int vxdp_fdb_dump(struct vxdp_dp *dp, int net, double now, struct vxdp_fdb_row *rows, int max);

@@ -497,6 +497,28 @@ int vxdp_fdb_add(struct vxdp_dp *dp, int net, const uint8_t *mac, const struct v
     return r;
 }
 
+int vxdp_fdb_load(struct vxdp_dp *dp, int net, const uint8_t *macs, const uint32_t *idx, int n,
+                  const struct vxdp_addr *remotes, int nremotes)
+{
+    if (n < 0 || nremotes < 0)
+        return -EINVAL;
+    pthread_mutex_lock(&dp->lock);
+    struct vxdp_net *nw = vxdp_get_net(dp, net);
+    int r = nw ? 0 : -ENOENT;
+    for (int k = 0; r == 0 && k < nremotes; k++)
+        if (remotes[k].family != nw->family)
+            r = -EINVAL;
+    for (int i = 0; r == 0 && i < n; i++)
+        if (idx[i] >= (uint32_t)nremotes)
+            r = -EINVAL;
+    /* checked first, so a bad table changes nothing; growth failing half-way (ENOMEM) leaves
+     * the entries before it in place, as that many vxdp_fdb_add calls would */
+    for (int i = 0; r == 0 && i < n; i++)
+        r = vxdp_fdb_set_static(&nw->fdb, vxdp_mac_key(macs + 6 * (size_t)i), &remotes[idx[i]]);
+    pthread_mutex_unlock(&dp->lock);
+    return r < 0 ? r : n;
+}
+
 int vxdp_fdb_remove(struct vxdp_dp *dp, int net, const uint8_t *mac)
 {
     pthread_mutex_lock(&dp->lock);

@@ -172,6 +172,18 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print(f"vxlan-dp bench {a.what}: needs root (network namespaces, TAP devices)", file=sys.stderr)
         return EXIT_USAGE
+    if a.what == "scale":
+        from .bench.scale import CASES, run_scale
+        cases = a.cases.split(",") if a.cases else list(CASES) + ["replication"]
+        bad = [c for c in cases if c not in CASES and c != "replication"]
+        if bad:
+            print(f"vxlan-dp bench scale: unknown case {', '.join(bad)}; choose from "
+                  f"{', '.join(list(CASES) + ['replication'])}", file=sys.stderr)
+            return EXIT_USAGE
+        backends = ["c", "python"] if a.backend_all else [a.backend]
+        data, _ = run_scale(cases, backends, peers=a.peers, seconds=a.seconds or 2.0, repeat=a.repeat,
+                            out_dir=a.out)
+        return 0 if all("error" not in r for r in data["static"]) else EXIT_RUNTIME
     if a.what == "soak":
         if a.minutes is None or a.minutes <= 0:
             print("vxlan-dp bench soak: --minutes must be positive", file=sys.stderr)
@@ -421,14 +433,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="encapsulation micro-bench, end-to-end throughput against the kernel, "
-                                     "or a soak under load")
-    b.add_argument("what", choices=["encap", "e2e", "soak"])
+                                     "a soak under load, or scale (many networks, entries, peers)")
+    b.add_argument("what", choices=["encap", "e2e", "soak", "scale"])
     b.add_argument("--seconds", type=float, help="per measurement (default 1 for encap, 5 for e2e)")
     b.add_argument("--variants", help="e2e tunnels, comma-separated (default kernel,kernel-txoff,c,python,socat; "
                                           "also c-interrupt, c-adaptive, c-busy)")
     b.add_argument("--minutes", type=float, default=10.0,
                    help="soak: how long to run under full iperf3 load (default 10)")
-    b.add_argument("--backend", choices=["c", "python"], default="c", help="soak: the daemons' fast path")
+    b.add_argument("--backend", choices=["c", "python"], default="c", help="soak, scale: the daemons' fast path")
+    b.add_argument("--both-backends", dest="backend_all", action="store_true", help="scale: run each case on c and python")
+    b.add_argument("--cases", help="scale: comma-separated cases (default all: 1x0,100x0,1x100k,100x1k,1000x0,"
+                                   "replication; NxE = N networks with E static FDB entries each)")
+    b.add_argument("--peers", type=int, default=1000, help="scale: peers of the replication case (default 1000)")
+    b.add_argument("--repeat", type=int, default=1, help="scale: runs of each case (the machine is noisy)")
     b.add_argument("--out", default="bench/results", help="where the .json/.md/.png results go")
     b.set_defaults(func=cmd_bench)
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+from .core.fdbtable import FdbStatic, FdbTable, _Builder
 from .linux import IFNAMSIZ, UIO_MAXIOV
 from .wire import ENCAPS, GRE_UDP_PORT, VNI_MAX, VXLAN_PORT, is_multicast, mac_to_bytes
 
@@ -80,13 +81,6 @@ class ConfigError(Exception):
 # --- the dataclasses ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class FdbStatic:
-    mac: str                        # lower-case aa:bb:cc:dd:ee:ff, unicast
-    remote: str                     # underlay address, compressed text
-    ips: tuple[str, ...] = ()       # overlay addresses of that MAC (`ip`): neighbour entries too
-
-
-@dataclass(frozen=True)
 class NeighStatic:
     ip: str                         # overlay address, compressed text, unicast
     mac: str                        # lower-case, unicast
@@ -104,7 +98,7 @@ class NetworkConfig:
     mtu: int | None = None          # None: derived from the underlay at start
     learning: bool = True
     peers: tuple[str, ...] = ()
-    fdb: tuple[FdbStatic, ...] = ()
+    fdb: FdbTable | tuple[FdbStatic, ...] = ()   # parsed configs hold a packed FdbTable
     ageing: float = 300.0
     source_ports: tuple[int, int] = (49152, 65535)
     allow_unknown_sources: bool = False
@@ -114,11 +108,11 @@ class NetworkConfig:
     neigh: tuple[NeighStatic, ...] = ()     # IP -> MAC for ARP / ND suppression (+ fdb[].ip)
     suppress_arp: bool | None = None        # None: on where the neighbour table has entries
     neigh_snoop: bool = False               # learn IP -> MAC from ARP replies / NAs on the TAP
+    fdb_ips: tuple[NeighStatic, ...] = ()   # the `ip` of `fdb` entries, in file order
 
     def neigh_entries(self) -> tuple[tuple[str, str], ...]:
         """(ip, mac) of the static neighbour table: `neigh`, then the `ip`s of `fdb` entries."""
-        return tuple((e.ip, e.mac) for e in self.neigh) + tuple(
-            (ip, f.mac) for f in self.fdb for ip in f.ips)
+        return tuple((e.ip, e.mac) for e in self.neigh + self.fdb_ips)
 
     @property
     def ipv6(self) -> bool:
@@ -489,8 +483,9 @@ def _network(raw: Any, path: str) -> NetworkConfig:
         mtu=t.take("mtu", _int(MTU_MIN, MTU_MAX), None),
         learning=t.take("learning", _bool, True),
         peers=_unique(t.field("peers"), t.take("peers", _array, []), _peer(local)),
-        fdb=(fdb := _fdb(t.field("fdb"), t.take("fdb", _array, []), local)),
-        neigh=_neigh(t.field("neigh"), t.take("neigh", _array, []), fdb),
+        fdb=(fdb := _fdb(t.field("fdb"), t.take("fdb", _array, []), local))[0],
+        fdb_ips=fdb[1],
+        neigh=_neigh(t.field("neigh"), t.take("neigh", _array, []), fdb[2]),
         suppress_arp=t.take("suppress_arp", _bool, None),
         neigh_snoop=t.take("neigh_snoop", _bool, False),
         ageing=t.take("ageing", _seconds, 300.0),
@@ -514,35 +509,60 @@ def _source_ports(t: _Table) -> tuple[int, int]:
     return lo, hi
 
 
-def _fdb(path: str, raw: list[Any], local: Address) -> tuple[FdbStatic, ...]:
-    entries: list[FdbStatic] = []
-    seen: dict[str, int] = {}
-    for i, item in enumerate(raw):
-        t = _Table(item, f"{path}[{i}]", ("mac", "remote", "ip"))
-        mac = t.take("mac", _unicast_mac)
-        if mac in seen:
-            raise ConfigError(t.field("mac"), f"{mac} is a duplicate of fdb[{seen[mac]}]")
-        seen[mac] = i
-        remote = t.take("remote", _peer(local))
-        raw_ip = t.take("ip", _str_or_array, None)
-        if isinstance(raw_ip, str):     # ip = "192.168.0.4", or ip = ["192.168.0.4", "fd00::4"]
-            ips: tuple[str, ...] = (_convert(t.field("ip"), _overlay_ip, raw_ip),)
-        else:
-            ips = _unique(t.field("ip"), raw_ip or [], _overlay_ip)
-        entries.append(FdbStatic(mac, remote, ips))
+_MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
+
+
+def _fdb(path: str, raw: list[Any], local: Address) -> tuple[FdbTable, tuple[NeighStatic, ...], dict[str, str]]:
+    """`fdb = [{ mac, remote, ip? }]` -> the packed table and the neighbour entries of its `ip`s.
+
+    Written for 100,000 entries: the common entry ({mac, remote}, a plain unicast MAC, a remote
+    seen before) is checked without building anything per entry but its packed bytes; any
+    other entry goes through the general checks, which name the field and the reason.
+    """
+    out = _Builder()
+    seen: dict[bytes, int] = {}
+    remotes: dict[str, str] = {}        # raw remote text -> validated compressed text
+    ips: list[NeighStatic] = []
     by_ip: dict[str, str] = {}
-    for i, f in enumerate(entries):
-        for ip in f.ips:
-            if ip in by_ip:
-                raise ConfigError(f"{path}[{i}].ip", f"{ip} is already the address of {by_ip[ip]}")
-            by_ip[ip] = f"fdb[{i}]"
-    return tuple(entries)
+    peer = _peer(local)
+    for i, item in enumerate(raw):
+        mac_raw = item.get("mac") if type(item) is dict and len(item) == 2 else None
+        raw_r = item.get("remote") if mac_raw is not None else None
+        remote = remotes.get(raw_r) if type(raw_r) is str else None
+        if remote is not None and type(mac_raw) is str and _MAC_RE.fullmatch(mac_raw) \
+                and not int(mac_raw[1], 16) & 1:
+            mac = bytes.fromhex(mac_raw.replace(":", ""))
+        else:                           # the general path: every check, field named
+            t = _Table(item, f"{path}[{i}]", ("mac", "remote", "ip"))
+            mac_text = t.take("mac", _unicast_mac)
+            mac = bytes.fromhex(mac_text.replace(":", ""))
+            if mac in seen:
+                raise ConfigError(t.field("mac"), f"{mac_text} is a duplicate of fdb[{seen[mac]}]")
+            raw_remote = t.take("remote", lambda v: v)
+            remote = _convert(t.field("remote"), peer, raw_remote)
+            if isinstance(raw_remote, str):
+                remotes[raw_remote] = remote
+            raw_ip = t.take("ip", _str_or_array, None)
+            if isinstance(raw_ip, str):     # ip = "192.168.0.4", or ip = ["192.168.0.4", "fd00::4"]
+                entry_ips: tuple[str, ...] = (_convert(t.field("ip"), _overlay_ip, raw_ip),)
+            else:
+                entry_ips = _unique(t.field("ip"), raw_ip or [], _overlay_ip)
+            for ip in entry_ips:
+                if ip in by_ip:
+                    raise ConfigError(t.field("ip"), f"{ip} is already the address of {by_ip[ip]}")
+                by_ip[ip] = f"fdb[{i}]"
+                ips.append(NeighStatic(ip, mac_text))
+        if mac in seen:
+            raise ConfigError(f"{path}[{i}].mac", f"{mac.hex(':')} is a duplicate of fdb[{seen[mac]}]")
+        seen[mac] = i
+        out.add(mac, remote)
+    return out.table(), tuple(ips), by_ip
 
 
-def _neigh(path: str, raw: list[Any], fdb: tuple[FdbStatic, ...]) -> tuple[NeighStatic, ...]:
+def _neigh(path: str, raw: list[Any], fdb_ips: dict[str, str]) -> tuple[NeighStatic, ...]:
     """`neigh = [{ ip = "192.168.0.4", mac = "02:42:c0:a8:00:04" }]`: one MAC per address,
-    across `neigh` and the `ip` of `fdb` entries."""
-    owner = {ip: f"fdb[{i}].ip" for i, f in enumerate(fdb) for ip in f.ips}
+    across `neigh` and the `ip` of `fdb` entries (`fdb_ips`: ip -> "fdb[i]")."""
+    owner = {ip: f"{where}.ip" for ip, where in fdb_ips.items()}
     entries: list[NeighStatic] = []
     for i, item in enumerate(raw):
         t = _Table(item, f"{path}[{i}]", ("ip", "mac"))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 
 from .config import NetworkConfig
 from .control import Desired
+from .core.fdbtable import FdbTable
 from .datapath.offload import OffloadPlan
 from .datapath.tap import Tap
 from .datapath.underlay import gro_enabled, open_endpoint, open_tx_socket, underlay_mtu
@@ -176,12 +177,17 @@ class Networks:
         net = self._nets[name]
         if desired.peers != net.desired.peers:
             self.dp.set_peers(net.handle, desired.peers)
-        old, new = dict(net.desired.fdb), dict(desired.fdb)
-        for mac in old.keys() - new.keys():
-            self.dp.fdb_remove(net.handle, mac)
-        for mac, remote in new.items():
-            if old.get(mac) != remote:
-                self.dp.fdb_add(net.handle, mac, remote)
+        if desired.fdb == net.desired.fdb:
+            pass
+        elif not len(net.desired.fdb) and isinstance(desired.fdb, FdbTable):
+            self.dp.fdb_load(net.handle, desired.fdb)   # a new network: the whole table, one call
+        else:
+            old, new = dict(net.desired.fdb), dict(desired.fdb)
+            for mac in old.keys() - new.keys():
+                self.dp.fdb_remove(net.handle, mac)
+            for mac, remote in new.items():
+                if old.get(mac) != remote:
+                    self.dp.fdb_add(net.handle, mac, remote)
         self.neigh.apply(name, net.cfg, desired.neigh)
         net.desired = desired
 
@@ -272,5 +278,5 @@ def _same_but_control(a: NetworkConfig, b: NetworkConfig) -> bool:
     """True when only peers, static FDB and neighbour entries or the suppression mode differ:
     those are applied in place."""
     def control(n: NetworkConfig) -> NetworkConfig:
-        return replace(n, peers=(), fdb=(), neigh=(), suppress_arp=None, neigh_snoop=False)
+        return replace(n, peers=(), fdb=(), neigh=(), fdb_ips=(), suppress_arp=None, neigh_snoop=False)
     return control(a) == control(b)

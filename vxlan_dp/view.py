@@ -96,7 +96,7 @@ class View:
 
     def metric_networks(self) -> list[NetworkView]:
         return [NetworkView(name, n.handle, n.cfg.vni, n.cfg.encap, n.cfg.tap, n.tap is not None, n.mtu,
-                            n.cfg.max_fdb_entries, len(dict(n.desired.fdb)))
+                            n.cfg.max_fdb_entries, len(n.desired.fdb))
                 for name, n in self.networks.items()]
 
     def metric_endpoints(self) -> list[EndpointView]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..config import Config, NetworkConfig
+from ..core.fdbtable import FdbTable
 
 __all__ = ["Desired", "ControlPlane", "ControlSink"]
 
@@ -32,7 +33,7 @@ __all__ = ["Desired", "ControlPlane", "ControlSink"]
 @dataclass(frozen=True)
 class Desired:
     peers: tuple[str, ...]
-    fdb: tuple[tuple[str, str], ...]  # (mac, remote)
+    fdb: FdbTable | tuple[tuple[str, str], ...]  # (mac, remote); the static file's come packed
     neigh: tuple[tuple[str, str], ...] = ()  # (overlay ip, mac): ARP / ND suppression table
 
 

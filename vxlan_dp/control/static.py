@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Config, NetworkConfig
+from ..core.fdbtable import FdbTable
 from .base import ControlSink, Desired
 
 __all__ = ["Desired", "StaticControl", "desired_from_config"]
 
 
 def desired_from_config(config: Config) -> dict[str, Desired]:
-    return {n.name: Desired(n.peers, tuple((f.mac, f.remote) for f in n.fdb), n.neigh_entries())
+    # a parsed config's FdbTable goes on as it is: packed, never one object per entry
+    return {n.name: Desired(n.peers, n.fdb if isinstance(n.fdb, FdbTable) else tuple(n.fdb), n.neigh_entries())
             for n in config.networks}
 
 

@@ -29,11 +29,12 @@ from .. import __version__
 from ..core.counters import EP_COUNTERS, NET_COUNTERS
 from ..wire import ENCAPS, WireError, mac_to_bytes, mac_to_str
 from ..wire.offload import VNET_HDR_LEN, VnetHdr, decode_vnet_hdr
+from ..core.fdbtable import FdbTable
 from ..core.neigh import NEIGH_COUNTERS
 from ..wire.esp import CIPHERS, REPLAY_WINDOW
 from .api import (NEIGH_LEARN_MAX, OFFLOAD_STATS, SUPER_MAX, FdbRow, NeighRow, NetworkParams, check_batch,
-                  check_endpoint_args, check_esp_args, check_family, check_neigh_entry, check_neigh_mode,
-                  check_shared_with_c, check_tap_args)
+                  check_endpoint_args, check_esp_args, check_family, check_fdb_table, check_neigh_entry,
+                  check_neigh_mode, check_shared_with_c, check_tap_args)
 
 try:
     from .._fastpath import ffi, lib
@@ -257,6 +258,17 @@ class Dataplane:
         if family != n.family:
             raise ValueError(f"remote {r} is not of the network's address family")
         _check(lib.vxdp_fdb_add(self._dp, net, mac_to_bytes(mac), _new_addr(r)))
+
+    def fdb_load(self, net: int, table: FdbTable) -> None:
+        """One C call for the whole table (csrc/manage.c vxdp_fdb_load)."""
+        n = self._nets[net]
+        check_fdb_table(table, n.family)
+        remotes = ffi.new("struct vxdp_addr[]", max(1, len(table.remotes)))
+        for i, r in enumerate(table.remotes):
+            family, packed, _ = _parse(r)
+            _fill_addr(remotes[i], family, packed)
+        idx = ffi.from_buffer("uint32_t[]", table.index) if len(table) else ffi.NULL
+        _check(lib.vxdp_fdb_load(self._dp, net, table.macs, idx, len(table), remotes, len(table.remotes)))
 
     def fdb_remove(self, net: int, mac: str) -> bool:
         self._nets[net]

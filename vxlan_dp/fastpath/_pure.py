@@ -22,6 +22,7 @@ from ..linux import (IP_FREEBIND, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IPV6_FREEBI
                      SO_SNDBUFFORCE, SOL_UDP, UDP_GRO, UDP_SEGMENT)
 from ..core.fdb import LEARN_FULL, LEARN_MOVED, LEARN_NEW, Fdb
 from ..core import neigh as cneigh
+from ..core.fdbtable import FdbTable
 from ..core.neigh import NEIGH_COUNTERS, NeighTable
 from ..wire import neigh as wneigh
 from ..wire import (WireError, decapsulate, encap_overhead, encapsulate, flow_hash, is_multicast, mac_to_bytes,
@@ -31,8 +32,8 @@ from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetH
 from ..wire.esp import ESP_EXTRA
 from .api import (FRAME_MAX, GSO_REPROBE, GSO_RETRY_S, GSO_SEGS, GSO_SOCKS, NEIGH_LEARN_MAX, OFFLOAD_STATS,
                   SUPER_MAX, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow, NeighRow, NetworkParams, check_batch,
-                  check_endpoint_args, check_esp_args, check_family, check_neigh_entry, check_neigh_mode,
-                  check_tap_args, gro_types)
+                  check_endpoint_args, check_esp_args, check_family, check_fdb_table, check_neigh_entry,
+                  check_neigh_mode, check_tap_args, gro_types)
 
 __all__ = ["Dataplane"]
 
@@ -231,6 +232,15 @@ class Dataplane:
         if ipaddress.ip_address(r).version != n.family:
             raise ValueError(f"remote {r} is not of the network's address family")
         n.fdb.add_static(mac_to_bytes(mac), r)
+
+    def fdb_load(self, net: int, table: FdbTable) -> None:
+        """Every entry of `table` as a static entry, as that many fdb_add calls would."""
+        n = self._nets[net]
+        check_fdb_table(table, n.family)
+        remotes = [_norm(r) for r in table.remotes]
+        macs = table.macs
+        for i, r in enumerate(table.index):
+            n.fdb.add_static(macs[6 * i:6 * i + 6], remotes[r])
 
     def fdb_remove(self, net: int, mac: str) -> bool:
         return self._nets[net].fdb.remove(mac_to_bytes(mac))

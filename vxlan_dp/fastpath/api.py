@@ -97,6 +97,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, Sequence
 
+from ..core.fdbtable import FdbTable
 from ..linux import (TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6, UDP_MAX_SEGMENTS,
                      UIO_MAXIOV)
 from ..wire import ENCAPS, encap_overhead, is_multicast, mac_to_bytes
@@ -213,6 +214,7 @@ class Dataplane(Protocol):
     def set_peers(self, net: int, peers: Sequence[str]) -> None: ...
     def peers(self, net: int) -> list[str]: ...
     def fdb_add(self, net: int, mac: str, remote: str) -> None: ...
+    def fdb_load(self, net: int, table: FdbTable) -> None: ...
     def fdb_remove(self, net: int, mac: str) -> bool: ...
     def fdb_dump(self, net: int, now: float) -> list[FdbRow]: ...
     def fdb_size(self, net: int) -> int: ...
@@ -288,6 +290,17 @@ def check_tap_args(vnet_hdr: bool, offload: int) -> None:
         raise ValueError("TAP offloads need vnet_hdr: GSO frames come with a virtio-net header")
     if not 0 <= offload <= 0xFF:
         raise ValueError(f"offload {offload:#x} is not a set of TUN_F_* flags")
+
+
+def check_fdb_table(table: FdbTable, family: int) -> None:
+    """A packed table for a network of `family`: unicast MACs, remotes of that family."""
+    for r in table.remotes:
+        if ipaddress.ip_address(r).version != family:
+            raise ValueError(f"remote {r} is not of the network's address family")
+    first = table.macs[::6]
+    if any(b & 1 for b in first):
+        i = 6 * next(k for k, b in enumerate(first) if b & 1)
+        raise ValueError(f"{table.macs[i:i + 6].hex(':')} is a group address, not a station")
 
 
 def check_neigh_entry(ip: str, mac: str) -> tuple[int, bytes, bytes]:
