@@ -159,6 +159,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("vxlan-dp demo: needs root (network namespaces, TAP devices)", file=sys.stderr)
         return EXIT_USAGE
+    if a.docker:
+        from .lab.docker_demo import run_docker_demo
+        return run_docker_demo(a.hosts, port=a.port, backend=a.backend, keep=a.keep)
     from .lab.demo import run_demo
     return run_demo(a.hosts, port=a.port, encap=a.encap, ipv6=a.ipv6, keep=a.keep, backend=a.backend,
                     containers=a.containers, control=a.control)
@@ -430,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep", action="store_true", help="leave the lab up")
     d.add_argument("--control", choices=["static", "etcd"], default="static",
                    help="where peers come from: per-host config files, or an etcd server on its own lab host")
+    d.add_argument("--docker", action="store_true",
+                   help="a dockerd per host: docker network create -d vxlan-dp, busybox containers pinging across "
+                        "hosts (port 4790 unless --port), docker network connect/disconnect live")
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="encapsulation micro-bench, end-to-end throughput against the kernel, "

@@ -57,3 +57,22 @@ def test_dockerd_per_host_restart_and_teardown(make_lab, docker_ok) -> None:  # 
     assert _procs_mentioning(root) == []
     assert not os.path.exists(root)
     assert not netns.exists(h.ns)
+
+
+def test_demo_docker_passes_and_leaves_nothing(docker_ok) -> None:  # type: ignore[no-untyped-def]
+    """`vxlan-dp demo --docker`: the walk-through as a user runs it, and nothing left after."""
+    import re
+    import subprocess
+    import sys
+
+    from vxlan_dp.lab import netns
+
+    r = subprocess.run([sys.executable, "-m", "vxlan_dp", "demo", "--docker", "--hosts", "2", "--port", "4791"],
+                       capture_output=True, text=True, timeout=180, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "over UDP 4791" in r.stdout and "2/2 busybox pairs" in r.stdout and "PASS" in r.stdout
+    sfx = re.search(r"^lab (\w+):", r.stdout, re.M)
+    assert sfx is not None
+    assert not [ns for ns in netns.listing() if f"-{sfx.group(1)}-" in ns]
+    assert _mounts_under(f"vxdp-{sfx.group(1)}-") == []
+    assert _procs_mentioning(f"vxdp-{sfx.group(1)}-") == []
