@@ -379,34 +379,23 @@ def _slice(v: Any) -> tuple[int, int]:
     return i, n
 
 
-# `docker network create -o KEY=VALUE`: what a [[network]] table takes, less what is the host's
-# (local, tap, bridge come from [docker]) or the name's (the VNI names a Docker network).
-DOCKER_OPTION_KEYS = ("vni", "encap", "port", "mtu", "learning", "ageing", "source_ports",
-                      "allow_unknown_sources", "strict", "nvgre", "max_fdb_entries", "peers")
-_INT_OPTIONS = ("vni", "port", "mtu", "max_fdb_entries")
-_BOOL_OPTIONS = ("learning", "allow_unknown_sources", "strict", "nvgre")
-
-
 def _option_value(key: str, value: Any) -> Any:
-    """A -o value (always a string) as the TOML value it stands for, when it reads as one;
-    otherwise the string itself, which the [[network]] checks then reject by name."""
+    """A -o value (always a string) as the TOML value it reads as (integer, number, boolean,
+    or for source_ports "low-high" and peers "a,b" an array); otherwise the string itself,
+    which the [[network]] checks then reject by name."""
     if not isinstance(value, str):
         return value
     v = value.strip()
-    if key in _INT_OPTIONS and re.fullmatch(r"-?[0-9]+", v):
-        return int(v)
-    if key in _BOOL_OPTIONS and v in ("true", "false"):
-        return v == "true"
-    if key == "ageing":
-        try:
-            return float(v)
-        except ValueError:
-            return v
     if key == "source_ports":
-        parts = re.split(r"[-,:]", v)
-        return [_option_value("port", p) for p in parts]
+        return [_option_value("", p) for p in re.split(r"[-,:]", v)]
     if key == "peers":
         return [p.strip() for p in v.split(",") if p.strip()]
+    if re.fullmatch(r"-?[0-9]+", v):
+        return int(v)
+    if v in ("true", "false"):
+        return v == "true"
+    if re.fullmatch(r"-?[0-9]*\.[0-9]+", v):
+        return float(v)
     return value
 
 
@@ -592,6 +581,9 @@ def _str_or_array(v: Any) -> str | list[Any]:
 STORE_NETWORK_KEYS = ("vni", "encap", "port", "mtu", "learning", "ageing", "source_ports",
                       "allow_unknown_sources", "strict", "nvgre", "max_fdb_entries", "suppress_arp",
                       "neigh_snoop")
+# `docker network create -o KEY=VALUE`: what the store may say of a network (the host's own
+# local, tap and bridge come from [docker]; the VNI names it), and its static peers.
+DOCKER_OPTION_KEYS = (*STORE_NETWORK_KEYS, "peers")
 _NOT_IN_STORE = {
     "name": "is the last part of the key",
     "local": "is set per host ([etcd] local)",

@@ -325,3 +325,21 @@ def test_sandboxes_a_restarted_dockerd_restored_get_a_prefix_of_their_own(env: A
         assert p.restored == set()
 
     _run(go())
+
+
+def test_options_read_as_their_toml_types() -> None:
+    from vxlan_dp.config import docker_network
+
+    cfg = DockerConfig(local="198.18.0.1", peers=("198.18.0.2",))
+    n = docker_network({"vni": "42", "port": "8472", "ageing": "30.5", "source_ports": "50000-50010",
+                        "learning": "false", "peers": "198.18.0.7, 198.18.0.8", "mtu": "1400"}, cfg)
+    assert (n.name, n.tap, n.bridge, n.port, n.ageing, n.source_ports, n.learning, n.mtu) == (
+        "docker-42", "vxdp-42", "vxbr-42", 8472, 30.5, (50000, 50010), False, 1400)
+    assert n.peers == ("198.18.0.7", "198.18.0.8")        # -o peers overrides [docker] peers
+    assert docker_network({"vni": "42"}, cfg).peers == ("198.18.0.2",)
+    with pytest.raises(ConfigError, match=r"^-o learning: expected true or false, got 1$"):
+        docker_network({"vni": "42", "learning": "1"}, cfg)
+    with pytest.raises(ConfigError, match=r"^-o source_ports: low 9 is above high 8$"):
+        docker_network({"vni": "42", "source_ports": "9-8"}, cfg)
+    with pytest.raises(ConfigError, match=r"^-o local: unknown key"):
+        docker_network({"vni": "42", "local": "198.18.0.9"}, cfg)
