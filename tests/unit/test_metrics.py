@@ -13,12 +13,13 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import c_backend, need_tool
 from vxlan_dp.core.counters import EP_DROP_REASONS, NET_DROP_REASONS
-from vxlan_dp.fastpath import NetworkParams, PureDataplane
+from vxlan_dp.fastpath import NetworkParams, PureDataplane, backends
 from vxlan_dp.metrics import EndpointView, MetricsServer, NetworkView, make_registry
 from vxlan_dp.wire import encode_vxlan
 
