@@ -133,6 +133,13 @@ def cmd_check(a: argparse.Namespace) -> int:
         print(f"etcd: {', '.join(e.endpoints)}, prefix {e.prefix}, lease ttl {e.lease_ttl}s"
               f"{'; ' + auth if auth else ''}; store networks run with local "
               f"{e.local or '(the route towards the store)'}, tap {e.tap}, bridge {e.bridge or '(none)'}")
+    if config.docker is not None:
+        k = config.docker
+        where = ("addresses claimed in etcd" if d.control == "etcd" else
+                 f"addresses from part {k.slice[0]} of {k.slice[1]} of each subnet; peers "
+                 f"{', '.join(k.peers) or '(none; -o peers=)'}")
+        print(f"docker plugin: {k.socket} (-d vxlan-dp --ipam-driver vxlan-dp), local "
+              f"{k.local or '(from the control plane)'}; {where}; state {k.state}")
     for n in config.networks:
         try:
             under = underlay_mtu(n.local)

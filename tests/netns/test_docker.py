@@ -292,6 +292,27 @@ def test_restarts_under_a_running_ping(dlab: DockerLab, tmp_path: Any) -> None:
         dlab.remove("blue")
 
 
+def test_reload_keeps_docker_networks(dlab: DockerLab) -> None:
+    """SIGHUP re-reads the file, whose networks Docker's are not: they must keep running."""
+    dlab.create("blue", "192.168.60.0/24", "vni=42", f"port={PORT}", hosts=[0, 1])
+    try:
+        dlab.run(0, "hb1", "blue")
+        b2 = dlab.run(1, "hb2", "blue")
+        h = dlab.hosts[0]
+        reloads = dlab.lab.status(h)["reloads"]
+        assert h.proc is not None
+        h.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while dlab.lab.status(h)["reloads"] == reloads and time.monotonic() < deadline:
+            time.sleep(0.1)
+        st = dlab.lab.status(h)
+        assert st["reloads"] == reloads + 1 and st["last_reload_ok"]
+        assert "docker-42" in st["networks"] and st["networks"]["docker-42"]["tap_up"]
+        assert dlab.ping(0, "hb1", b2)
+    finally:
+        dlab.remove("blue")
+
+
 def test_network_rm_leaves_nothing(dlab: DockerLab) -> None:
     before = [dlab.host_links(i) for i in range(HOSTS)]
     dlab.create("gone", "192.168.64.0/24", "vni=45", f"port={PORT}")

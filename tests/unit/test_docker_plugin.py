@@ -343,3 +343,27 @@ def test_options_read_as_their_toml_types() -> None:
         docker_network({"vni": "42", "source_ports": "9-8"}, cfg)
     with pytest.raises(ConfigError, match=r"^-o local: unknown key"):
         docker_network({"vni": "42", "local": "198.18.0.9"}, cfg)
+
+
+@pytest.mark.parametrize("toml, err", [
+    ('[docker]\nslice = "1/2"\n', "docker.local: required with static control"),
+    ('[docker]\nlocal = "198.18.0.1"\nslice = "3/2"\n', 'docker.slice: "3/2": want 1 <= i <= n <= 4096'),
+    ('[docker]\nlocal = "198.18.0.1"\nslice = "half"\n', 'docker.slice: "half" is not a slice'),
+    ('[docker]\nlocal = "198.18.0.1"\nsocket = "vxlan-dp.sock"\n', 'docker.socket: "vxlan-dp.sock" is not an absolute'),
+    ('[docker]\nlocal = "198.18.0.1"\npeers = ["2001:2::2"]\n', "docker.peers[0]: 2001:2::2 is IPv6 but local"),
+    ('[docker]\nlocal = "198.18.0.1"\nsocks = "/x"\n', 'docker.socks: unknown key (did you mean "socket"?)'),
+])
+def test_docker_table_errors_name_the_field(toml: str, err: str) -> None:
+    from vxlan_dp.config import parse_config
+
+    with pytest.raises(ConfigError) as e:
+        parse_config('[daemon]\nmetrics = ""\n' + toml)
+    assert str(e.value).startswith(err), str(e.value)
+
+
+def test_docker_table_alone_is_a_config() -> None:
+    from vxlan_dp.config import parse_config
+
+    c = parse_config('[docker]\nlocal = "198.18.0.1"\npeers = ["198.18.0.1", "198.18.0.2"]\nslice = "2/3"\n')
+    assert c.networks == () and c.docker is not None
+    assert (c.docker.peers, c.docker.slice) == (("198.18.0.2",), (2, 3))   # own address skipped
