@@ -157,6 +157,9 @@ def cmd_check(a: argparse.Namespace) -> int:
         print(f"  peers: {', '.join(n.peers) or '(none)'}; learning {'on' if n.learning else 'off'}, "
               f"ageing {n.ageing:g}s; unknown sources {'allowed' if n.allow_unknown_sources else 'dropped'}; "
               f"source ports {n.source_ports[0]}-{n.source_ports[1]}")
+        if n.encrypt:           # the path and the ids, never a key
+            print(f"  encrypted: ESP in UDP, {n.cipher}, key file {n.key_file}; new keys used after "
+                  f"{n.rekey_delay:g}s")
         for f in n.fdb:
             print(f"  fdb: {f.mac} -> {f.remote} (static)")
     return 0

@@ -105,6 +105,10 @@ class NetworkConfig:
     strict: bool = False
     nvgre: bool = False
     max_fdb_entries: int = 65536
+    encrypt: bool = False           # ESP in UDP (vxlan_dp/wire/esp.py); vxlan / gre-udp only
+    key_file: str | None = None     # `<id> <64 hex>` per line; root-owned, mode 0600
+    cipher: str = "aes-256-gcm"     # or "chacha20-poly1305"
+    rekey_delay: float = 10.0       # seconds a new key waits before senders use it
     neigh: tuple[NeighStatic, ...] = ()     # IP -> MAC for ARP / ND suppression (+ fdb[].ip)
     suppress_arp: bool | None = None        # None: on where the neighbour table has entries
     neigh_snoop: bool = False               # learn IP -> MAC from ARP replies / NAs on the TAP
@@ -445,7 +449,9 @@ def _bridge_pattern(v: Any) -> str | None:
 
 _NETWORK_KEYS = ("name", "vni", "encap", "port", "local", "tap", "bridge", "mtu", "learning",
                  "peers", "fdb", "ageing", "source_ports", "allow_unknown_sources", "strict",
-                 "nvgre", "max_fdb_entries", "neigh", "suppress_arp", "neigh_snoop")
+                 "nvgre", "max_fdb_entries", "neigh", "suppress_arp", "neigh_snoop", "encrypt", "key_file",
+                 "cipher", "rekey_delay")
+CIPHERS = ("aes-256-gcm", "chacha20-poly1305")
 
 
 def _network(raw: Any, path: str) -> NetworkConfig:
@@ -467,6 +473,7 @@ def _network(raw: Any, path: str) -> NetworkConfig:
     nvgre = t.take("nvgre", _bool, False)
     if nvgre and encap == "vxlan":
         raise ConfigError(t.field("nvgre"), 'NVGRE applies to encap "gre" and "gre-udp", not "vxlan"')
+    encrypt, key_file, cipher, rekey_delay = _encryption(t, encap)
     return NetworkConfig(
         name=name, vni=vni, encap=encap, port=port, local=local.compressed, tap=tap, bridge=bridge,
         mtu=t.take("mtu", _int(MTU_MIN, MTU_MAX), None),
@@ -483,7 +490,35 @@ def _network(raw: Any, path: str) -> NetworkConfig:
         strict=t.take("strict", _bool, False),
         nvgre=nvgre,
         max_fdb_entries=t.take("max_fdb_entries", _int(1, FDB_ENTRIES_MAX), 65536),
+        encrypt=encrypt, key_file=key_file, cipher=cipher, rekey_delay=rekey_delay,
     )
+
+
+def _encryption(t: _Table, encap: str) -> tuple[bool, str | None, str, float]:
+    """`encrypt`, `key_file`, `cipher`, `rekey_delay`. The key file is read here (owner,
+    mode, syntax) so `check` finds what `run` would; its keys are zeroed right away, and no
+    error message ever holds key material (vxlan_dp/core/keys.py)."""
+    from .core.keys import KeyFileError, load_key_file
+
+    encrypt = t.take("encrypt", _bool, False)
+    if not encrypt:
+        for key in ("key_file", "cipher", "rekey_delay"):
+            if t.has(key):
+                raise ConfigError(t.field(key), "applies to encrypted networks only: add encrypt = true")
+        return False, None, "aes-256-gcm", 10.0
+    if encap == "gre":
+        raise ConfigError(t.field("encrypt"), 'ESP is carried in UDP: use encap = "vxlan" or "gre-udp"')
+    if not t.has("key_file"):
+        raise ConfigError(t.field("key_file"), "an encrypted network needs a key file")
+    key_file = t.take("key_file", _nonempty)
+    try:
+        keys = load_key_file(key_file, key_file)
+    except KeyFileError as e:
+        raise ConfigError(t.field("key_file"), str(e)) from None
+    for k in keys.values():
+        k[:] = bytes(len(k))
+    cipher = t.take("cipher", _choice(CIPHERS, fold=True), "aes-256-gcm")
+    return True, os.path.abspath(key_file), cipher, t.take("rekey_delay", _seconds, 10.0)
 
 
 def _source_ports(t: _Table) -> tuple[int, int]:
@@ -661,6 +696,10 @@ def _check_across(nets: list[NetworkConfig]) -> None:
                                   "across VNIs")
         if n.encap != "gre" and (n.local, n.port) in udp:
             other = nets[udp[(n.local, n.port)]]
+            if n.encrypt or other.encrypt:
+                raise ConfigError(f"{p}.port", f"{n.local} port {n.port} is already used by "
+                                  f"{owner(udp, (n.local, n.port))}; an encrypted network needs a port "
+                                  "of its own (the SPI does not name the network)")
             if other.encap != n.encap:
                 raise ConfigError(f"{p}.port", f"{n.local} port {n.port} already carries {other.encap} for "
                                   f"{owner(udp, (n.local, n.port))}; one UDP port carries one encapsulation")

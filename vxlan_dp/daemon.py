@@ -172,6 +172,7 @@ class Daemon:
         """Apply the difference between the running config and `new`; untouched networks keep running."""
         self.control.update_config(self._effective(new))
         self.converge(self.control.networks(), self.control.desired())
+        self.networks.reload_keys()
         self.config = new
         self.reload_stats.reloads += 1
 
@@ -235,7 +236,8 @@ class Daemon:
             self.dp.age(time.monotonic())
             fallbacks.check()
         tasks = [_every(lambda: self.config.daemon.fdb_sweep, ageing),
-                 _every(lambda: UNDERLAY_CHECK, underlay.check)]
+                 _every(lambda: UNDERLAY_CHECK, underlay.check),
+                 _every(lambda: 1.0, lambda: self.networks.rekey_due(time.monotonic()))]
         wd = watchdog_interval()
         if wd:
             tasks.append(_every(lambda: wd, self.notifier.watchdog, first=True))

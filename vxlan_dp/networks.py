@@ -35,8 +35,10 @@ from .datapath.offload import OffloadPlan
 from .datapath.tap import Tap
 from .datapath.underlay import gro_enabled, open_endpoint, open_tx_socket, underlay_mtu
 from .fastpath.api import Dataplane
+from .core.keys import KeyRing, load_key_file, new_boot_id
 from .neighbours import Neighbours
 from .wire import encap_overhead
+from .wire.esp import ESP_EXTRA
 
 __all__ = ["Endpoint", "EndpointKey", "Network", "Networks", "derive_mtu", "DEFAULT_UNDERLAY_MTU"]
 
@@ -49,8 +51,10 @@ EndpointKey = tuple[str, str, int]  # (encap, local address, port)
 
 
 def derive_mtu(net: NetworkConfig, underlay: int | None) -> int:
-    """TAP MTU: underlay MTU minus outer IP, encapsulation and inner Ethernet (docs/ARCHITECTURE.md)."""
-    return (underlay or DEFAULT_UNDERLAY_MTU) - encap_overhead(net.encap, net.ipv6) - 14
+    """TAP MTU: underlay MTU minus outer IP, encapsulation and inner Ethernet (docs/ARCHITECTURE.md),
+    and for an encrypted network the most ESP in UDP adds (wire/esp.py ESP_EXTRA)."""
+    esp = ESP_EXTRA if net.encrypt else 0
+    return (underlay or DEFAULT_UNDERLAY_MTU) - encap_overhead(net.encap, net.ipv6) - 14 - esp
 
 
 @dataclass
@@ -69,6 +73,9 @@ class Network:
     ep_key: EndpointKey
     desired: Desired
     recovering: asyncio.Task[None] | None = None
+    keys: KeyRing | None = None     # encrypted network: key ids only are kept here
+    boot_id: int = 0
+    key_seen: dict[int, float] = field(default_factory=dict)   # key id -> when first installed
 
 
 class Networks:
@@ -81,6 +88,7 @@ class Networks:
         self._endpoints: dict[EndpointKey, Endpoint] = {}
         self._tx: dict[int, socket.socket] = {}
         self.neigh = Neighbours(dp)     # ARP / ND suppression tables; set/delete for front-ends
+        self._boots: set[int] = set()
 
     # --- reading (the view) -----------------------------------------------------------------
     def __contains__(self, name: object) -> bool:
@@ -143,6 +151,14 @@ class Networks:
             tap = Tap.open(cfg.tap, mtu, cfg.bridge, offload=self._tap_offload())
             handle = self.dp.add_network(cfg.params(mtu), ep.handle, tap.fd, vnet_hdr=tap.vnet_hdr,
                                          offload=tap.offload)
+            ring = None
+            if cfg.encrypt:     # before any reader: an encrypted network never sends in the clear
+                ring = KeyRing()
+                try:
+                    self._install_keys(cfg, handle, ring, boot := self._boot_id(), {})
+                except Exception:
+                    self.dp.remove_network(handle)
+                    raise
         except Exception:
             if tap is not None:
                 tap.close()
@@ -153,6 +169,9 @@ class Networks:
         ep.users.add(cfg.name)
         self.neigh.attach(cfg.name, handle, cfg)
         net = self._nets[cfg.name] = Network(cfg, handle, tap, mtu, key, Desired((), ()))
+        if ring is not None:
+            net.keys, net.boot_id = ring, boot
+            net.key_seen = {kid: time.monotonic() for kid in ring.keys}
         self.apply(cfg.name, desired)
         loop.add_reader(tap.fd, self._on_tap, net)
         log.info("network %s up: vni %d %s tap %s mtu %d peers %d", cfg.name, cfg.vni, cfg.encap, cfg.tap,
@@ -190,6 +209,66 @@ class Networks:
                     self.dp.fdb_add(net.handle, mac, remote)
         self.neigh.apply(name, net.cfg, desired.neigh)
         net.desired = desired
+
+    # --- keys of encrypted networks (key management front-ends steer through these) -------
+    def reload_keys(self) -> None:
+        """Re-read every encrypted network's key file (SIGHUP); a file that cannot be used
+        leaves that network's keys as they were, and says why (never the keys)."""
+        for name, net in self._nets.items():
+            if net.keys is None:
+                continue
+            try:
+                self._install_keys(net.cfg, net.handle, net.keys, net.boot_id, net.key_seen)
+            except Exception as e:  # noqa: BLE001 - one bad key file must not stop the others
+                log.error("network %s: keys not reloaded: %s", name, e)
+
+    def rekey_due(self, now: float) -> None:
+        """Senders move to the newest key once it has been installed `rekey_delay` seconds:
+        the time for the same key to reach every peer, so rotation loses nothing."""
+        for net in self._nets.values():
+            ring = net.keys
+            if ring is None or ring.send_id == ring.newest():
+                continue
+            if now - net.key_seen.get(ring.newest(), now) >= net.cfg.rekey_delay:
+                self._install_keys(net.cfg, net.handle, ring, net.boot_id, net.key_seen, now=now)
+
+    def _install_keys(self, cfg: NetworkConfig, handle: int, ring: KeyRing, boot: int,
+                      seen: dict[int, float], *, now: float | None = None) -> None:
+        keys = load_key_file(cfg.key_file or "", f"network {cfg.name}: key_file")
+        try:
+            now = time.monotonic() if now is None else now
+            for kid in keys:
+                seen.setdefault(kid, now)
+            for kid in list(seen):
+                if kid not in keys:
+                    del seen[kid]
+            newest = next(reversed(keys))
+            if not ring.keys or len(keys) == 1:
+                send = newest       # first start, or a single key: nothing else to use
+            elif now - seen[newest] >= cfg.rekey_delay:
+                send = newest
+            elif ring.send_id in keys:
+                send = ring.send_id
+            else:
+                send = newest       # the key in use went: the newest is all there is
+            self.dp.set_esp(handle, cfg.cipher, {k: bytes(v) for k, v in keys.items()}, send, boot)
+            changed = send != ring.send_id or set(keys) != set(ring.keys)
+            ring.install({k: bytearray(32) for k in keys})  # ids and order only: no material here
+            ring.send_id = send
+            if changed:
+                log.info("network %s: keys %s installed, sending with key %d", cfg.name,
+                         " ".join(str(k) for k in keys), send)
+        finally:
+            for k in keys.values():
+                k[:] = bytes(len(k))
+
+    def _boot_id(self) -> int:
+        """A random 24-bit boot id per network start, never one this process used before."""
+        while True:
+            b = new_boot_id()
+            if b not in self._boots:
+                self._boots.add(b)
+                return b
 
     def local_macs(self, name: str, now: float) -> list[tuple[str, float]]:
         """(mac, age) seen leaving network `name`'s TAP, for the control plane to publish."""
