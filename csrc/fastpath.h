@@ -190,7 +190,6 @@ int vxdp_add_endpoint(struct vxdp_dp *dp, int kind, int fd, int ipv4_header);
 int vxdp_remove_endpoint(struct vxdp_dp *dp, int ep);
 int vxdp_add_network(struct vxdp_dp *dp, const struct vxdp_net_params *params, int ep, int tap_fd);
 int vxdp_remove_network(struct vxdp_dp *dp, int net);
-int vxdp_set_tap(struct vxdp_dp *dp, int net, int fd);
 int vxdp_set_peers(struct vxdp_dp *dp, int net, const struct vxdp_addr *peers, int n);
 int vxdp_set_tap_vnet(struct vxdp_dp *dp, int net, int fd, int vnet_hdr, unsigned offload);
 int vxdp_tap_offload(struct vxdp_dp *dp, int net);

@@ -353,11 +353,6 @@ int vxdp_set_esp(struct vxdp_dp *dp, int net, int cipher, const uint8_t *ids,
     return r;
 }
 
-int vxdp_set_tap(struct vxdp_dp *dp, int net, int fd)
-{
-    return vxdp_set_tap_vnet(dp, net, fd, 0, 0);
-}
-
 int vxdp_set_tap_vnet(struct vxdp_dp *dp, int net, int fd, int vnet_hdr, unsigned offload)
 {
     if (!vnet_hdr && offload)

@@ -198,7 +198,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
                             out_dir=a.out)
         return 0 if all("error" not in r for r in data["static"]) else EXIT_RUNTIME
     if a.what == "soak":
-        if a.minutes is None or a.minutes <= 0:
+        if a.minutes <= 0:
             print("vxlan-dp bench soak: --minutes must be positive", file=sys.stderr)
             return EXIT_USAGE
         from .bench.soak import run_soak

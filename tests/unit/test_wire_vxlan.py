@@ -20,6 +20,7 @@ from scapy.packet import Raw
 
 from vxlan_dp.wire import (VNI_MAX, VXLAN_PORT, WireError, decapsulate, decode_vxlan,
                            encap_overhead, encapsulate, encode_vxlan, flow_hash, source_port)
+from vxlan_dp.fastpath import NetworkParams, backends
 
 V4 = ("198.18.0.1", "198.18.0.2")
 V6 = ("2001:db8::1", "2001:db8::2")
@@ -204,15 +205,23 @@ RESERVED_SET = {
 
 
 @pytest.mark.parametrize("w0,w1", list(RESERVED_SET.values()), ids=list(RESERVED_SET))
-def test_reserved_bits_ignored_unless_strict(w0, w1):
+def test_reserved_bits_ignored_unless_strict(w0, w1, backend):
     buf = struct.pack("!II", w0, w1) + FRAMES["ipv4-tcp"]
     assert decode_vxlan(buf).vni == 42
     assert decapsulate("vxlan", buf).key == 42
     with pytest.raises(WireError) as e:
         decode_vxlan(buf, strict=True)
     assert e.value.reason == "bad_flags"
-    with pytest.raises(WireError):
-        decapsulate("vxlan", buf, strict=True)
+    # `strict` is a network's option, so the check that counts is the data plane's, on both
+    # backends: a strict network drops the datagram (counted), a lenient one delivers it.
+    for strict in (False, True):
+        dp = backends()[backend](batch=8)
+        ep = dp.add_endpoint("vxlan", -1)
+        net = dp.add_network(NetworkParams(vni=42, encap="vxlan", local="198.18.0.1", strict=strict), ep)
+        dp.set_peers(net, ["198.18.0.2"])
+        out = dp.decap(ep, [("198.18.0.2", buf)], 0.0)
+        assert out == ([] if strict else [(net, FRAMES["ipv4-tcp"])]), strict
+        assert dp.endpoint_counters(ep)["drop_bad_flags"] == int(strict)
 
 
 def test_strict_accepts_a_clean_header():

@@ -137,11 +137,6 @@ class Tap:
         return cls(name, fd, index, bridge, own_bridge, vnet_hdr, granted)
 
     @netlink_call
-    def exists(self) -> bool:
-        with IPRoute() as ipr:
-            return _link_index(ipr, self.name) is not None
-
-    @netlink_call
     def close(self) -> None:
         """Close the fd and remove the TAP; remove the bridge too if we made it and it is empty."""
         if self.fd >= 0:

@@ -25,8 +25,8 @@ from ..core import neigh as cneigh
 from ..core.fdbtable import FdbTable
 from ..core.neigh import NEIGH_COUNTERS, NeighTable
 from ..wire import neigh as wneigh
-from ..wire import (WireError, decapsulate, encap_overhead, encapsulate, flow_hash, is_multicast, mac_to_bytes,
-                    mac_to_str, max_frame_len)
+from ..wire import (WireError, decapsulate, decode_vxlan, encap_overhead, encapsulate, flow_hash, is_multicast,
+                    mac_to_bytes, mac_to_str, max_frame_len)
 from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr, coalesce_runs,
                             decode_vnet_hdr, encode_vnet_hdr, split)
 from ..wire.esp import ESP_EXTRA
@@ -475,9 +475,12 @@ class Dataplane:
                     ec["drop_unknown_vni"] += 1
                     continue
             n = self._nets[net]
-            if n.params.strict and e.kind == "vxlan" and (payload[0] != 0x08 or payload[1:4] != b"\0\0\0" or payload[7]):
-                ec["drop_bad_flags"] += 1  # RFC 7348 sec. 5 reserved bits, only where asked
-                continue
+            if n.params.strict and e.kind == "vxlan":
+                try:
+                    decode_vxlan(payload, strict=True)  # RFC 7348 sec. 5 reserved bits, only where asked
+                except WireError as err:
+                    ec["drop_" + err.reason] += 1
+                    continue
             # A raw (GRE) socket's sender is the outer IPv4 header's source address.
             src = socket.inet_ntoa(payload[12:16]) if e.ipv4_header else sender
             c = n.c

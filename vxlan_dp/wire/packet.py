@@ -61,10 +61,10 @@ class Decapsulated(NamedTuple):
     offset: int   # where the inner frame starts in the buffer
 
 
-def decapsulate(kind: str, buf: bytes, *, ipv4_header: bool = False, strict: bool = False) -> Decapsulated:
+def decapsulate(kind: str, buf: bytes, *, ipv4_header: bool = False) -> Decapsulated:
     """Validate the encapsulation at the start of a received payload; raises WireError."""
     if kind == "vxlan":
-        return Decapsulated(decode_vxlan(buf, strict).vni, VXLAN_HLEN)
+        return Decapsulated(decode_vxlan(buf).vni, VXLAN_HLEN)
     off = 0
     if ipv4_header:
         ip = decode_ipv4(buf)
