@@ -452,8 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "a soak under load, or scale (many networks, entries, peers)")
     b.add_argument("what", choices=["encap", "e2e", "soak", "scale"])
     b.add_argument("--seconds", type=float, help="per measurement (default 1 for encap, 5 for e2e)")
-    b.add_argument("--variants", help="e2e tunnels, comma-separated (default kernel,kernel-txoff,c,python,socat; "
-                                          "also c-interrupt, c-adaptive, c-busy)")
+    b.add_argument("--variants", help="e2e tunnels, comma-separated (default kernel,kernel-txoff,c,c-interrupt,"
+                                          "c-busy,python,socat)")
     b.add_argument("--minutes", type=float, default=10.0,
                    help="soak: how long to run under full iperf3 load (default 10)")
     b.add_argument("--backend", choices=["c", "python"], default="c", help="soak, scale: the daemons' fast path")

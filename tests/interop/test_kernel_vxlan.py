@@ -11,14 +11,15 @@ import pytest
 from vxlan_dp.lab import Lab
 
 
-def _mixed_lab(make_lab, backend: str, port: int, ipv6: bool = False) -> Lab:
+def _mixed_lab(make_lab, backend: str, port: int, ipv6: bool = False, poll: str | None = None) -> Lab:
     lab = make_lab(2, ipv6=ipv6)
     h1, h2 = lab.hosts
     for h in lab.hosts:
         lab.add_container(h)
     lab.add_kernel_vxlan(h2, vni=42, port=port)
     lab.settle()
-    lab.start_daemon(h1, lab.network_toml(h1, port=port), backend=backend)
+    daemon = '[daemon]\nmetrics = ""\n' + (f'poll = "{poll}"\n' if poll else "")
+    lab.start_daemon(h1, lab.network_toml(h1, port=port), backend=backend, daemon_toml=daemon)
     return lab
 
 
@@ -40,6 +41,19 @@ def test_iperf3_both_directions_with_kernel_vxlan(make_lab, backend, port):
     ours, kern = lab.hosts[0].containers[0], lab.hosts[1].containers[0]
     for reverse in (False, True):
         res = lab.iperf3(ours, kern, seconds=1.5, reverse=reverse)
+        assert "error" not in res, res.get("error")
+        assert res["end"]["sum_received"]["bytes"] > 500_000
+
+
+@pytest.mark.parametrize("poll", ["interrupt", "busy"])   # adaptive is the default: the tests above
+def test_every_poll_mode_interoperates_with_kernel_vxlan(make_lab, backend, poll):
+    lab = _mixed_lab(make_lab, backend, 4789, poll=poll)
+    h1, h2 = lab.hosts
+    ours, kern = h1.containers[0], h2.containers[0]
+    assert lab.ping(ours, kern.ip).ok and lab.ping(kern, ours.ip).ok
+    assert lab.kernel_fdb(h2).get(ours.mac) == h1.ip4
+    for reverse in (False, True):
+        res = lab.iperf3(ours, kern, seconds=1, reverse=reverse)
         assert "error" not in res, res.get("error")
         assert res["end"]["sum_received"]["bytes"] > 500_000
 

@@ -7,17 +7,20 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from vxlan_dp.lab import Lab, netns
 
 
 def _lab_with_daemons(make_lab, backend: str, hosts: int = 2, *, ipv6: bool = False, port: int | None = None,
-                      encap: str = "vxlan") -> Lab:
+                      encap: str = "vxlan", poll: str | None = None) -> Lab:
     lab = make_lab(hosts, ipv6=ipv6)
     for h in lab.hosts:
         lab.add_container(h, mtu=lab.overlay_mtu(encap))
     lab.settle()
     for h in lab.hosts:
-        lab.start_daemon(h, lab.network_toml(h, port=port, encap=encap), backend=backend)
+        daemon = '[daemon]\nmetrics = ""\n' + (f'poll = "{poll}"\n' if poll else "")
+        lab.start_daemon(h, lab.network_toml(h, port=port, encap=encap), backend=backend, daemon_toml=daemon)
     return lab
 
 
@@ -51,6 +54,20 @@ def test_iperf3_tcp_carries_data(make_lab, backend):
     res = lab.iperf3(a, b, seconds=2)
     assert "error" not in res, res.get("error")
     assert res["end"]["sum_received"]["bytes"] > 1_000_000
+
+
+@pytest.mark.parametrize("poll", ["interrupt", "busy"])   # adaptive is the default: every other test
+def test_every_poll_mode_carries_arp_ping_and_tcp(make_lab, backend, poll):
+    lab = _lab_with_daemons(make_lab, backend, poll=poll)
+    a, b = lab.hosts[0].containers[0], lab.hosts[1].containers[0]
+    assert lab.ping(a, b.ip).ok and lab.ping(b, a.ip).ok
+    assert _neigh_mac(a.ns, b.ip) == b.mac and _neigh_mac(b.ns, a.ip) == a.mac
+    for reverse in (False, True):
+        res = lab.iperf3(a, b, seconds=1, reverse=reverse)
+        assert "error" not in res, res.get("error")
+        assert res["end"]["sum_received"]["bytes"] > 1_000_000
+    net = lab.status(lab.hosts[0])["networks"]["blue"]["counters"]
+    assert net["drop_malformed"] == net["drop_socket_error"] == 0, net
 
 
 def test_ipv6_underlay(make_lab, backend):

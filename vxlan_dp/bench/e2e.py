@@ -6,7 +6,9 @@ Tunnels (VARIANTS), each in its own lab, all in the same run:
 - `kernel-txoff`: the same device with TX checksum offload turned off on the underlay veths
   (the lab's former setting, which makes the kernel segment and checksum in software). A
   labelled second reference only.
-- `c`, `python`: vxlan-dp with the C / pure-Python backend, default offloads and settings.
+- `c`, `python`: vxlan-dp with the C / pure-Python backend, default offloads and settings
+  (poll = "adaptive"); `c-interrupt`, `c-busy`: the C backend in the other poll modes, for
+  their latency next to their CPU cost.
 - `socat`: socat's TAP-over-UDP, the naive userspace baseline.
 Per tunnel: single- and 4-stream TCP (iperf3) with whole-machine CPU seconds per GB received;
 UDP with 64-byte payloads from a flooding sender (`-b 0`), packets per second DELIVERED;
@@ -43,11 +45,13 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "kernel": Variant("kernel", label="kernel vxlan, default offloads (reference)"),
     "kernel-txoff": Variant("kernel", tx_csum=False, label="kernel vxlan, underlay tx checksum off"),
-    "c": Variant("c", label="vxlan-dp C backend, defaults"),
+    "c": Variant("c", label="vxlan-dp C backend, defaults (poll = adaptive)"),
+    "c-interrupt": Variant("c", daemon_extra='poll = "interrupt"\n', label="vxlan-dp C backend, poll = interrupt"),
+    "c-busy": Variant("c", daemon_extra='poll = "busy"\n', label="vxlan-dp C backend, poll = busy (holds a core)"),
     "python": Variant("python", label="vxlan-dp Python backend, defaults"),
     "socat": Variant("socat", label="socat TAP over UDP"),
 }
-DEFAULT_VARIANTS = ("kernel", "kernel-txoff", "c", "python", "socat")
+DEFAULT_VARIANTS = ("kernel", "kernel-txoff", "c", "c-interrupt", "c-busy", "python", "socat")
 SOCAT_PORT = 9999
 RR_PORT = 5301
 CLK_TCK = os.sysconf("SC_CLK_TCK")
