@@ -19,12 +19,16 @@
  *              that moves packets and is never longer than spin_ns after the last one.
  *   busy       never block: this one thread polls without pause and holds one core, the
  *              asyncio thread (management, metrics, ageing) still sleeps in its own loop.
+ *   An empty poll while spinning (adaptive, busy) yields the CPU to any other runnable task
+ *   first: on a machine with fewer cores than busy tasks, a spinning pump would otherwise
+ *   delay the very processes it waits for.
  * Management calls from the asyncio thread and the pumps serialise on dp->lock, which the
  * pumps hold for one batch at a time, never while waiting.
  *
  * Tokens (epoll_event.data.u64): kind << 32 | id; for VXDP_POLL_WAKE the id is the eventfd.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <time.h>
@@ -73,6 +77,11 @@ int vxdp_poll_run(struct vxdp_dp *dp, int epfd, int mode, int64_t spin_ns, int32
                 continue;
             if (mode == VXDP_POLL_ADAPTIVE && mono_ns() >= spin_until)
                 spin_until = 0;                 /* window over: block next time */
+            /* Nothing yet: let whatever else is runnable on this CPU go first (the very
+             * processes whose packets we wait for, on a machine with few cores). The
+             * thread stays runnable, so the core is still ours whenever nobody else wants
+             * it; EEVDF's yield_task_fair (kernel/sched/fair.c) pushes our deadline back. */
+            sched_yield();
             continue;
         }
         int64_t now_ns = mono_ns();

@@ -10,9 +10,12 @@ Invariants:
   start-up failure and a normal stop undo exactly what was done, in reverse order (front-ends
   and periodic tasks, then the control plane, then the networks and their fds).
 - READY=1 goes to systemd only once every network's TAP and socket and every front-end are up.
-- Everything runs on one event loop: the pumps, the front-ends (a scrape or a status request
-  reads the counters between two pump calls, never concurrently), the WATCHDOG=1 pings (so a
-  stuck loop stops them and systemd restarts us) and the STATUS= refresh.
+- Everything but the pumps runs on one event loop: the front-ends, the WATCHDOG=1 pings (so
+  a stuck loop stops them and systemd restarts us) and the STATUS= refresh. The pumps run
+  where `[daemon] poll` puts them (datapath/poll.py): with the C backend, in a thread of
+  their own in C; with the Python backend, on this loop. A scrape or a status request reads
+  the counters between two pump batches either way (the Dataplane's own lock), never
+  concurrently with one.
 - A reload (SIGHUP) re-reads the config and rejects it whole when it does not validate or a
   front-end refuses it (e.g. the metrics address cannot be bound): the running config stays
   in force. Otherwise only the networks that changed are touched. RELOADING=1 ... READY=1
@@ -65,7 +68,8 @@ class Daemon:
         self.dp: DataplaneAPI = Dataplane(batch=config.daemon.batch)
         # offloads: probed once; a restart applies a changed `offload` (datapath/offload.py)
         self.offload: OffloadPlan = probe_offloads(enabled=config.daemon.offload, backend=BACKEND)
-        self.networks = Networks(self.dp, self.offload)
+        self.networks = Networks(self.dp, self.offload, poll=config.daemon.poll,
+                                 poll_spin_us=config.daemon.poll_spin_us)
         self.runtime: dict[str, NetworkConfig] = {}  # added by front-ends (add_network): Docker's
         self.control: ControlPlane = make_control(config)
         self.reload_stats = ReloadStats()
@@ -183,6 +187,9 @@ class Daemon:
         if new.daemon.offload != old.offload:
             log.warning("daemon.offload %s -> %s takes effect at the next restart",
                         str(old.offload).lower(), str(new.daemon.offload).lower())
+        if (new.daemon.poll, new.daemon.poll_spin_us) != (old.poll, old.poll_spin_us):
+            log.warning("daemon.poll %s (spin %d us) -> %s (spin %d us) takes effect at the next restart",
+                        old.poll, old.poll_spin_us, new.daemon.poll, new.daemon.poll_spin_us)
         if new.daemon.control != old.control:
             log.warning("daemon.control %s -> %s takes effect at the next restart", old.control, new.daemon.control)
         if new.daemon.log_level != old.log_level and not self.log_level_locked:

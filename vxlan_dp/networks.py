@@ -3,16 +3,17 @@
 Invariants:
 - `Networks` opens and closes every data-plane fd: the TAPs, the receive sockets (endpoints)
   and the egress sockets (one per IP version). The fastpath `Dataplane` only borrows them (it
-  is told of each fd after it is open and before it is closed) and the event loop only watches
-  them (a reader is added right after the open and removed right before the close).
+  is told of each fd after it is open and before it is closed) and the pumps only watch them
+  (`Pumps`, datapath/poll.py: an fd is added right after the open and removed right before
+  the close; with the C backend a thread of their own waits on them, in C).
 - A receive endpoint is shared by every network with the same (encap, local, port) and is
   closed with the last of them (`Endpoint.users` is its reference count by network name).
   Egress sockets live until `close()`.
 - A TAP deleted under the running daemon is noticed by its pump (a negative errno), logged
   once, and re-created every second until it is back; the other networks never stop, and
   while it is away the Dataplane holds fd -1 for it.
-- Only this class changes a `Network` or `Endpoint`; the view (view.py) reads them, between
-  two pump calls on the one event loop.
+- Only this class changes a `Network` or `Endpoint`, on the event loop; the view (view.py)
+  reads them there too. A TAP failure seen by a pump thread reaches `_tap_lost` on the loop.
 - `converge` runs exactly the networks asked for; one network that cannot start is logged
   and skipped, never a reason to stop the others. `start` either brings a network fully up or
   leaves nothing behind (no fd, no Dataplane handle, no endpoint reference).
@@ -24,7 +25,6 @@ import asyncio
 import logging
 import os
 import socket
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -32,6 +32,7 @@ from .config import NetworkConfig
 from .control import Desired
 from .core.fdbtable import FdbTable
 from .datapath.offload import OffloadPlan
+from .datapath.poll import Pumps, ThreadPumps, make_pumps
 from .datapath.tap import Tap
 from .datapath.underlay import gro_enabled, open_endpoint, open_tx_socket, underlay_mtu
 from .fastpath.api import Dataplane
@@ -81,9 +82,11 @@ class Network:
 class Networks:
     """The running networks, their endpoints and egress sockets, on the running event loop."""
 
-    def __init__(self, dp: Dataplane, offload: OffloadPlan) -> None:
+    def __init__(self, dp: Dataplane, offload: OffloadPlan, *, poll: str = "adaptive", poll_spin_us: int = 100) -> None:
         self.dp = dp
         self.offload = offload
+        self.poll, self.poll_spin_us = poll, poll_spin_us
+        self._pumps: Pumps | None = None
         self._nets: dict[str, Network] = {}
         self._endpoints: dict[EndpointKey, Endpoint] = {}
         self._tx: dict[int, socket.socket] = {}
@@ -173,7 +176,7 @@ class Networks:
             net.keys, net.boot_id = ring, boot
             net.key_seen = {kid: time.monotonic() for kid in ring.keys}
         self.apply(cfg.name, desired)
-        loop.add_reader(tap.fd, self._on_tap, net)
+        self._watch_tap(net, tap.fd)
         log.info("network %s up: vni %d %s tap %s mtu %d peers %d", cfg.name, cfg.vni, cfg.encap, cfg.tap,
                  mtu, len(desired.peers))
 
@@ -184,7 +187,7 @@ class Networks:
             net.recovering.cancel()
         if net.tap is not None:
             if net.tap.fd >= 0:
-                loop.remove_reader(net.tap.fd)
+                self.pumps.remove_tap(net.handle, net.tap.fd)
             net.tap.close()
         self.neigh.detach(name)
         self.dp.remove_network(net.handle)
@@ -282,6 +285,9 @@ class Networks:
                 self.stop(name)
             except Exception as e:  # noqa: BLE001 - tear down the rest regardless
                 log.error("network %s: teardown: %s", name, e)
+        if self._pumps is not None:
+            self._pumps.stop()
+            self._pumps = None
         for sock in self._tx.values():
             sock.close()
         self._tx.clear()
@@ -296,7 +302,7 @@ class Networks:
             handle = self.dp.add_endpoint(net.encap, sock.fileno(), ipv4_header=ipv4_header,
                                           gro=gro_enabled(sock))
             ep = self._endpoints[key] = Endpoint(sock, handle)
-            loop.add_reader(sock.fileno(), self._on_endpoint, handle)
+            self.pumps.add_endpoint(handle, sock.fileno())
             log.info("listening for %s on %s", net.encap, f"{net.local}:{net.port}" if net.port else net.local)
         return key, ep
 
@@ -304,7 +310,7 @@ class Networks:
         ep = self._endpoints[key]
         ep.users.discard(name)
         if not ep.users:
-            loop.remove_reader(ep.sock.fileno())
+            self.pumps.remove_endpoint(ep.handle, ep.sock.fileno())
             self.dp.remove_endpoint(ep.handle)
             ep.sock.close()
             del self._endpoints[key]
@@ -319,19 +325,27 @@ class Networks:
         return self.offload.tap_flags if self.offload.vnet_hdr else 0
 
     # --- pumps and TAP recovery -------------------------------------------------------------
-    def _on_tap(self, net: Network) -> None:
-        n = self.dp.pump_tap(net.handle, time.monotonic())
-        if n < 0:
-            self._tap_lost(net, -n)
+    @property
+    def pumps(self) -> Pumps:
+        """Who waits on our fds and calls the pumps ([daemon] poll, datapath/poll.py); made on
+        first use, on the running loop: with the C backend, a thread of its own in C."""
+        if self._pumps is None:
+            self._pumps = make_pumps(self.dp, self.poll, self.poll_spin_us, asyncio.get_running_loop())
+            self._pumps.start()
+            log.info("poll mode %s%s, %s", self.poll,
+                     f" (spin {self.poll_spin_us} us)" if self.poll == "adaptive" else "",
+                     "C pump thread" if isinstance(self._pumps, ThreadPumps) else "event loop")
+        return self._pumps
 
-    def _on_endpoint(self, handle: int) -> None:
-        self.dp.pump_endpoint(handle, time.monotonic())
+    def _watch_tap(self, net: Network, fd: int) -> None:
+        self.pumps.add_tap(net.handle, fd, lambda err: self._tap_lost(net, err))
 
     def _tap_lost(self, net: Network, err: int) -> None:
-        assert net.tap is not None
+        if net.tap is None or self._nets.get(net.cfg.name) is not net:
+            return                  # already being re-created, or the network is gone
         loop = asyncio.get_running_loop()
         log.error("network %s: TAP %s failed (%s); re-creating it", net.cfg.name, net.cfg.tap, os.strerror(err))
-        loop.remove_reader(net.tap.fd)
+        self.pumps.remove_tap(net.handle, net.tap.fd)
         self.dp.set_tap(net.handle, -1)
         net.tap.close()
         net.tap = None
@@ -347,7 +361,7 @@ class Networks:
                 continue
             net.tap = tap
             self.dp.set_tap(net.handle, tap.fd, vnet_hdr=tap.vnet_hdr, offload=tap.offload)
-            asyncio.get_running_loop().add_reader(tap.fd, self._on_tap, net)
+            self._watch_tap(net, tap.fd)
             net.recovering = None
             log.info("network %s: TAP %s is back", net.cfg.name, tap.name)
             return
