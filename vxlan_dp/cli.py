@@ -417,6 +417,29 @@ def cmd_fdb(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(a: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .core.keys import KeyFileError
+    from .keyman import new_key_file, rotate
+    from .rpc import DEFAULT_SOCKET
+    try:
+        if a.keyscmd == "new":
+            new_key_file(a.path, a.id)
+            print(f"{a.path}: key {a.id} written (mode 0600)")
+            return 0
+        cfg = load_config(a.config)
+        net = next((n for n in cfg.networks if n.name == a.network), None)
+        if net is None or not net.encrypt or not net.key_file:
+            print(f"vxlan-dp keys rotate: {a.config} has no encrypted network {a.network!r}", file=sys.stderr)
+            return EXIT_USAGE
+        grace = a.grace if a.grace is not None else 2 * net.rekey_delay + 5
+        rotate(net.key_file, net.name, a.socket or [DEFAULT_SOCKET], grace=grace)
+        return 0
+    except (KeyFileError, ConfigError) as e:
+        print(f"vxlan-dp keys: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .rpc import DEFAULT_SOCKET
     p = argparse.ArgumentParser(prog="vxlan-dp", description="Userspace overlay data plane (VXLAN, GRE, GRE-in-UDP)")
@@ -477,6 +500,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure rates over this long (default 1; 0: one sample, no rates)")
     s.add_argument("--watch", action="store_true", help="refresh every interval until interrupted")
     s.set_defaults(func=cmd_status)
+
+    k = sub.add_parser("keys", help="encrypted networks' key files: make one, rotate a network's key")
+    ksub = k.add_subparsers(dest="keyscmd", required=True)
+    kn = ksub.add_parser("new", help="write a new key file (mode 0600) holding one random key")
+    kn.add_argument("path")
+    kn.add_argument("--id", type=int, default=1, help="key id, 1..255 (default 1)")
+    kn.set_defaults(func=cmd_keys)
+    kr = ksub.add_parser("rotate", help="add a new key to NET's key file, reload, retire the old keys "
+                                        "once every daemon sends with the new one")
+    kr.add_argument("network")
+    kr.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    kr.add_argument("--socket", action="append",
+                    help=f"status socket of a daemon to reload; repeat for several (default {DEFAULT_SOCKET})")
+    kr.add_argument("--grace", type=float, help="seconds to wait for every daemon to send with the new key "
+                                                 "before retiring the old ones (default 2 x rekey_delay + 5)")
+    kr.set_defaults(func=cmd_keys)
 
     f = sub.add_parser("fdb", help="a network's forwarding entries (--neigh: its ARP / ND table)")
     f.add_argument("network")

@@ -139,6 +139,9 @@ class View:
                 "fdb": [r._asdict() for r in dp.fdb_dump(n.handle, now)],
                 "counters": dp.counters(n.handle),
                 "neigh": self.networks.neigh.status(name),
+                # key ids only, never material
+                "encryption": None if n.keys is None else {
+                    "cipher": n.cfg.cipher, "key_ids": list(n.keys.keys), "send_key": n.keys.send_id},
             }
         eps = [{"encap": k[0], "local": k[1], "port": k[2], "networks": sorted(e.users),
                 "counters": dp.endpoint_counters(e.handle)} for k, e in self.networks.endpoints()]

@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
@@ -102,7 +103,7 @@ def load_key_file(path: str, where: str = "key_file", *, owner: int = 0) -> dict
         data[:] = bytes(len(data))
 
 
-def format_keys(keys: dict[int, bytes | bytearray]) -> str:
+def format_keys(keys: Mapping[int, bytes | bytearray]) -> str:
     """Key-file text for `keys` (what `vxlan-dp keys` writes)."""
     return "".join(f"{kid} {bytes(k).hex()}\n" for kid, k in sorted(keys.items()))
 
