@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import struct
 
 import pytest
@@ -22,17 +21,14 @@ from scapy.layers.inet import UDP
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
 from vxlan_dp.core.keys import derive_keymat, make_spi
-from vxlan_dp.fastpath import NetworkParams, PureDataplane, backends
+from helpers import c_backend
+from vxlan_dp.fastpath import NetworkParams, PureDataplane
 from vxlan_dp.wire import encapsulate
 from vxlan_dp.wire import esp as pyesp
 
 from test_esp_wire import KATS, SCAPY_ALGO, _scapy_view
 
-CDataplane = backends().get("c")
-if CDataplane is None:
-    if os.environ.get("CI") == "true":
-        raise ImportError("the C fast path is not built")
-    pytest.skip("C fast path not built", allow_module_level=True)
+CDataplane = c_backend(module=True)
 
 from vxlan_dp.fastpath import _c
 
