@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["CI", "require", "need_tool", "c_backend"]
+__all__ = ["CI", "SCRIPTS", "require", "need_tool", "c_backend"]
 
 CI = os.environ.get("CI", "").lower() == "true"
+SCRIPTS = Path(__file__).resolve().parent / "scripts"   # programs tests run in a namespace or child
 
 
 def require(missing: str | None, *, module: bool = False, elsewhere: str = "skip") -> None:

@@ -21,6 +21,7 @@ from scapy.layers.l2 import GRE, Ether
 from scapy.packet import Raw
 from scapy.utils import checksum
 
+from helpers import SCRIPTS
 from vxlan_dp.lab import Lab, netns
 
 ENCAPS = ["gre", "gre-udp"]
@@ -196,17 +197,6 @@ INNER = Ether(src=INNER_SRC, dst="02:00:00:00:5e:02", type=0x88B5) / Raw(b"vxlan
 
 # Sent from inside the peer host's namespace: plain sockets, so the kernel writes a correct
 # outer IP (and UDP) header from the host's own underlay address; the GRE bytes are ours.
-_SENDER = r"""
-import json, socket, sys
-spec = json.load(sys.stdin)
-fam = socket.AF_INET6 if ":" in spec["dst"] else socket.AF_INET
-if spec["kind"] == "gre":
-    s, addr = socket.socket(fam, socket.SOCK_RAW, 47), (spec["dst"], 0)
-else:
-    s, addr = socket.socket(fam, socket.SOCK_DGRAM), (spec["dst"], spec["port"])
-for p in spec["packets"]:
-    s.sendto(bytes.fromhex(p), addr)
-"""
 
 
 def _gre(key: int | None = KEY_GRE, *, proto: int = 0x6558, version: int = 0, csum: bool = False,
@@ -255,7 +245,7 @@ def _cases(key: int, other_key: int) -> list[tuple[str, bytes, tuple[str, str] |
 def _send(lab: Lab, kind: str, packets: list[bytes]) -> None:
     src, dst = lab.hosts[1], lab.hosts[0]
     spec = {"kind": kind, "dst": dst.address(lab.ipv6), "port": 4754, "packets": [p.hex() for p in packets]}
-    r = netns.run(src.ns, [sys.executable, "-c", _SENDER], input=json.dumps(spec), timeout=20)
+    r = netns.run(src.ns, [sys.executable, str(SCRIPTS / "gre_sender.py")], input=json.dumps(spec), timeout=20)
     assert r.returncode == 0, r.stderr
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 from pyroute2 import netns as pr_netns
 
+from helpers import SCRIPTS
 from vxlan_dp.fastpath import NetworkParams, PureDataplane
 from vxlan_dp.lab import Lab, netns
 from vxlan_dp.linux import ETH_P_ALL
@@ -119,97 +120,6 @@ def fragments(packet: bytes, cut: int) -> list[bytes]:
 # sender counts exactly how many copies of each template the kernel accepted. "once" packets
 # (the fragments, each with its own IP ID) go one by one through the IP_HDRINCL socket.
 
-SENDER = r"""
-import ctypes, json, random, socket, struct, sys, time
-spec = json.load(sys.stdin)
-libc = ctypes.CDLL(None, use_errno=True)
-
-class IOV(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-class MSGHDR(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.c_void_p),
-                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p),
-                ("controllen", ctypes.c_size_t), ("flags", ctypes.c_int)]
-
-class MMSG(ctypes.Structure):
-    _fields_ = [("hdr", MSGHDR), ("len", ctypes.c_uint)]
-
-BATCH = 64
-keep = []
-
-def sock(kind, bind):
-    if kind == "udp":
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((bind, 0))
-    elif kind == "gre":
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
-        s.bind((bind, 0))
-    else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    keep.append(s)
-    return s
-
-def sockaddr(ip, port):
-    sa = ctypes.create_string_buffer(struct.pack("=H", socket.AF_INET) + struct.pack("!H", port)
-                                     + socket.inet_aton(ip) + bytes(8), 16)
-    keep.append(sa)
-    return sa
-
-streams = []
-for st in spec["streams"]:
-    s = sock(st["kind"], st["bind"])
-    sa = sockaddr(st["dst"], st.get("port", 0))
-    ring = [i for i, w in enumerate(st["weights"]) for _ in range(w)]
-    random.Random(7).shuffle(ring)
-    bufs = [ctypes.create_string_buffer(bytes.fromhex(t), max(1, len(t) // 2)) for t in st["templates"]]
-    keep.extend(bufs)
-    iovs = (IOV * len(bufs))()
-    for i, b in enumerate(bufs):
-        iovs[i].base = ctypes.addressof(b)
-        iovs[i].len = len(st["templates"][i]) // 2
-    msgs = (MMSG * len(ring))()
-    for k, i in enumerate(ring):
-        m = msgs[k].hdr
-        m.name, m.namelen = ctypes.addressof(sa), 16
-        m.iov, m.iovlen = ctypes.addressof(iovs) + i * ctypes.sizeof(IOV), 1
-    keep.extend([iovs, msgs])
-    streams.append({"fd": s.fileno(), "ring": ring, "msgs": msgs, "pos": 0, "left": st["total"],
-                    "counts": [0] * len(bufs)})
-
-rate = spec["rate"]
-start = time.monotonic()
-sent = 0
-errors = 0
-while any(st["left"] for st in streams):
-    for st in streams:
-        k = min(BATCH, st["left"], len(st["ring"]) - st["pos"])
-        if not k:
-            continue
-        n = libc.sendmmsg(st["fd"], ctypes.byref(st["msgs"], st["pos"] * ctypes.sizeof(MMSG)), k, 0)
-        if n < 0:
-            errors += 1
-            time.sleep(0.001)
-            continue
-        for i in st["ring"][st["pos"]:st["pos"] + n]:
-            st["counts"][i] += 1
-        st["pos"] = (st["pos"] + n) % len(st["ring"])
-        st["left"] -= n
-        sent += n
-    ahead = sent / rate - (time.monotonic() - start)
-    if ahead > 0:
-        time.sleep(ahead)
-raw = sock("raw", None)
-once = 0
-for p in spec["once"]:
-    raw.sendto(bytes.fromhex(p), (spec["once_dst"], 0))
-    once += 1
-    if once % 200 == 0:
-        time.sleep(0.01)
-print(json.dumps({"counts": [st["counts"] for st in streams], "once": once, "errors": errors,
-                  "seconds": time.monotonic() - start}))
-"""
 
 
 # --- the kernel's side of the accounting ------------------------------------------------------
@@ -481,7 +391,7 @@ def test_a_million_hostile_packets_are_all_dropped_and_counted(make_lab, backend
     pings = {name: _ping_start(a, b.ip) for name, (a, b) in pairs.items()}
     t0 = time.monotonic()
     try:
-        r = netns.run(h3.ns, [sys.executable, "-c", SENDER], input=json.dumps(spec), timeout=240)
+        r = netns.run(h3.ns, [sys.executable, str(SCRIPTS / "hostile_sender.py")], input=json.dumps(spec), timeout=240)
     finally:
         ping_res = {name: _ping_stop(p) for name, p in pings.items()}
     assert r.returncode == 0, r.stderr[-3000:]
@@ -623,22 +533,6 @@ def isolation_cases(h1ip: str, h2ip: str, h3ip: str) -> list[tuple[str, str, str
     return c
 
 
-ISO_SENDER = r"""
-import json, socket, sys
-spec = json.load(sys.stdin)
-udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-udp.bind((spec["src"], 0))
-gre = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
-raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-for chan, port, hexp in spec["packets"]:
-    p = bytes.fromhex(hexp)
-    if chan == "gre":
-        gre.sendto(p, (spec["dst"], 0))
-    elif chan == "forged":
-        raw.sendto(p, (spec["dst"], 0))
-    else:
-        udp.sendto(p, (spec["dst"], port))
-"""
 
 
 def _tap_sniffers(ns: str, taps: dict[str, str]) -> dict[str, socket.socket]:
@@ -688,7 +582,7 @@ def test_no_frame_crosses_from_one_network_into_another(make_lab, backend):
                 (chan, PORT_VXLAN if chan == "vxlan" else PORT_GRE_UDP, p.hex())
                 for _n, hh, chan, p, _to, _c in cases if hh == host for _ in range(N)]
             spec = {"src": by_name[host].ip4, "dst": h1.ip4, "packets": packets}
-            r = netns.run(by_name[host].ns, [sys.executable, "-c", ISO_SENDER], input=json.dumps(spec), timeout=30)
+            r = netns.run(by_name[host].ns, [sys.executable, str(SCRIPTS / "iso_sender.py")], input=json.dumps(spec), timeout=30)
             assert r.returncode == 0, r.stderr
         after = settled(lab, [h1])[0]
         seen = _sniffed(socks)
