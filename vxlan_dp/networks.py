@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 

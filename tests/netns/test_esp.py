@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from helpers import need_tool
 from vxlan_dp.lab import Lab, netns
 from vxlan_dp.wire import encapsulate
 from vxlan_dp.wire.esp import ESP_EXTRA
@@ -133,10 +134,7 @@ def _ep(lab: Lab, h: Any) -> dict[str, int]:
 
 def test_encrypted_overlay_end_to_end(make_lab, backend, tmp_path):
     cipher = "aes-256-gcm"      # ChaCha20-Poly1305 runs live in the rotation test below
-    if TSHARK is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("tshark is required under CI=true", pytrace=False)
-        pytest.skip("tshark not installed")
+    need_tool("tshark", "tshark")
     lab: Lab = make_lab(2)
     h1, h2 = lab.hosts
     for h in lab.hosts:

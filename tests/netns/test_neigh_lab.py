@@ -13,7 +13,6 @@ an orchestrator would. What a user checks:
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -24,17 +23,15 @@ from typing import Any
 
 import pytest
 
+from helpers import need_tool
+from vxlan_dp.linux import IFA_F_NODAD
 from vxlan_dp.lab import Lab, netns
 
 TSHARK = shutil.which("tshark")
-IFA_F_NODAD = 0x02
 
 
 def _need_tshark() -> None:
-    if TSHARK is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("tshark is required under CI=true", pytrace=False)
-        pytest.skip("tshark not installed")
+    need_tool("tshark", "tshark")
 
 
 def _v6(c: Any) -> str:
