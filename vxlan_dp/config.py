@@ -185,6 +185,8 @@ class DockerConfig:
     peers: tuple[str, ...] = ()     # static control: the flood list of every Docker network
     slice: tuple[int, int] = (1, 1)  # static control: (i, n) = this host allocates from the
                                      # i-th of n equal parts of every subnet
+    api: str | None = None          # etcd control: the local Docker API ("unix:///var/run/docker.sock"):
+                                    # networks created on one host are created on every host
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,8 @@ def config_from_dict(d: Mapping[str, Any], source: str = "<dict>") -> Config:
     if daemon.control == "static" and not networks and docker is None:
         raise ConfigError("network", 'control = "static" needs at least one [[network]] table '
                                      '(or a [docker] table: networks made with docker network create)')
+    if docker is not None and docker.api is not None and daemon.control != "etcd":
+        raise ConfigError("docker.api", 'shares networks through the store: needs control = "etcd"')
     if docker is not None and docker.local is None and daemon.control == "static":
         raise ConfigError("docker.local", "required with static control: this host's underlay address")
     return Config(daemon, networks, etcd, source, docker)
@@ -347,7 +351,7 @@ def _etcd(raw: Any) -> EtcdConfig:
 
 
 def _docker(raw: Any, etcd: EtcdConfig | None) -> DockerConfig:
-    t = _Table(raw, "docker", ("socket", "state", "local", "peers", "slice"))
+    t = _Table(raw, "docker", ("socket", "state", "local", "peers", "slice", "api"))
     local: Address | None = t.take("local", _unicast, None)
     if local is None and etcd is not None and etcd.local is not None:
         local = ipaddress.ip_address(etcd.local)
@@ -362,7 +366,16 @@ def _docker(raw: Any, etcd: EtcdConfig | None) -> DockerConfig:
         socket=t.take("socket", _abs_path, DockerConfig.socket),
         state=t.take("state", _abs_path, DockerConfig.state),
         local=_opt_compressed(local), peers=peers,
-        slice=t.take("slice", _slice, (1, 1)))
+        slice=t.take("slice", _slice, (1, 1)),
+        api=t.take("api", _docker_api, None))
+
+
+def _docker_api(v: Any) -> str:
+    s = _str(v)
+    if not re.fullmatch(r"(unix:///\S+|tcp://\S+|https?://\S+)", s):
+        raise ValueError(f'{_show(s)} is not a Docker API address (want "unix:///var/run/docker.sock" '
+                         'or "tcp://host:port")')
+    return s
 
 
 def _abs_path(v: Any) -> str:

@@ -86,3 +86,39 @@ def test_store_allocates_unique_addresses_and_carries_traffic(elab: DockerLab) -
     finally:
         elab.remove("blue")
     assert _claims(elab) == {}
+
+
+def test_a_network_created_on_one_host_appears_on_every_host() -> None:
+    """[docker] api: `docker network create` once; the store carries it, every other host's
+    vxlan-dp creates it in its own Docker (Docker SDK); `docker network rm` once removes it."""
+    from vxlan_dp.lab import Lab
+
+    gate("c", etcd=True)
+    lab = Lab(3)
+    try:
+        lab.build()
+        lab.add_etcd_host()
+        for h in lab.hosts:
+            d = lab.start_dockerd(h)
+            lab.start_daemon(h, "", daemon_toml=lab.docker_toml(h, control="etcd", extra=f'api = "unix://{d.socket}"\n'),
+                             backend="c")
+        dl = DockerLab(lab, "c")
+        dl.create("blue", "192.168.60.0/24", "vni=42", f"port={PORT}", hosts=[0])
+        assert _wait(lambda: all(d.docker("network", "inspect", "blue").returncode == 0 for d in dl.d), 15), \
+            [lab.log_tail(h, 5) for h in lab.hosts]
+        for d in dl.d[1:]:
+            net = d.inspect("network", "blue")
+            assert net["Driver"] == "vxlan-dp" and net["IPAM"]["Driver"] == "vxlan-dp"
+            assert net["IPAM"]["Config"][0]["Subnet"] == "192.168.60.0/24"
+            assert net["Options"] == {"vni": "42", "port": str(PORT)}
+        ips = [dl.run(i, f"s{i + 1}", "blue") for i in range(3)]
+        assert len(set(ips)) == 3
+        assert dl.ping(2, "s3", ips[0]) and dl.ping(0, "s1", ips[1])
+        # rm once, where no container is left: gone everywhere it is unused
+        for i in range(3):
+            dl.d[i].check("rm", "-f", f"s{i + 1}")
+        dl.d[1].check("network", "rm", "blue")
+        assert _wait(lambda: all(d.docker("network", "inspect", "blue").returncode != 0 for d in dl.d), 15)
+        assert lab.etcdctl("get", "--prefix", "--keys-only", "/vxlan-dp-docker/").stdout.strip() == ""
+    finally:
+        lab.close()

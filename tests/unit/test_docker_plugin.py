@@ -367,3 +367,13 @@ def test_docker_table_alone_is_a_config() -> None:
     c = parse_config('[docker]\nlocal = "198.18.0.1"\npeers = ["198.18.0.1", "198.18.0.2"]\nslice = "2/3"\n')
     assert c.networks == () and c.docker is not None
     assert (c.docker.peers, c.docker.slice) == (("198.18.0.2",), (2, 3))   # own address skipped
+
+
+def test_docker_api_needs_etcd_and_an_address() -> None:
+    from vxlan_dp.config import parse_config
+
+    with pytest.raises(ConfigError, match=r'^docker.api: shares networks through the store'):
+        parse_config('[docker]\nlocal = "198.18.0.1"\napi = "unix:///var/run/docker.sock"\n')
+    with pytest.raises(ConfigError, match=r'^docker.api: "/var/run/docker.sock" is not a Docker API address'):
+        parse_config('[daemon]\ncontrol = "etcd"\n[etcd]\nendpoints = ["198.18.0.254:2379"]\n'
+                     '[docker]\napi = "/var/run/docker.sock"\n')

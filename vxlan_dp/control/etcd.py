@@ -38,6 +38,7 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,7 +49,7 @@ from .etcd_state import (Change, Keys, Ops, Publisher, StoreView, desired_for,
                          encode_member, plan_networks)
 
 __all__ = ["EtcdControl", "Endpoint", "parse_endpoint", "route_source", "new_client", "describe",
-           "authenticate", "run_keepalive"]
+           "authenticate", "run_keepalive", "run_sessions"]
 
 log = logging.getLogger("vxlan_dp.etcd")
 
@@ -502,6 +503,35 @@ async def run_keepalive(client: Any, lease: int, ttl: int) -> None:
             stream.cancel()
         if resp is None or resp.TTL <= 0:
             raise Resync(f"lease {lease:x} expired")
+
+
+async def run_sessions(etcd: EtcdConfig, session: Callable[[Any], Awaitable[None]], what: str,
+                       retry: float = 1.0) -> None:
+    """For the store's other users (the Docker plugin): connect to the [etcd] endpoints in turn
+    (TLS, login) and run `session(client)` until it fails; say why, wait `retry`, go on with the
+    next endpoint. Returns only by cancellation."""
+    tls = etcd.ca is not None or etcd.cert is not None
+    endpoints = [parse_endpoint(e, tls) for e in etcd.endpoints]
+    i = 0
+    while True:
+        ep = endpoints[i % len(endpoints)]
+        client = new_client(etcd, ep)
+        try:
+            await client.connect()
+            if etcd.username:
+                await authenticate(etcd, client)
+            await session(client)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure ends the session; we retry
+            log.warning("%s: etcd %s: %s; retrying", what, ep, _describe(e))
+        finally:
+            try:
+                await asyncio.wait_for(client.close(), 2.0)
+            except Exception:  # noqa: BLE001 - a dead channel may not close cleanly
+                pass
+        i += 1
+        await asyncio.sleep(retry)
 
 
 describe = _describe

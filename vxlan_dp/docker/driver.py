@@ -92,7 +92,7 @@ class _State:
 
 class Plugin:
     def __init__(self, cfg: DockerConfig, steer: NetworkSteer, *, book: AddressBook | None = None,
-                 local: Callable[[], str | None] = lambda: None) -> None:
+                 local: Callable[[], str | None] = lambda: None, share: Any = None) -> None:
         self.cfg = cfg
         self.steer = steer
         self.book = book if book is not None else LocalBook()
@@ -101,6 +101,7 @@ class Plugin:
         self.networks: dict[str, DockerNetwork] = {}
         self.endpoints: dict[str, DockerEndpoint] = {}
         self._local = local
+        self.share = share      # share.NetworkShare with [docker] api: networks go fleet-wide
         self._lock = asyncio.Lock()
         self.restored: set[str] = set()    # sandboxes a restarted dockerd took over (see join)
 
@@ -182,6 +183,8 @@ class Plugin:
         await self._bring_up(net)
         self.networks[net_id] = net
         self.save()
+        if self.share is not None:
+            self.share.created(net_id, options)
         log.info("docker network %s: %s vni %d %s port %d, bridge %s, mtu %d", net_id[:12], cfg.name, cfg.vni,
                  cfg.encap, cfg.port, cfg.bridge, net.mtu)
         return {}
@@ -206,6 +209,8 @@ class Plugin:
         if net.cfg.bridge:
             links.delete_link(net.cfg.bridge)
         self.save()
+        if self.share is not None:
+            self.share.deleted(net.id)
         log.info("docker network %s (%s) removed", net.id[:12], net.cfg.name)
         return {}
 

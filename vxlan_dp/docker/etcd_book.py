@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import EtcdConfig
-from ..control.etcd import authenticate, describe, new_client, parse_endpoint, run_keepalive
+from ..control.etcd import run_keepalive, run_sessions
 from .ipam import IpamError, Pool
 
 __all__ = ["EtcdBook"]
@@ -37,8 +37,6 @@ class EtcdBook:
     def __init__(self, etcd: EtcdConfig, local: Callable[[], str | None]) -> None:
         self.etcd = etcd
         self.local = local
-        tls = etcd.ca is not None or etcd.cert is not None
-        self.endpoints = [parse_endpoint(e, tls) for e in etcd.endpoints]
         self.held: dict[str, dict[str, str]] = {}   # pool id -> address -> owner (ours)
         self._client: Any = None
         self._lease = 0
@@ -114,25 +112,10 @@ class EtcdBook:
             self._client = None
 
     async def _run(self) -> None:
-        i = 0
-        while True:
-            ep = self.endpoints[i % len(self.endpoints)]
-            try:
-                await self._session(ep)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - any failure ends the session; we retry
-                log.warning("docker IPAM: etcd %s: %s; retrying", ep, describe(e))
-            self._ready.clear()
-            i += 1
-            await asyncio.sleep(1.0)
+        await run_sessions(self.etcd, self._session, "docker IPAM")
 
-    async def _session(self, ep: Any) -> None:
-        client = new_client(self.etcd, ep)
-        await client.connect()
+    async def _session(self, client: Any) -> None:
         try:
-            if self.etcd.username:
-                await authenticate(self.etcd, client)
             grant = await client.lease.grant(self.etcd.lease_ttl, timeout=RPC_TIMEOUT)
             self._client, self._lease = client, grant.ID
             for pool_id, addrs in self.held.items():   # what we held before: ours again
@@ -148,8 +131,4 @@ class EtcdBook:
             self._ready.clear()
             if self._client is client:
                 self._client = None
-            try:
-                await asyncio.wait_for(client.close(), 2.0)
-            except Exception:  # noqa: BLE001 - a dead channel may not close cleanly
-                pass
 

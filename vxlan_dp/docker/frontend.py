@@ -42,7 +42,13 @@ class DockerFrontEnd:
             from .etcd_book import EtcdBook  # here: static control never loads grpc
 
             book = EtcdBook(self.config.etcd, self._local)
-        self.plugin = Plugin(self.cfg, steer, book=book, local=self._local)
+        share = None
+        if book is not None and self.cfg.api is not None:
+            from .share import NetworkShare  # here: only with [docker] api loads the Docker SDK
+
+            assert self.config.etcd is not None
+            share = NetworkShare(self.config.etcd, self.cfg.api, self._local)
+        self.plugin = Plugin(self.cfg, steer, book=book, local=self._local, share=share)
         await self.plugin.restore()
         if book is not None:
             book.start()   # claims what the state file says we held, under a new lease
@@ -54,6 +60,9 @@ class DockerFrontEnd:
             raise FrontEndError(f"docker.socket: cannot listen on {self.cfg.socket}: {e.strerror or e}") from None
         stack.push_async_callback(runner.cleanup)
         stack.callback(_unlink, self.cfg.socket)
+        if share is not None:   # after the socket: creating a network here calls us back
+            share.start()
+            stack.push_async_callback(share.stop)
         log.info("docker plugin on %s (%d networks)", self.cfg.socket, len(self.plugin.networks))
 
     async def reconfigure(self, config: Config) -> None:
