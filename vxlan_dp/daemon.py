@@ -230,9 +230,8 @@ class Daemon:
         await self.control.start(self)  # etcd: the first read of the store (bounded wait)
         stack.push_async_callback(self.control.stop)  # etcd: revoke our lease, the others drop us at once
         desired = self.control.desired()
-        for name, cfg in self.control.networks().items():
-            if name not in self.networks:
-                self.networks.start(cfg, desired[name])
+        self.networks.start_many([(cfg, desired[name]) for name, cfg in self.control.networks().items()
+                                  if name not in self.networks], strict=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         for fe in self.front_ends:

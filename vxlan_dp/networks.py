@@ -122,6 +122,7 @@ class Networks:
         """Run exactly the networks in `want`: stop the others, (re)start changed ones, apply the rest."""
         for name in self._nets.keys() - want.keys():
             self.stop(name)
+        starting = []
         for name, cfg in want.items():
             net = self._nets.get(name)
             if net is not None:
@@ -130,29 +131,63 @@ class Networks:
                     self.apply(name, desired[name])
                     continue
                 self.stop(name)
-            try:
-                self.start(cfg, desired[name])
-            except Exception as e:  # noqa: BLE001 - one bad network must not stop the others
-                log.error("network %s: cannot start: %s", name, e)
+            starting.append((cfg, desired[name]))
+        self.start_many(starting)
         return set(self._nets)
 
-    def start(self, cfg: NetworkConfig, desired: Desired) -> None:
-        """Open the network's TAP (and its endpoint and egress socket if not open yet); raise
-        with nothing left behind when that fails."""
-        loop = asyncio.get_running_loop()
-        under = underlay_mtu(cfg.local)
+    def start_many(self, items: list[tuple[NetworkConfig, Desired]], *, strict: bool = False) -> None:
+        """`start` for many networks, their TAPs opened in one batch (Tap.open_many). A network
+        that cannot start is logged and skipped, or with `strict` raises after closing the
+        TAPs opened for the ones not started yet (those started stay, for the caller's close)."""
+        under: dict[str, int | None] = {}
+        mtus = [self._mtu(cfg, under) for cfg, _ in items]
+        taps = Tap.open_many([(cfg.tap, mtu, cfg.bridge) for (cfg, _), mtu in zip(items, mtus)],
+                             offload=self._tap_offload())
+        for k, ((cfg, desired), mtu, tap) in enumerate(zip(items, mtus, taps)):
+            try:
+                if isinstance(tap, Exception):
+                    raise tap
+                self.start(cfg, desired, tap=tap, mtu=mtu)
+            except Exception as e:
+                if strict:
+                    for rest in taps[k + 1:]:
+                        if isinstance(rest, Tap):
+                            rest.close()
+                    raise
+                log.error("network %s: cannot start: %s", cfg.name, e)
+
+    def _mtu(self, cfg: NetworkConfig, under_cache: dict[str, int | None] | None = None) -> int:
+        """The TAP MTU: configured, or derived from the underlay (warnings said here, once)."""
+        if under_cache is not None and cfg.local in under_cache:
+            under = under_cache[cfg.local]
+        else:
+            under = underlay_mtu(cfg.local)
+            if under_cache is not None:
+                under_cache[cfg.local] = under
         if under is None:
             log.warning("network %s: %s is not an address of this host (yet); assuming underlay MTU %d",
                         cfg.name, cfg.local, DEFAULT_UNDERLAY_MTU)
-        mtu = cfg.mtu or derive_mtu(cfg, under)
         if cfg.mtu and under and cfg.mtu > derive_mtu(cfg, under):
             log.warning("network %s: mtu %d exceeds what underlay MTU %d carries (%d); large frames will be dropped "
                         "by the underlay", cfg.name, cfg.mtu, under, derive_mtu(cfg, under))
-        self._tx_socket(6 if cfg.ipv6 else 4)
-        key, ep = self._endpoint(cfg, loop)
-        tap = None
+        return cfg.mtu or derive_mtu(cfg, under)
+
+    def start(self, cfg: NetworkConfig, desired: Desired, *, tap: Tap | None = None, mtu: int | None = None) -> None:
+        """Open the network's TAP (unless `tap` is one opened for it, at `mtu`) and its endpoint
+        and egress socket if not open yet; raise with nothing left behind when that fails."""
+        loop = asyncio.get_running_loop()
+        if mtu is None:
+            mtu = self._mtu(cfg)
         try:
-            tap = Tap.open(cfg.tap, mtu, cfg.bridge, offload=self._tap_offload())
+            self._tx_socket(6 if cfg.ipv6 else 4)
+            key, ep = self._endpoint(cfg, loop)
+        except Exception:
+            if tap is not None:
+                tap.close()
+            raise
+        try:
+            if tap is None:
+                tap = Tap.open(cfg.tap, mtu, cfg.bridge, offload=self._tap_offload())
             handle = self.dp.add_network(cfg.params(mtu), ep.handle, tap.fd, vnet_hdr=tap.vnet_hdr,
                                          offload=tap.offload)
             ring = None

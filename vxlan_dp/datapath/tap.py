@@ -19,6 +19,9 @@ import logging
 import os
 import struct
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from pyroute2 import IPRoute
 
@@ -43,24 +46,40 @@ def _link_index(ipr: IPRoute, name: str) -> int | None:
     return found[0] if found else None
 
 
-def _wait_oper_up(ipr: IPRoute, index: int, name: str, timeout: float = 3.0) -> None:
-    """Return once the kernel reports the TAP operationally up.
+@dataclass(frozen=True)
+class _Link:
+    index: int
+    kind: str | None
+    alias: str | None
+
+    @staticmethod
+    def of(link: Any) -> "_Link":
+        kind = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+        alias = link.get("IFLA_IFALIAS")
+        return _Link(int(link["index"]), None if kind is None else str(kind), None if alias is None else str(alias))
+
+
+def _wait_all_up(ipr: IPRoute, taps: Sequence["Tap"], timeout: float = 3.0) -> None:
+    """Return once the kernel reports every TAP operationally up.
 
     The carrier that TUNSETIFF turns on reaches operstate through linkwatch, up to a second
     later (net/core/link_watch.c), and a bridge enables the port only then (br_port_carrier_check):
     frames sent before that are lost. Waiting here keeps READY=1 truthful.
     """
+    pending = {t.index: t.name for t in taps}
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ipr.get_links(index)[0].get("IFLA_OPERSTATE") == "UP":
-            return
-        time.sleep(0.02)
-    log.warning("TAP %s not operationally up after %.0fs; continuing", name, timeout)
-
-
-def _link_kind(ipr: IPRoute, index: int) -> str | None:
-    kind = ipr.get_links(index)[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
-    return None if kind is None else str(kind)
+    while pending and time.monotonic() < deadline:
+        if len(pending) == 1:
+            links = ipr.get_links(next(iter(pending)))
+        else:
+            links = ipr.get_links()
+        for link in links:
+            if link.get("IFLA_OPERSTATE") == "UP":
+                pending.pop(int(link["index"]), None)
+        if pending:
+            time.sleep(0.02)
+    for name in pending.values():
+        log.warning("TAP %s not operationally up after %.0fs; continuing", name, timeout)
 
 
 def _attach(name: str, offload: int) -> tuple[int, bool, int]:
@@ -99,41 +118,73 @@ class Tap:
         self.offload = offload
 
     @classmethod
-    @netlink_call
     def open(cls, name: str, mtu: int, bridge: str | None = None, *, offload: int = 0) -> "Tap":
-        own_bridge = False
+        got = cls.open_many([(name, mtu, bridge)], offload=offload)[0]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    @classmethod
+    @netlink_call
+    def open_many(cls, specs: Sequence[tuple[str, int, str | None]], *,
+                  offload: int = 0) -> list["Tap | Exception"]:
+        """`open` for many TAPs at once, (name, mtu, bridge) each, in one netlink session: one
+        dump of the links instead of a lookup per device, MTU + master + up in one request
+        per TAP, and one wait for all of them to come up (linkwatch reports carrier changes
+        up to a second late, net/core/link_watch.c: waiting once for all saves that per TAP).
+        Each result is a Tap, or the exception that TAP's open raised, leaving nothing of it."""
+        out: list[Tap | Exception] = []
         with IPRoute() as ipr:
-            index = _link_index(ipr, name)
-            if index is not None:
-                if _link_kind(ipr, index) != "tun":
-                    raise TapError(f"{name} exists and is not a TAP device")
-                log.info("adopting existing TAP %s", name)
-            else:
-                ipr.link("add", ifname=name, kind="tuntap", mode="tap")
-                index = _link_index(ipr, name)
-                if index is None:
-                    raise TapError(f"TAP {name} vanished right after creation")
-            fd, vnet_hdr, granted = _attach(name, offload)
-            try:
-                ipr.link("set", index=index, mtu=mtu)
-                if bridge:
+            links = {str(link.get("IFLA_IFNAME")): _Link.of(link) for link in ipr.get_links()}
+            for name, mtu, bridge in specs:
+                try:
+                    out.append(cls._open_one(ipr, links, name, mtu, bridge, offload))
+                except Exception as e:  # noqa: BLE001 - handed back: one TAP must not sink the batch
+                    out.append(e)
+            _wait_all_up(ipr, [t for t in out if isinstance(t, Tap)])
+        return out
+
+    @classmethod
+    def _open_one(cls, ipr: IPRoute, links: dict[str, "_Link"], name: str, mtu: int, bridge: str | None,
+                  offload: int) -> "Tap":
+        own_bridge = False
+        have = links.get(name)
+        if have is not None:
+            if have.kind != "tun":
+                raise TapError(f"{name} exists and is not a TAP device")
+            index = have.index
+            log.info("adopting existing TAP %s", name)
+        else:
+            ipr.link("add", ifname=name, kind="tuntap", mode="tap")
+            found = _link_index(ipr, name)
+            if found is None:
+                raise TapError(f"TAP {name} vanished right after creation")
+            index = found
+            links[name] = _Link(index, "tun", None)
+        fd, vnet_hdr, granted = _attach(name, offload)
+        try:
+            change: dict[str, Any] = {"mtu": mtu, "state": "up"}
+            if bridge:
+                b = links.get(bridge)
+                if b is None:
+                    ipr.link("add", ifname=bridge, kind="bridge")
                     bidx = _link_index(ipr, bridge)
                     if bidx is None:
-                        ipr.link("add", ifname=bridge, kind="bridge")
-                        bidx = _link_index(ipr, bridge)
-                        own_bridge = True
-                        # the mark outlives us: a daemon restarted after SIGKILL knows it is ours
-                        ipr.link("set", index=bidx, state="up", ifalias=BRIDGE_MARK)
-                    elif _link_kind(ipr, bidx) != "bridge":
-                        raise TapError(f"{bridge} exists and is not a bridge")
-                    else:
-                        own_bridge = ipr.get_links(bidx)[0].get("IFLA_IFALIAS") == BRIDGE_MARK
-                    ipr.link("set", index=index, master=bidx)
-                ipr.link("set", index=index, state="up")
-                _wait_oper_up(ipr, index, name)
-            except Exception:
-                os.close(fd)
-                raise
+                        raise TapError(f"bridge {bridge} vanished right after creation")
+                    own_bridge = True
+                    # the mark outlives us: a daemon restarted after SIGKILL knows it is ours
+                    ipr.link("set", index=bidx, state="up", ifalias=BRIDGE_MARK)
+                    links[bridge] = _Link(bidx, "bridge", BRIDGE_MARK)
+                elif b.kind != "bridge":
+                    raise TapError(f"{bridge} exists and is not a bridge")
+                else:
+                    bidx = b.index
+                    own_bridge = b.alias == BRIDGE_MARK
+                change["master"] = bidx
+            ipr.link("set", index=index, **change)   # do_setlink: MTU, then master, then up
+        except Exception:
+            os.close(fd)
+            raise
         return cls(name, fd, index, bridge, own_bridge, vnet_hdr, granted)
 
     @netlink_call
