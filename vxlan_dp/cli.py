@@ -174,7 +174,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
         return run_docker_demo(a.hosts, port=a.port, backend=a.backend, keep=a.keep)
     from .lab.demo import run_demo
     return run_demo(a.hosts, port=a.port, encap=a.encap, ipv6=a.ipv6, keep=a.keep, backend=a.backend,
-                    containers=a.containers, control=a.control)
+                    containers=a.containers, control=a.control, encrypt=a.encrypt)
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
@@ -464,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ipv6", action="store_true", help="IPv6 underlay")
     d.add_argument("--backend", choices=["c", "python"], help="fast path backend of the daemons")
     d.add_argument("--keep", action="store_true", help="leave the lab up")
+    d.add_argument("--encrypt", action="store_true",
+                   help="ESP in UDP (AES-256-GCM) on the overlay, under a key file the demo generates")
     d.add_argument("--control", choices=["static", "etcd"], default="static",
                    help="where peers come from: per-host config files, or an etcd server on its own lab host")
     d.add_argument("--docker", action="store_true",

@@ -264,3 +264,12 @@ def test_rotation_under_load_loses_nothing(make_lab, backend):
         drops = {k: v for k, v in _ep(lab, h).items() if k.startswith("drop_") and v}
         assert drops == {}, (h.name, drops)
         assert lab.status(h)["networks"]["blue"]["counters"]["drop_unknown_source"] == 0
+
+
+def test_demo_encrypt_over_an_ipv6_underlay(backend):
+    """`vxlan-dp demo --encrypt` as a user runs it: every pair pings across ESP in UDP."""
+    r = subprocess.run([sys.executable, "-m", "vxlan_dp", "demo", "--encrypt", "--ipv6", "--containers", "1",
+                        "--backend", backend], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "encrypted (ESP in UDP, AES-256-GCM" in r.stdout and "2/2 container pairs" in r.stdout, r.stdout
+    assert "aes-256-gcm  1     1         0" in r.stdout, r.stdout

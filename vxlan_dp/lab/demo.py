@@ -2,15 +2,19 @@
 
 With `control="etcd"` the lab gets an etcd server on a host of its own; the network is declared
 once in the store and each daemon's config holds only the store's endpoint and its own address.
+With `encrypt=True` the overlay is ESP in UDP under a key file the demo generates (mode 0600).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import TextIO
 
+from ..keyman import new_key_file
+from ..wire.esp import ESP_EXTRA
 from .lab import Lab, LabError
 
 __all__ = ["run_demo"]
@@ -26,27 +30,38 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 
 def run_demo(hosts: int = 2, *, port: int | None = None, encap: str = "vxlan", ipv6: bool = False,
              keep: bool = False, backend: str | None = None, containers: int = 2,
-             control: str = "static", out: TextIO = sys.stdout) -> int:
+             control: str = "static", encrypt: bool = False, out: TextIO = sys.stdout) -> int:
+    if encrypt and (encap == "gre" or control == "etcd"):
+        print("demo --encrypt: ESP in UDP needs --encap vxlan or gre-udp, and keys come from files "
+              "(--control static)", file=out)
+        return 2
     lab = Lab(hosts, ipv6=ipv6)
     ok = False
     try:
         t0 = time.monotonic()
         lab.build()
-        mtu = lab.overlay_mtu(encap)
+        mtu = lab.overlay_mtu(encap) - (ESP_EXTRA if encrypt else 0)
+        extra = ""
+        if encrypt:         # one key file for every lab host: what copying it to each gives
+            key_file = os.path.join(lab.workdir, "overlay.key")
+            new_key_file(key_file, 1)
+            extra = f'encrypt = true\nkey_file = "{key_file}"'
         for h in lab.hosts:
             for _ in range(containers):
                 lab.add_container(h, mtu=mtu)
         lab.settle()
         where = "" if encap == "gre" else f" port {port or (4754 if encap == 'gre-udp' else 4789)}"
         print(f"lab {lab.sfx}: {hosts} hosts, {hosts * containers} containers, {encap}{where}, "
-              f"underlay {'IPv6' if ipv6 else 'IPv4'}, overlay MTU {mtu}", file=out)
+              f"underlay {'IPv6' if ipv6 else 'IPv4'}, overlay MTU {mtu}"
+              + (f", encrypted (ESP in UDP, AES-256-GCM, generated key file {extra.split(chr(34))[1]})"
+                 if encrypt else ""), file=out)
         if control == "etcd":
             _store_up(lab, encap, port, out)
         for h in lab.hosts:
             if control == "etcd":
                 lab.start_daemon(h, "", daemon_toml=lab.etcd_toml(h), backend=backend)
             else:
-                lab.start_daemon(h, lab.network_toml(h, encap=encap, port=port), backend=backend)
+                lab.start_daemon(h, lab.network_toml(h, encap=encap, port=port, extra=extra), backend=backend)
             st = lab.status(h)
             print(f"  {h.name} ({h.address(ipv6)}): vxlan-dp pid {st['pid']}, {st['backend']} backend, "
                   f"containers " + ", ".join(f"{c.name}={c.ip}" for c in h.containers), file=out)
@@ -69,6 +84,16 @@ def run_demo(hosts: int = 2, *, port: int | None = None, encap: str = "vxlan", i
                              str(c["flood_copies"]), str(c["rx_packets"]), str(c["tap_tx_frames"]),
                              str(len(n["fdb"])), ", ".join(f"{k}={v}" for k, v in drops.items()) or "0"])
         _table(crow, out)
+        if encrypt:
+            erow = [["host", "cipher", "keys", "send key", "esp drops"]]
+            for h in lab.hosts:
+                st = lab.status(h)
+                enc = st["networks"]["blue"]["encryption"] or {}
+                eds = {k[5:]: v for e in st["endpoints"] for k, v in e["counters"].items()
+                       if k.startswith("drop_esp") and v}
+                erow.append([h.name, str(enc.get("cipher")), " ".join(map(str, enc.get("key_ids", []))),
+                             str(enc.get("send_key")), ", ".join(f"{k}={v}" for k, v in eds.items()) or "0"])
+            _table(erow, out)
         if control == "etcd":
             _show_store(lab, out)
         ok = all(r.ok for r in results) and bool(results)
