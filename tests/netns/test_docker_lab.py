@@ -76,3 +76,22 @@ def test_demo_docker_passes_and_leaves_nothing(docker_ok) -> None:  # type: igno
     assert not [ns for ns in netns.listing() if f"-{sfx.group(1)}-" in ns]
     assert _mounts_under(f"vxdp-{sfx.group(1)}-") == []
     assert _procs_mentioning(f"vxdp-{sfx.group(1)}-") == []
+
+
+def test_lab_clean_finishes_a_dead_docker_lab(make_lab, docker_ok) -> None:  # type: ignore[no-untyped-def]
+    """The lab process died with dockerd, a running container and its mounts up: `lab clean`
+    (here limited to this lab's state file; other labs run on this machine) removes them all."""
+    from vxlan_dp.lab import netns
+    from vxlan_dp.lab.lab import clean
+
+    lab = make_lab(1)
+    h = lab.hosts[0]
+    d = lab.start_dockerd(h)
+    d.check("run", "-d", "--name", "c1", "--network", "none", "vxdp-busybox", "sleep", "600")
+    pid, root = d.container_pid("c1"), d.root
+    assert _procs_mentioning(root) and _mounts_under(root)
+    removed = clean(only=lab._state)
+    assert h.ns in removed and not netns.exists(h.ns)
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert _procs_mentioning(root) == [] and _mounts_under(root) == []
+    assert not os.path.exists(root)

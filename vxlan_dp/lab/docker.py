@@ -43,7 +43,8 @@ from typing import Any
 
 from . import netns
 
-__all__ = ["Dockerd", "DockerError", "IMAGE", "docker_binaries", "busybox_rootfs_tar", "shim_pids"]
+__all__ = ["Dockerd", "DockerError", "IMAGE", "docker_binaries", "busybox_rootfs_tar", "shim_pids",
+           "clean_dockerd"]
 
 IMAGE = "vxdp-busybox:latest"
 BUSYBOX = "/bin/busybox"          # Debian's busybox-static
@@ -198,13 +199,6 @@ class Dockerd:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def containerd_pid(self) -> int | None:
-        try:
-            with open(os.path.join(self.exec_root, "containerd", "containerd.pid")) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return None
-
     def log_tail(self, offset: int = 0, lines: int = 20) -> str:
         try:
             with open(self.log_path, "rb") as f:
@@ -252,20 +246,55 @@ class Dockerd:
             self.stop()
         except OSError:
             pass
-        for pid in shim_pids(self.exec_root):  # containers left running by a live-restore stop
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        containerd = self.containerd_pid()
-        if containerd is not None and _is_ours(containerd, self.exec_root):
-            try:
-                os.kill(containerd, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for m in list(self.mounts):
-            umount(m)
-            self.mounts.remove(m)
+        clean_dockerd(None, self.exec_root, self.mounts)
+        self.mounts.clear()
+
+
+def clean_dockerd(pid: int | None, exec_root: str, mounts: list[str], timeout: float = 15.0) -> None:
+    """What a lab's dockerd leaves when its lab is gone: stop dockerd (`pid`, if it still runs
+    with our exec root in its command line), the container shims and the containerd serving
+    under `exec_root`, then unmount `mounts`. Also the last step of `Dockerd.close()`."""
+    if exec_root and pid and _is_ours(pid, exec_root):
+        _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _is_ours(pid, exec_root) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _is_ours(pid, exec_root):
+            _signal(pid, signal.SIGKILL)
+    if exec_root:
+        for shim in shim_pids(exec_root):  # containers left running by a live-restore stop:
+            for child in _children(shim):   # their init (SIGKILL ends its PID namespace), then
+                _signal(child, signal.SIGKILL)
+            _signal(shim, signal.SIGKILL)   # the shim (its death alone leaves the container)
+        try:
+            with open(os.path.join(exec_root, "containerd", "containerd.pid")) as f:
+                containerd = int(f.read().strip())
+        except (OSError, ValueError):
+            containerd = 0
+        if containerd and _is_ours(containerd, exec_root):
+            _signal(containerd, signal.SIGTERM)
+    for m in mounts:
+        umount(m)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")"
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _is_ours(pid: int, needle: str) -> bool:

@@ -36,7 +36,7 @@ from typing import Any
 from ..linux import IFA_F_NODAD
 from ..wire import encap_overhead
 from . import netns
-from .docker import Dockerd, busybox_rootfs_tar, shim_pids, umount
+from .docker import Dockerd, busybox_rootfs_tar, clean_dockerd
 
 __all__ = ["Lab", "Host", "Container", "PingResult", "LabError", "clean", "STATE_DIR", "PREFIX",
            "ETCD_PORT"]
@@ -564,44 +564,38 @@ def _is_ours(pid: int) -> bool:
         return False
 
 
-def clean() -> list[str]:
-    """Remove what dead labs left: their daemons (by recorded PID) and their namespaces."""
+def clean(only: str | None = None) -> list[str]:
+    """Remove what dead labs left: their dockerds, daemons (by recorded PID) and namespaces.
+
+    `only`: one lab's state file, and nothing else (a test cleaning up after its own lab while
+    other labs run on the machine); without it every recorded lab, then every PREFIX-* namespace.
+    """
     removed: list[str] = []
-    if os.path.isdir(STATE_DIR):
-        for fn in os.listdir(STATE_DIR):
-            path = os.path.join(STATE_DIR, fn)
-            try:
-                with open(path) as f:
-                    st = json.load(f)
-            except (OSError, ValueError):
-                continue
-            for d in st.get("dockerd", []):
-                if d.get("pid") and _is_ours(d["pid"]):
-                    try:
-                        os.kill(d["pid"], signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
-                for pid in shim_pids(d.get("exec_root") or "/nonexistent"):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                for m in d.get("mounts", []):
-                    umount(m)
-            for pid in st.get("pids", []):
-                if _is_ours(pid):
-                    try:
-                        os.kill(pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
-            for ns in st.get("namespaces", []):
-                if netns.exists(ns):
-                    netns.remove(ns)
-                    removed.append(ns)
-            shutil.rmtree(st.get("workdir", ""), ignore_errors=True) if st.get("workdir") else None
-            os.unlink(path)
-    for ns in netns.listing():
-        if ns.startswith(PREFIX + "-"):
-            netns.remove(ns)
-            removed.append(ns)
+    paths = [only] if only else ([os.path.join(STATE_DIR, fn) for fn in os.listdir(STATE_DIR)]
+                                 if os.path.isdir(STATE_DIR) else [])
+    for path in paths:
+        try:
+            with open(path) as f:
+                st = json.load(f)
+        except (OSError, ValueError):
+            continue
+        for d in st.get("dockerd", []):
+            clean_dockerd(d.get("pid"), d.get("exec_root") or "", d.get("mounts", []))
+        for pid in st.get("pids", []):
+            if _is_ours(pid):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for ns in st.get("namespaces", []):
+            if netns.exists(ns):
+                netns.remove(ns)
+                removed.append(ns)
+        shutil.rmtree(st.get("workdir", ""), ignore_errors=True) if st.get("workdir") else None
+        os.unlink(path)
+    if only is None:
+        for ns in netns.listing():
+            if ns.startswith(PREFIX + "-"):
+                netns.remove(ns)
+                removed.append(ns)
     return removed
