@@ -288,6 +288,11 @@ def render_status(ans: dict[str, Any]) -> str:
     control = render_control(ans.get("control"))
     if control:
         lines.append(control)
+    docker = ans.get("docker")
+    if docker:
+        nets = ", ".join(f"{n['network']} = {i} ({n['endpoints']} containers)" for i, n in docker["networks"].items())
+        lines.append(f"docker plugin on {docker['socket']}: {len(docker['networks'])} networks"
+                     + (f": {nets}" if nets else ""))
     lines.append("")
     head = (f"{'NETWORK':<12} {'VNI':>8} {'ENCAP':<7} {'TAP':<15} {'MTU':>5} {'PEERS':>5} {'FDB':>6} "
             f"{'TX pkt/s':>9} {'TX bit/s':>9} {'RX pkt/s':>9} {'RX bit/s':>9}")

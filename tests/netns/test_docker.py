@@ -154,6 +154,12 @@ def test_cross_host_ping_and_iperf3_on_a_non_4789_port(dlab: DockerLab) -> None:
         st = dlab.lab.status(dlab.hosts[0])
         assert st["networks"]["docker-42"]["counters"]["tx_packets"] > 0
         assert [e["port"] for e in st["endpoints"]] == [PORT]
+        # what a user sees: `vxlan-dp status` names the Docker network behind docker-42
+        import sys
+        out = subprocess.run([sys.executable, "-m", "vxlan_dp", "status", "--socket", dlab.hosts[0].socket_path],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        net_id = dlab.d[0].inspect("network", "blue")["Id"][:12]
+        assert f"docker-42 = {net_id} (1 containers)" in out, out
         for a, b in ((0, 1), (0, 2)):
             res = _iperf3(dlab.netns_of(a, f"b{a + 1}"), dlab.netns_of(b, f"b{b + 1}"), ips[b])
             assert "error" not in res, res.get("error")
@@ -288,8 +294,18 @@ def test_restarts_under_a_running_ping(dlab: DockerLab, tmp_path: Any) -> None:
         # and the restarted pair still manages the network: a new container joins and is reached
         b3 = dlab.run(1, "rb3", "blue")
         assert dlab.ping(0, "rb1", b3)
+        # the container the restarted dockerd took over joins another network live (Docker
+        # 20.10 forgot its eth0: the plugin names the new interface vx43-0, not a clashing eth1)
+        dlab.create("red", "192.168.61.0/24", "vni=43", f"port={PORT}", hosts=[0, 1])
+        r2 = dlab.run(1, "rr2", "red")
+        dlab.d[0].check("network", "connect", "red", "rb1")
+        assert dlab.ping(0, "rb1", r2)
+        assert "vx43-0" in dlab.d[0].check("exec", "rb1", "ls", "/sys/class/net").split()
+        dlab.d[0].check("network", "disconnect", "red", "rb1")
+        assert not dlab.ping(0, "rb1", r2, count=1)
     finally:
         dlab.remove("blue")
+        dlab.remove("red")
 
 
 def test_reload_keeps_docker_networks(dlab: DockerLab) -> None:
