@@ -28,7 +28,7 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SOURCES = ("fastpath.c", "manage.c", "fdb.c", "outer.c", "wire.c", "flowhash.c", "offload.c",
-           "gsosock.c", "poll.c", "neigh.c", "esp.c")
+           "gsosock.c", "poll.c", "neigh.c", "esp.c", "csum.c")
 HEADERS = ("fastpath.h", "internal.h", "neigh.h")
 CDEF_HEADERS = ("fastpath.h", "neigh.h")   # their cdef-begin/end blocks, in this order
 

@@ -47,7 +47,8 @@
  *              with UDP_GRO on (e->gro) a message may hold several datagrams of the size its
  *              cmsg says, each handled as if it had come alone;
  *   2. decap_one: validate (wire.c), find the network by key, check the source, the inner
- *              frame and the MTU, learn, count; deliveries {net, frame, length} are listed in
+ *              frame and the MTU, learn, count, complete an inner checksum the peer
+ *              left partial (csum.c, in place in the slab); deliveries {net, frame, length} are listed in
  *              dp->dl_* (pointers into the slab: no copy);
  *   3. deliver: per network in order of first delivery; a vnet TAP with coalescing on gets
  *              its frames through vxdp_gro_run (offload.c: runs of in-order, checksum-verified
@@ -518,7 +519,7 @@ static bool is_peer(const struct vxdp_net *n, const struct vxdp_addr *a)
     return false;
 }
 
-static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, const uint8_t *p, uint32_t len,
+static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32_t len,
                        const struct vxdp_addr *src, double now, uint32_t *off);
 
 /* An encrypted endpoint's datagram (api.py "Encrypted networks" has the order): 0 and the
@@ -569,7 +570,7 @@ static int decap_one(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32_t
     return id;
 }
 
-static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, const uint8_t *p, uint32_t len,
+static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32_t len,
                        const struct vxdp_addr *src, double now, uint32_t *off)
 {
     struct vxdp_ep_counters *ec = &e->c;
@@ -609,7 +610,7 @@ static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, const uint8_t *p, 
         c->drop_unknown_source++;
         return -1;
     }
-    const uint8_t *frame = p + *off;
+    uint8_t *frame = p + *off;
     uint32_t flen = len - *off;
     if (flen < VXDP_ETH_HLEN || vxdp_is_multicast(frame + 6)) {
         c->drop_malformed++;    /* a group source MAC is never a station (IEEE 802.3 3.2.3) */
@@ -629,6 +630,10 @@ static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, const uint8_t *p, 
     }
     c->rx_packets++;
     c->rx_bytes += len;
+    if (vxdp_csum_complete(frame, flen)) {  /* before GRO: completed segments coalesce */
+        c->csum_completed++;
+        n->csum_peer = *src;
+    }
     return id;
 }
 

@@ -94,6 +94,7 @@ struct vxdp_net_counters {
     uint64_t fdb_moved;
     uint64_t fdb_aged;
     uint64_t fdb_full;
+    uint64_t csum_completed;    /* inner TCP/UDP checksums a peer left partial (csum.c) */
     uint64_t drop_malformed;
     uint64_t drop_too_big;
     uint64_t drop_no_peers;
@@ -224,6 +225,7 @@ int vxdp_encap(struct vxdp_dp *dp, int net, uint8_t *buf, size_t buflen,
 int vxdp_encap_vnet(struct vxdp_dp *dp, int net, uint8_t *buf, size_t buflen,
                     const size_t *offs, const uint32_t *lens, int n, double now,
                     uint8_t *out, size_t out_cap, uint32_t *out_lens, int out_max);
+/* buf is written to: partial inner checksums are completed in place (csum.c). */
 int vxdp_decap(struct vxdp_dp *dp, int ep, uint8_t *buf, size_t buflen,
                const size_t *offs, const uint32_t *lens, const struct vxdp_addr *srcs, int n,
                double now, int32_t *out_idx, int32_t *out_net, uint32_t *out_off,
@@ -261,6 +263,11 @@ int vxdp_aead_seal(int cipher, const uint8_t *keymat, const uint8_t *iv, const u
                    size_t aadlen, const uint8_t *in, size_t len, uint8_t *out);
 int vxdp_aead_open(int cipher, const uint8_t *keymat, const uint8_t *iv, const uint8_t *aad,
                    size_t aadlen, const uint8_t *in, size_t len, uint8_t *out);
+
+/* csum.c: 1 if frame's inner L4 checksum was partial and is now complete, else 0. */
+int vxdp_csum_complete(uint8_t *frame, uint32_t len);
+/* The outer source of the last datagram whose checksum a network completed: 1 if any. */
+int vxdp_csum_peer(struct vxdp_dp *dp, int net, struct vxdp_addr *out);
 
 uint32_t vxdp_flow_hash(const uint8_t *frame, size_t len);
 uint16_t vxdp_checksum(const uint8_t *data, size_t len);

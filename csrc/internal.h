@@ -159,6 +159,7 @@ struct vxdp_net {
     struct vxdp_esp *esp;       /* encrypted network (esp.c), else NULL */
     struct vxdp_net_counters c;
     struct vxdp_neigh *neigh;   /* ARP/ND suppression (neigh.c); NULL until first used */
+    struct vxdp_addr csum_peer; /* source of the last completed checksum (family 0: none) */
 };
 
 /* The per-frame part of an outer header: everything except the destination address. */

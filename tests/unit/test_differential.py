@@ -55,7 +55,7 @@ def _pattern(seed: bytes, n: int) -> bytes:
 
 @st.composite
 def frames(draw: st.DrawFn) -> bytes:
-    shape = draw(st.sampled_from(["runt", "raw", "ipv4", "ipv6", "vlan", "sized"]))
+    shape = draw(st.sampled_from(["runt", "raw", "ipv4", "ipv6", "vlan", "sized", "partial"]))
     dst = draw(st.sampled_from(UNICAST + GROUP))
     src = draw(st.sampled_from(UNICAST + UNICAST + GROUP[:1]))
     eth = dst + src
@@ -80,6 +80,18 @@ def frames(draw: st.DrawFn) -> bytes:
         l4 = struct.pack("!HH", draw(st.integers(0, 65535)), 80)
         body = hdr + l4 + draw(st.binary(max_size=40))
         return eth + b"\x86\xdd" + body[:draw(st.integers(0, len(body)))]
+    if shape == "partial":
+        # TCP/UDP over IPv4 as a Linux sender leaves it for the device: the checksum field
+        # holds the folded pseudo-header sum (csum_completed; test_csum.py has the details)
+        proto = draw(st.sampled_from([6, 17]))
+        data = draw(st.binary(max_size=40))
+        l4len = (20 if proto == 6 else 8) + len(data)
+        srcip, dstip = bytes([192, 168, 0, draw(st.integers(1, 4))]), bytes([192, 168, 0, 9])
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + l4len, 7, 0x4000, 64, proto, 0, srcip, dstip)
+        ps = ~internet_checksum(srcip + dstip + struct.pack("!BBH", 0, proto, l4len)) & 0xFFFF
+        l4 = (struct.pack("!HHIIBBHHH", 40000, 80, 1, 2, 0x50, 0x18, 512, ps, 0) if proto == 6
+              else struct.pack("!HHHH", 40000, 53, l4len, ps))
+        return eth + b"\x08\x00" + ip + l4 + data
     if shape == "vlan":
         rest = draw(st.binary(max_size=30))
         size = draw(st.sampled_from([0] + [m + 18 + d for m in MTUS[1:] for d in (-1, 0, 1)]))

@@ -43,6 +43,7 @@ NET_COUNTERS = (
     "rx_packets", "rx_bytes",
     "tap_tx_frames", "tap_tx_bytes",
     "fdb_learned", "fdb_moved", "fdb_aged", "fdb_full",
+    "csum_completed",   # inner TCP/UDP checksums a peer left partial, completed (wire/csum.py)
 ) + tuple("drop_" + r for r in NET_DROP_REASONS)
 
 EP_COUNTERS = (

@@ -41,7 +41,7 @@ try:
 except ImportError as e:
     raise ImportError(f"vxlan_dp._fastpath is not built ({e})") from e
 
-__all__ = ["Dataplane", "split", "coalesce", "aead_seal", "aead_open"]
+__all__ = ["Dataplane", "split", "coalesce", "aead_seal", "aead_open", "complete_partial"]
 
 _BUILT_VERSION = ffi.string(lib.vxdp_version()).decode()
 if _BUILT_VERSION != __version__:
@@ -348,6 +348,11 @@ class Dataplane:
         _check(lib.vxdp_net_counters(self._dp, net, c))
         return {name: getattr(c, name) for name in NET_COUNTERS}
 
+    def csum_peer(self, net: int) -> str | None:
+        self._nets[net]  # noqa: B018
+        a = ffi.new("struct vxdp_addr *")
+        return _addr_text(a) if _check(lib.vxdp_csum_peer(self._dp, net, a)) else None
+
     def endpoint_counters(self, ep: int) -> dict[str, int]:
         self._eps[ep]
         c = ffi.new("struct vxdp_ep_counters *")
@@ -416,7 +421,8 @@ class Dataplane:
         out_len = ffi.new("uint32_t[]", count)
         got = _check(lib.vxdp_decap(self._dp, ep, ffi.from_buffer(buf), len(buf), offs, lens,
                                     srcs, count, now, out_idx, out_net, out_off, out_len))
-        # frames are read back from buf: an encrypted endpoint decrypts in place
+        # frames are read back from buf: an encrypted endpoint decrypts in place, and
+        # partial inner checksums are completed there (csum.c)
         return [(out_net[k], bytes(buf[offs[out_idx[k]] + out_off[k]:
                                        offs[out_idx[k]] + out_off[k] + out_len[k]]))
                 for k in range(got)]
@@ -478,6 +484,12 @@ def split(hdr: VnetHdr, frame: bytes) -> list[bytes]:
         res.append(bytes(out[pos:pos + lens[i]]))
         pos += lens[i]
     return res
+
+
+def complete_partial(frame: bytes) -> bytes | None:
+    """vxlan_dp.wire.csum.complete_partial, computed by csrc/csum.c."""
+    buf = bytearray(frame)
+    return bytes(buf) if lib.vxdp_csum_complete(ffi.from_buffer(buf), len(buf)) else None
 
 
 def coalesce(frames: Sequence[bytes], *, tcp4: bool = True, tcp6: bool = True,

@@ -27,6 +27,7 @@ from ..core.neigh import NEIGH_COUNTERS, NeighTable
 from ..wire import neigh as wneigh
 from ..wire import (WireError, decapsulate, decode_vxlan, encap_overhead, encapsulate, flow_hash, is_multicast,
                     mac_to_bytes, mac_to_str, max_frame_len)
+from ..wire.csum import complete_partial
 from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr, coalesce_runs,
                             decode_vnet_hdr, encode_vnet_hdr, split)
 from ..wire.esp import ESP_EXTRA
@@ -72,6 +73,7 @@ class _Net:
         if self.neigh is None:
             self.neigh = NeighTable(self.params.ageing, 0)
         return self.neigh
+    csum_peer: str | None = None    # outer source of the last completed checksum
 
     @property
     def outer_l3(self) -> int:
@@ -360,6 +362,8 @@ class Dataplane:
         else:
             nc["replies_sent"] += 1
         return True
+    def csum_peer(self, net: int) -> str | None:
+        return self._nets[net].csum_peer
 
     def endpoint_counters(self, ep: int) -> dict[str, int]:
         return dict(self._eps[ep].c)
@@ -504,6 +508,11 @@ class Dataplane:
                     c["fdb_full"] += 1
             c["rx_packets"] += 1
             c["rx_bytes"] += len(payload)
+            done = complete_partial(frame)
+            if done is not None:        # before coalescing: completed segments coalesce
+                frame = done
+                c["csum_completed"] += 1
+                n.csum_peer = _norm(src)
             out.append((net, frame))
         return out
 

@@ -26,7 +26,9 @@ the whole key, plain first); a `strict` vxlan network with any reserved bit set 
 than exactly 0x08, or a non-zero reserved byte) -> ep drop_bad_flags; source not a peer (unless allow_unknown_sources) -> net
 drop_unknown_source; inner frame < 14 bytes or group source MAC -> net drop_malformed; inner
 frame too big -> net drop_too_big; learn (if learning) source MAC -> outer source; rx_packets,
-rx_bytes (payload length); then written to the TAP: tap_tx_frames/bytes or drop_tap_write_error.
+rx_bytes (payload length); an inner TCP/UDP checksum the peer left partial is completed in the
+frame (vxlan_dp/wire/csum.py has the rule): csum_completed += 1 and `csum_peer(net)` says that
+source; then written to the TAP: tap_tx_frames/bytes or drop_tap_write_error.
 
 Local-MAC table (per network; what the etcd control plane publishes as "this MAC is here"):
 the unicast source MAC of every frame read from the TAP that is at least an Ethernet header
@@ -234,6 +236,7 @@ class Dataplane(Protocol):
     def pump_tap(self, net: int, now: float) -> int: ...
     def pump_endpoint(self, ep: int, now: float) -> int: ...
     def counters(self, net: int) -> dict[str, int]: ...
+    def csum_peer(self, net: int) -> str | None: ...
     def endpoint_counters(self, ep: int) -> dict[str, int]: ...
 
 
