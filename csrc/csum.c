@@ -146,3 +146,78 @@ int vxdp_csum_peer(struct vxdp_dp *dp, int net, struct vxdp_addr *out)
     pthread_mutex_unlock(&dp->lock);
     return r;
 }
+
+/* ---- super-frames: a peer's TSO packet, not segmented on a virtual link ----------------
+ *
+ * The same links pass whole TSO super-frames: a kernel vxlan device on a veth or virtio-net
+ * with TSO sends one UDP datagram holding a 64 KiB inner TCP segment (SKB_GSO_UDP_TUNNEL),
+ * and a UDP socket takes it as it is (udp_unexpected_gso only segments UDP_L4 / fraglist
+ * GSO). The kernel's own vxlan receive would pass it up whole; we do the same: write it to a
+ * TSO TAP as one GSO frame, or split it as a NIC would (offload.c), at the largest segment the
+ * network's MTU carries. TCP only: a UDP super-frame's datagram boundaries are not in it.
+ *
+ * Accepted: Ethernet (one 802.1Q tag at most, as vxdp_max_frame_len), IPv4 (options allowed,
+ * not a fragment, total length = the frame's) or IPv6 (no extension header, payload length =
+ * the frame's), TCP with a valid data offset and payload beyond one segment of
+ * mss = mtu - IP header - TCP header >= 1. The header describing it is what a TSO TAP read
+ * would carry (CWR set -> GSO_ECN, as tcp_ecn_send marks SKB_GSO_TCP_ECN). */
+int vxdp_super_frame(const uint8_t *f, uint32_t len, int32_t mtu, struct vxdp_vnet_hdr *vh)
+{
+    memset(vh, 0, sizeof *vh);
+    if (len < VXDP_ETH_HLEN)
+        return 0;
+    uint32_t l3 = VXDP_ETH_HLEN, l4;
+    unsigned et = rd16(f + 12);
+    if (et == 0x8100) {
+        if (len < 18)
+            return 0;
+        et = rd16(f + 16);
+        l3 = 18;
+    }
+    uint8_t gso;
+    if (et == 0x0800) {
+        if (len < l3 + 20 || f[l3] >> 4 != 4)
+            return 0;
+        uint32_t ihl = (uint32_t)(f[l3] & 0x0F) * 4;
+        if (ihl < 20 || rd16(f + l3 + 2) != len - l3 || (rd16(f + l3 + 6) & 0x3FFF) ||
+            f[l3 + 9] != PROTO_TCP)
+            return 0;
+        l4 = l3 + ihl;
+        gso = VXDP_GSO_TCPV4;
+    } else if (et == 0x86DD) {
+        if (len < l3 + 40 || f[l3] >> 4 != 6 || rd16(f + l3 + 4) != len - l3 - 40 ||
+            f[l3 + 6] != PROTO_TCP)
+            return 0;
+        l4 = l3 + 40;
+        gso = VXDP_GSO_TCPV6;
+    } else {
+        return 0;
+    }
+    if (len < l4 + 20)
+        return 0;
+    uint32_t thl = (uint32_t)(f[l4 + 12] >> 4) * 4;
+    if (thl < 20 || len < l4 + thl)
+        return 0;
+    int64_t mss = (int64_t)mtu - (l4 - l3) - thl;
+    uint32_t plen = len - l4 - thl;
+    if (mss < 1 || plen <= (uint64_t)mss)
+        return 0;
+    vh->flags = VXDP_VNET_F_NEEDS_CSUM;
+    vh->gso_type = (uint8_t)(gso | (f[l4 + 13] & 0x80 ? VXDP_GSO_ECN : 0));
+    vh->hdr_len = (uint16_t)(l4 + thl);
+    vh->gso_size = (uint16_t)mss;
+    vh->csum_start = (uint16_t)l4;
+    vh->csum_offset = 16;
+    return (int)((plen + (uint32_t)mss - 1) / (uint32_t)mss);
+}
+
+/* A GSO frame goes to the TAP as CHECKSUM_PARTIAL: the TCP field holds the folded
+ * pseudo-header sum over the whole segment, as the sender's stack had put it there. */
+void vxdp_super_partial(uint8_t *f, uint32_t len, const struct vxdp_vnet_hdr *vh)
+{
+    uint32_t l4 = vh->csum_start;
+    uint32_t l3 = f[12] == 0x81 && f[13] == 0x00 ? 18 : VXDP_ETH_HLEN;
+    int version = (vh->gso_type & ~VXDP_GSO_ECN) == VXDP_GSO_TCPV4 ? 4 : 6;
+    uint16_t part = vxdp_csum_fold(pseudo(version, f + l3, PROTO_TCP, len - l4));
+    memcpy(f + l4 + vh->csum_offset, &part, 2);
+}

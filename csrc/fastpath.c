@@ -616,9 +616,14 @@ static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32
         c->drop_malformed++;    /* a group source MAC is never a station (IEEE 802.3 3.2.3) */
         return -1;
     }
+    bool super = false;
     if ((int64_t)flen > vxdp_max_frame_len(n->p.mtu, frame, flen)) {
-        c->drop_too_big++;
-        return -1;
+        struct vxdp_vnet_hdr vh;    /* a peer's TSO super-frame is split, not dropped */
+        if (!vxdp_super_frame(frame, flen, n->p.mtu, &vh)) {
+            c->drop_too_big++;
+            return -1;
+        }
+        super = true;
     }
     if (n->p.learning) {
         switch (vxdp_fdb_learn(&n->fdb, vxdp_mac_key(frame + 6), src, now)) {
@@ -630,7 +635,9 @@ static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32
     }
     c->rx_packets++;
     c->rx_bytes += len;
-    if (vxdp_csum_complete(frame, flen)) {  /* before GRO: completed segments coalesce */
+    if (super)                  /* its checksum is the segments' business (deliver_super) */
+        dp->ost.rx_super_frames++;
+    else if (vxdp_csum_complete(frame, flen)) { /* before GRO: completed segments coalesce */
         c->csum_completed++;
         n->csum_peer = *src;
     }
@@ -830,11 +837,83 @@ static void tap_write_one(struct vxdp_net *n, const uint8_t *frame, uint32_t len
     }
 }
 
-/* The frames in dp->gro_frames/gro_lens[0..cnt), all for network n, in arrival order. */
+/* A peer's TCP super-frame (decap_one accepted it: vxdp_super_frame), in MTU-sized segments:
+ * one GSO write where the TAP took TSO for its IP version, else split here (offload.c) and
+ * written segment by segment. Counted as the segments it stands for, like coalesced writes. */
+static void deliver_super(struct vxdp_dp *dp, struct vxdp_net *n, uint8_t *frame, uint32_t len)
+{
+    struct vxdp_vnet_hdr vh;
+    int nseg = vxdp_super_frame(frame, len, n->p.mtu, &vh);
+    struct vxdp_split sp;
+    if (nseg < 1 || vxdp_split_init(&sp, &vh, frame, len) != 0) {
+        n->c.drop_tap_write_error++;    /* cannot happen: decap_one checked the same */
+        return;
+    }
+    dp->ost.rx_super_segments += (uint64_t)nseg;
+    unsigned tso = (vh.gso_type & ~VXDP_GSO_ECN) == VXDP_GSO_TCPV4 ? VXDP_TAP_TSO4 : VXDP_TAP_TSO6;
+    if (n->vnet && (n->gro_types & tso)) {
+        vxdp_super_partial(frame, len, &vh);
+        struct iovec iov[2] = { { &vh, VXDP_VNET_HDR_LEN }, { frame, len } };
+        ssize_t w;
+        do
+            w = writev(n->tap_fd, iov, 2);
+        while (w < 0 && errno == EINTR);
+        if (w >= 0) {
+            n->c.tap_tx_frames += (uint64_t)nseg;
+            n->c.tap_tx_bytes += (uint64_t)(nseg - 1) * sp.hlen + len;
+            return;
+        }
+        if (errno != EINVAL && errno != EOPNOTSUPP) {
+            n->c.drop_tap_write_error += (uint64_t)nseg;
+            return;
+        }
+        n->gro_types = 0;       /* the TAP refuses GSO frames: split them here from now on */
+        dp->ost.tap_gso_fallbacks++;
+        dp->ost.tap_gso_errno = errno;
+    }
+    static const struct vxdp_vnet_hdr none;
+    for (uint32_t i = 0; i < sp.nseg; i++) {
+        uint8_t h[VXDP_SEG_HDR_MAX];
+        uint32_t chunk = vxdp_split_seg(&sp, frame, i, h, NULL);
+        struct iovec iov[3] = { { (void *)&none, VXDP_VNET_HDR_LEN }, { h, sp.hlen },
+                                { frame + sp.poff + i * sp.gso, chunk } };
+        ssize_t w;
+        do
+            w = n->vnet ? writev(n->tap_fd, iov, 3) : writev(n->tap_fd, iov + 1, 2);
+        while (w < 0 && errno == EINTR);
+        if (w < 0) {
+            n->c.drop_tap_write_error++;
+        } else {
+            n->c.tap_tx_frames++;
+            n->c.tap_tx_bytes += sp.hlen + chunk;
+        }
+    }
+}
+
+/* The frames in dp->gro_frames/gro_lens[0..cnt), all for network n, in arrival order:
+ * super-frames on their own (deliver_super), the runs between them as below. */
+static void deliver_run(struct vxdp_dp *dp, struct vxdp_net *n, const uint8_t *const *frames,
+                        const uint32_t *lens, int cnt);
+
 static void deliver_net(struct vxdp_dp *dp, struct vxdp_net *n, int cnt)
 {
-    const uint8_t *const *frames = dp->gro_frames;
-    const uint32_t *lens = dp->gro_lens;
+    int from = 0;
+    for (int k = 0; k < cnt; k++) {
+        uint32_t len = dp->gro_lens[k];
+        if ((int64_t)len <= vxdp_max_frame_len(n->p.mtu, dp->gro_frames[k], len))
+            continue;
+        deliver_run(dp, n, dp->gro_frames + from, dp->gro_lens + from, k - from);
+        deliver_super(dp, n, (uint8_t *)dp->gro_frames[k], len);   /* in the slab */
+        from = k + 1;
+    }
+    deliver_run(dp, n, dp->gro_frames + from, dp->gro_lens + from, cnt - from);
+}
+
+static void deliver_run(struct vxdp_dp *dp, struct vxdp_net *n, const uint8_t *const *frames,
+                        const uint32_t *lens, int cnt)
+{
+    if (cnt <= 0)
+        return;
     if (!n->vnet || !n->gro_types) {
         for (int k = 0; k < cnt; k++)
             tap_write_one(n, frames[k], lens[k]);

@@ -176,6 +176,8 @@ struct vxdp_offload_stats {
     uint64_t coalesced_segments;/* inner frames merged into them */
     uint64_t tx_gso_fallbacks;  /* UDP_SEGMENT sends refused: sent raw (EIO & co: GSO off a while) */
     uint64_t tap_gso_fallbacks; /* GSO TAP writes refused: coalescing turned off for the TAP */
+    uint64_t rx_super_frames;   /* TCP super-frames received from peers (csum.c) */
+    uint64_t rx_super_segments; /* the MTU-sized segments they were written to TAPs as */
     int64_t tx_gso_errno;       /* errno of the last refusal, 0 if none */
     int64_t tap_gso_errno;
 };
@@ -266,6 +268,8 @@ int vxdp_aead_open(int cipher, const uint8_t *keymat, const uint8_t *iv, const u
 
 /* csum.c: 1 if frame's inner L4 checksum was partial and is now complete, else 0. */
 int vxdp_csum_complete(uint8_t *frame, uint32_t len);
+/* csum.c: segment count (0: not one) of a TCP super-frame over `mtu`, *vh its TSO header. */
+int vxdp_super_frame(const uint8_t *frame, uint32_t len, int32_t mtu, struct vxdp_vnet_hdr *vh);
 /* The outer source of the last datagram whose checksum a network completed: 1 if any. */
 int vxdp_csum_peer(struct vxdp_dp *dp, int net, struct vxdp_addr *out);
 

@@ -93,6 +93,12 @@ int vxdp_gro_run(struct vxdp_gro *g, const uint8_t *const *frames, const uint32_
 int vxdp_gro_header(const struct vxdp_gro *g, int item, const uint8_t *const *frames,
                     uint8_t *h, struct vxdp_vnet_hdr *vh);
 
+/* ---- csum.c ------------------------------------------------------------------------ */
+
+/* Sets the TCP checksum of a super-frame described by vh (vxdp_super_frame) to the
+ * pseudo-header sum a GSO write to a TAP wants there. */
+void vxdp_super_partial(uint8_t *frame, uint32_t len, const struct vxdp_vnet_hdr *vh);
+
 /* ---- fdb.c: one network's forwarding table ------------------------------------------- */
 
 struct vxdp_fdb_entry {

@@ -174,7 +174,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
         return run_docker_demo(a.hosts, port=a.port, backend=a.backend, keep=a.keep)
     from .lab.demo import run_demo
     return run_demo(a.hosts, port=a.port, encap=a.encap, ipv6=a.ipv6, keep=a.keep, backend=a.backend,
-                    containers=a.containers, control=a.control, encrypt=a.encrypt)
+                    containers=a.containers, control=a.control, encrypt=a.encrypt,
+                    tx_csum_off=a.tx_csum_off)
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
@@ -202,7 +203,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
             print("vxlan-dp bench soak: --minutes must be positive", file=sys.stderr)
             return EXIT_USAGE
         from .bench.soak import run_soak
-        result, _ = run_soak(a.minutes, backend=a.backend, out_dir=a.out)
+        result, _ = run_soak(a.minutes, backend=a.backend, out_dir=a.out, tx_csum_off=a.tx_csum_off)
         return 0 if result["ok"] else EXIT_RUNTIME
     from .bench.e2e import DEFAULT_VARIANTS, VARIANTS, run_e2e
     variants = tuple(a.variants.split(",")) if a.variants else DEFAULT_VARIANTS
@@ -211,7 +212,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         print(f"vxlan-dp bench e2e: unknown tunnel {', '.join(bad)}; choose from {', '.join(VARIANTS)}",
               file=sys.stderr)
         return EXIT_USAGE
-    results, _ = run_e2e(variants, seconds=a.seconds or 5.0, out_dir=a.out)
+    results, _ = run_e2e(variants, seconds=a.seconds or 5.0, out_dir=a.out, tx_csum_off=a.tx_csum_off)
     return 0 if all("error" not in r for r in results) else EXIT_RUNTIME
 
 
@@ -471,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep", action="store_true", help="leave the lab up")
     d.add_argument("--encrypt", action="store_true",
                    help="ESP in UDP (AES-256-GCM) on the overlay, under a key file the demo generates")
+    d.add_argument("--tx-csum-off", action="store_true",
+                   help="lab option: TX checksum offload off on the underlay veths (ethtool -K tx off); "
+                        "default: the kernel's offloads, as on users' links")
     d.add_argument("--control", choices=["static", "etcd"], default="static",
                    help="where peers come from: per-host config files, or an etcd server on its own lab host")
     d.add_argument("--docker", action="store_true",
@@ -493,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--peers", type=int, default=1000, help="scale: peers of the replication case (default 1000)")
     b.add_argument("--repeat", type=int, default=1, help="scale: runs of each case (the machine is noisy)")
     b.add_argument("--out", default="bench/results", help="where the .json/.md/.png results go")
+    b.add_argument("--tx-csum-off", action="store_true",
+                   help="lab option: TX checksum offload off on the underlay veths (ethtool -K tx off); "
+                        "default: the kernel's offloads, as on users' links")
     b.set_defaults(func=cmd_bench)
 
     lab = sub.add_parser("lab", help="lab housekeeping")

@@ -314,3 +314,93 @@ def test_decap_completes_and_counts_alike(encap: str, fam: int, items: list[tupl
     done = [src for src, d in dgrams if W.complete_partial(d[8:]) is not None]   # 8: encap header
     assert cs[0]["csum_completed"] == len(done)
     assert peers[0] == (done[-1] if done else None)
+
+
+# --- super-frames: a peer's TSO segment, whole ------------------------------------------------
+
+def _super(v6: bool = False, n: int = 2796, *, flags: str = "A", opts: bool = True, vlan: bool = False,
+           proto: str = "tcp") -> bytes:
+    l3: Any = IPv6(src="fd00::1", dst="fd00::2") if v6 else IP(src="192.168.0.11", dst="192.168.0.21", flags="DF")
+    l4: Any = TCP(sport=5201, dport=40000, seq=7, ack=9, flags=flags,
+                  options=[("NOP", None), ("NOP", None), ("Timestamp", (1, 2))] if opts else []) \
+        if proto == "tcp" else UDP(sport=5201, dport=40000)
+    eth: Any = Ether(src=A, dst=B) / Dot1Q(vlan=7) if vlan else Ether(src=A, dst=B)
+    return make_partial(bytes(eth / l3 / l4 / Raw(_pay(n))))
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("vlan", [False, True], ids=["untagged", "vlan"])
+def test_tcp_super_frame_is_described_for_tso(impl: Any, v6: bool, vlan: bool) -> None:
+    f = _super(v6, vlan=vlan)
+    l3 = 18 if vlan else 14
+    l4 = l3 + (40 if v6 else 20)
+    got = impl.super_frame(f, 1450)
+    assert got is not None
+    hdr, nseg = got
+    assert hdr.gso_size == 1450 - (l4 - l3) - 32            # 1398 (v4) / 1378 (v6): the MSS
+    assert (hdr.csum_start, hdr.csum_offset, hdr.hdr_len) == (l4, 16, l4 + 32)
+    assert nseg == -(-2796 // hdr.gso_size)
+    # the segments a NIC would make from it all fit the MTU, and Scapy verifies every one
+    from vxlan_dp.wire.offload import split
+    segs = split(hdr, f)
+    assert len(segs) == nseg and all(len(s) <= l3 + 1450 for s in segs)
+    assert all(verifies(s) for s in segs)
+
+
+@pytest.mark.parametrize("name,frame", [
+    ("udp super-frame", _super(proto="udp")),
+    ("fits the mtu", _super(n=1000)),
+    ("ip length disagrees", _super()[:-1]),
+    ("ipv6 extension header", make_partial(bytes(Ether(src=A, dst=B) / IPv6(src="fd00::1", dst="fd00::2")
+                                                 / IPv6ExtHdrDestOpt() / TCP() / Raw(_pay(3000))))),
+    ("ipv4 fragment", make_partial(bytes(Ether(src=A, dst=B) / IP(src="192.168.0.1", dst="192.168.0.2",
+                                                                  flags="MF") / TCP() / Raw(_pay(3000))))),
+], ids=lambda v: v.replace(" ", "-") if isinstance(v, str) else "")
+def test_not_a_super_frame(impl: Any, name: str, frame: bytes) -> None:
+    assert impl.super_frame(frame, 1450) is None
+
+
+def test_cwr_asks_for_ecn_segmentation(impl: Any) -> None:
+    got = impl.super_frame(_super(flags="AC"), 1450)
+    assert got is not None and got[0].gso_type == 0x81
+
+
+def test_super_partial_is_the_pseudo_header_sum() -> None:
+    full = bytes(Ether(src=A, dst=B) / IP(src="192.168.0.11", dst="192.168.0.21") / TCP() / Raw(_pay(3000)))
+    got = W.super_frame(full, 1450)
+    assert got is not None
+    assert W.super_partial(full, got[0]) == make_partial(full)
+
+
+@SETTINGS
+@given(st.booleans(), st.integers(0, 9000), st.sampled_from([68, 576, 1280, 1450, 1500, 9000]),
+       st.binary(max_size=4), st.integers(0, 3))
+def test_super_frame_c_equals_python(v6: bool, n: int, mtu: int, junk: bytes, cut: int) -> None:
+    if _C is None:
+        pytest.skip("C fast path not built")
+    f = _super(v6, n)
+    f = f[:len(f) - cut] + junk if cut or junk else f
+    assert _C.super_frame(f, mtu) == W.super_frame(f, mtu)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_decap_passes_super_frames_and_drops_udp_ones(v6: bool) -> None:
+    """Both backends' decap: a TCP super-frame is delivered whole (rx_super_frames), not
+    completed; a UDP one is too big (drop_too_big), as before."""
+    if _C is None:
+        pytest.skip("C fast path not built")
+    fam = 6 if v6 else 4
+    tcp_sf, udp_sf = _super(v6), _super(v6, proto="udp")
+    results = []
+    for dp in (PureDataplane(), _C.Dataplane()):
+        ep = dp.add_endpoint("vxlan", -1)
+        net = dp.add_network(NetworkParams(vni=42, encap="vxlan", local=LOCAL[fam]), ep)
+        dp.set_peers(net, PEERS[fam])
+        vx = bytes([8, 0, 0, 0, 0, 0, 42, 0])
+        out = dp.decap(ep, [(PEERS[fam][0], vx + tcp_sf), (PEERS[fam][0], vx + udp_sf)], 1.0)
+        c = dp.counters(net)
+        st_ = dp.offload_stats()
+        results.append((out, c, st_["rx_super_frames"]))
+        assert out == [(net, tcp_sf)]
+        assert c["drop_too_big"] == 1 and c["csum_completed"] == 0 and st_["rx_super_frames"] == 1
+    assert results[0] == results[1]

@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -156,8 +157,13 @@ def _cpu(pids: list[int]) -> float:
     return sum(_proc_cpu(p) for p in pids)
 
 
-def measure(name: str, seconds: float, progress: Callable[[str], None]) -> dict[str, Any]:
+def measure(name: str, seconds: float, progress: Callable[[str], None], *,
+            tx_csum_off: bool = False) -> dict[str, Any]:
+    """`tx_csum_off` (the bench's --tx-csum-off): every variant's underlay with TX checksum
+    offload off, as the `-txoff` variants have it."""
     v = VARIANTS[name]
+    if tx_csum_off:
+        v = dataclasses.replace(v, tx_csum=False)
     res: dict[str, Any] = {"variant": name, "label": v.label, "tx_csum": v.tx_csum}
     with Lab(2) as lab:
         for h in lab.hosts:
@@ -289,7 +295,7 @@ def _chart(results: list[dict[str, Any]]) -> Callable[[str], None]:
 
 
 def run_e2e(variants: tuple[str, ...] = DEFAULT_VARIANTS, seconds: float = 5.0, out_dir: str = "bench/results",
-            name: str = "e2e") -> tuple[list[dict[str, Any]], list[str]]:
+            name: str = "e2e", tx_csum_off: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
     from ..fastpath import backends
     variants = tuple(v for v in variants if VARIANTS[v].tunnel != "c" or "c" in backends())
     prog = Progress(len(variants) * 4)
@@ -297,7 +303,7 @@ def run_e2e(variants: tuple[str, ...] = DEFAULT_VARIANTS, seconds: float = 5.0, 
     try:
         for v in variants:
             try:
-                results.append(measure(v, seconds, prog.step))
+                results.append(measure(v, seconds, prog.step, tx_csum_off=tx_csum_off))
             except Exception as e:  # noqa: BLE001 - one tunnel failing must not lose the others' figures
                 results.append({"variant": v, "error": str(e)})
     finally:

@@ -136,11 +136,11 @@ def _all_ok(checks: dict[str, Any]) -> bool:
 
 
 def soak(minutes: float, backend: str = "c", interval: float | None = None,
-         log: Callable[[str], None] = print) -> dict[str, Any]:
+         log: Callable[[str], None] = print, tx_csum_off: bool = False) -> dict[str, Any]:
     seconds = max(10.0, minutes * 60)
     interval = interval or min(10.0, seconds / 8)
     warmup = min(30.0, seconds / 10)
-    with Lab(2) as lab:
+    with Lab(2, tx_csum_off=tx_csum_off) as lab:
         h1, h2 = lab.hosts
         for h in lab.hosts:
             _quiet(h.ns)
@@ -290,8 +290,8 @@ def _chart(r: dict[str, Any]) -> Callable[[str], None]:
 
 
 def run_soak(minutes: float = 10.0, backend: str = "c", out_dir: str = "bench/results",
-             name: str = "soak") -> tuple[dict[str, Any], list[str]]:
-    r = soak(minutes, backend)
+             name: str = "soak", tx_csum_off: bool = False) -> tuple[dict[str, Any], list[str]]:
+    r = soak(minutes, backend, tx_csum_off=tx_csum_off)
     data = {"machine": machine_info(), **r}
     md = _markdown(r)
     paths = write_results(out_dir, name, data, md, _chart(r))

@@ -41,7 +41,7 @@ try:
 except ImportError as e:
     raise ImportError(f"vxlan_dp._fastpath is not built ({e})") from e
 
-__all__ = ["Dataplane", "split", "coalesce", "aead_seal", "aead_open", "complete_partial"]
+__all__ = ["Dataplane", "split", "coalesce", "aead_seal", "aead_open", "complete_partial", "super_frame"]
 
 _BUILT_VERSION = ffi.string(lib.vxdp_version()).decode()
 if _BUILT_VERSION != __version__:
@@ -490,6 +490,15 @@ def complete_partial(frame: bytes) -> bytes | None:
     """vxlan_dp.wire.csum.complete_partial, computed by csrc/csum.c."""
     buf = bytearray(frame)
     return bytes(buf) if lib.vxdp_csum_complete(ffi.from_buffer(buf), len(buf)) else None
+
+
+def super_frame(frame: bytes, mtu: int) -> tuple[VnetHdr, int] | None:
+    """vxlan_dp.wire.csum.super_frame, computed by csrc/csum.c."""
+    vh = ffi.new("struct vxdp_vnet_hdr *")
+    nseg = lib.vxdp_super_frame(frame, len(frame), mtu, vh)
+    if not nseg:
+        return None
+    return VnetHdr(vh.flags, vh.gso_type, vh.hdr_len, vh.gso_size, vh.csum_start, vh.csum_offset), nseg
 
 
 def coalesce(frames: Sequence[bytes], *, tcp4: bool = True, tcp6: bool = True,

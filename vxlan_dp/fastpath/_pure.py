@@ -27,8 +27,8 @@ from ..core.neigh import NEIGH_COUNTERS, NeighTable
 from ..wire import neigh as wneigh
 from ..wire import (WireError, decapsulate, decode_vxlan, encap_overhead, encapsulate, flow_hash, is_multicast,
                     mac_to_bytes, mac_to_str, max_frame_len)
-from ..wire.csum import complete_partial
-from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr, coalesce_runs,
+from ..wire.csum import complete_partial, super_frame, super_partial
+from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, VNET_HDR_LEN, VnetHdr, coalesce_runs,
                             decode_vnet_hdr, encode_vnet_hdr, split)
 from ..wire.esp import ESP_EXTRA
 from .api import (FRAME_MAX, GSO_REPROBE, GSO_RETRY_S, GSO_SEGS, GSO_SOCKS, NEIGH_LEARN_MAX, OFFLOAD_STATS,
@@ -495,8 +495,9 @@ class Dataplane:
             if len(frame) < 14 or is_multicast(frame[6:12]):
                 c["drop_malformed"] += 1
                 continue
-            if len(frame) > max_frame_len(n.params.mtu, frame):
-                c["drop_too_big"] += 1
+            sup = len(frame) > max_frame_len(n.params.mtu, frame)
+            if sup and super_frame(frame, n.params.mtu) is None:
+                c["drop_too_big"] += 1  # a peer's TCP super-frame is split, not dropped
                 continue
             if n.params.learning:
                 r = n.fdb.learn(frame[6:12], src, now)
@@ -508,8 +509,10 @@ class Dataplane:
                     c["fdb_full"] += 1
             c["rx_packets"] += 1
             c["rx_bytes"] += len(payload)
-            done = complete_partial(frame)
-            if done is not None:        # before coalescing: completed segments coalesce
+            done = None if sup else complete_partial(frame)
+            if sup:                     # its checksum is the segments' business (_deliver_super)
+                self._ost["rx_super_frames"] += 1
+            elif done is not None:      # before coalescing: completed segments coalesce
                 frame = done
                 c["csum_completed"] += 1
                 n.csum_peer = _norm(src)
@@ -665,6 +668,47 @@ class Dataplane:
         return err if err and not msgs else msgs
 
     def _deliver(self, n: _Net, frames: list[bytes]) -> None:
+        """Super-frames on their own (_deliver_super), the runs between them as below."""
+        run: list[bytes] = []
+        for f in frames:
+            if len(f) <= max_frame_len(n.params.mtu, f):
+                run.append(f)
+                continue
+            self._deliver_run(n, run)
+            run = []
+            self._deliver_super(n, f)
+        self._deliver_run(n, run)
+
+    def _deliver_super(self, n: _Net, frame: bytes) -> None:
+        """A peer's TCP super-frame in MTU-sized segments: one GSO write where the TAP took
+        TSO for its IP version, else split here and written segment by segment."""
+        got = super_frame(frame, n.params.mtu)
+        if got is None:                 # cannot happen: decap checked the same
+            n.c["drop_tap_write_error"] += 1
+            return
+        hdr, nseg = got
+        self._ost["rx_super_segments"] += nseg
+        tso = TAP_TSO4 if hdr.gso_type & ~GSO_ECN == GSO_TCPV4 else TAP_TSO6
+        if n.vnet and n.gro & tso:
+            try:
+                os.writev(n.tap_fd, [encode_vnet_hdr(hdr), super_partial(frame, hdr)])
+            except OSError as ex:
+                if ex.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    n.c["drop_tap_write_error"] += nseg
+                    return
+                n.gro = 0       # the TAP refuses GSO frames: split them here from now on
+                self._ost["tap_gso_fallbacks"] += 1
+                self._ost["tap_gso_errno"] = ex.errno
+            else:
+                n.c["tap_tx_frames"] += nseg
+                n.c["tap_tx_bytes"] += (nseg - 1) * hdr.hdr_len + len(frame)
+                return
+        for seg in split(hdr, frame):
+            self._tap_write(n, seg)
+
+    def _deliver_run(self, n: _Net, frames: list[bytes]) -> None:
+        if not frames:
+            return
         if not n.vnet or not n.gro:
             for f in frames:
                 self._tap_write(n, f)

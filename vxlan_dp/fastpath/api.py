@@ -128,7 +128,8 @@ OFFLOAD_STATS = (
     "tso_frames", "tso_segments", "csum_filled", "vnet_malformed",
     "gso_sends", "gso_datagrams", "gro_messages", "gro_datagrams",
     "coalesced_frames", "coalesced_segments",
-    "tx_gso_fallbacks", "tap_gso_fallbacks", "tx_gso_errno", "tap_gso_errno",
+    "tx_gso_fallbacks", "tap_gso_fallbacks", "rx_super_frames", "rx_super_segments",
+    "tx_gso_errno", "tap_gso_errno",
 )
 
 

@@ -30,12 +30,13 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 
 def run_demo(hosts: int = 2, *, port: int | None = None, encap: str = "vxlan", ipv6: bool = False,
              keep: bool = False, backend: str | None = None, containers: int = 2,
-             control: str = "static", encrypt: bool = False, out: TextIO = sys.stdout) -> int:
+             control: str = "static", encrypt: bool = False, tx_csum_off: bool = False,
+             out: TextIO = sys.stdout) -> int:
     if encrypt and (encap == "gre" or control == "etcd"):
         print("demo --encrypt: ESP in UDP needs --encap vxlan or gre-udp, and keys come from files "
               "(--control static)", file=out)
         return 2
-    lab = Lab(hosts, ipv6=ipv6)
+    lab = Lab(hosts, ipv6=ipv6, tx_csum_off=tx_csum_off)
     ok = False
     try:
         t0 = time.monotonic()
@@ -52,7 +53,8 @@ def run_demo(hosts: int = 2, *, port: int | None = None, encap: str = "vxlan", i
         lab.settle()
         where = "" if encap == "gre" else f" port {port or (4754 if encap == 'gre-udp' else 4789)}"
         print(f"lab {lab.sfx}: {hosts} hosts, {hosts * containers} containers, {encap}{where}, "
-              f"underlay {'IPv6' if ipv6 else 'IPv4'}, overlay MTU {mtu}"
+              f"underlay {'IPv6' if ipv6 else 'IPv4'}"
+              f"{' (tx checksum offload off)' if tx_csum_off else ''}, overlay MTU {mtu}"
               + (f", encrypted (ESP in UDP, AES-256-GCM, generated key file {extra.split(chr(34))[1]})"
                  if encrypt else ""), file=out)
         if control == "etcd":

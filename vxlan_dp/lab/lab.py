@@ -94,11 +94,17 @@ class PingResult:
 
 
 class Lab:
-    def __init__(self, hosts: int = 2, *, ipv6: bool = False, workdir: str | None = None) -> None:
+    def __init__(self, hosts: int = 2, *, ipv6: bool = False, workdir: str | None = None,
+                 tx_csum_off: bool = False) -> None:
+        """`tx_csum_off`: a labelled, non-default option reproducing `ethtool -K ul0 tx off` on
+        every host's underlay veth (the kernel then fills inner checksums in software). By
+        default the veths keep the kernel's offloads, as users' links do: a kernel vxlan peer's
+        inner TCP/UDP checksums then arrive partial, which vxlan-dp must complete."""
         if not 1 <= hosts <= 200:
             raise LabError("hosts must be 1..200")
         self.sfx = secrets.token_hex(2)
         self.ipv6 = ipv6
+        self.tx_csum_off = tx_csum_off
         self.ul_ns = f"{PREFIX}-{self.sfx}-ul"
         self.hosts = [Host(i, f"h{i}", f"{PREFIX}-{self.sfx}-h{i}", f"198.18.0.{i}", f"2001:2::{i:x}")
                       for i in range(1, hosts + 1)]
@@ -163,7 +169,8 @@ class Lab:
             ipr.addr("add", index=idx, address=h.ip4, prefixlen=24)
             ipr.addr("add", index=idx, address=h.ip6, prefixlen=64, flags=IFA_F_NODAD)
             ipr.link("set", index=idx, state="up")
-        netns.tx_checksum_off(h.ns, "ul0")
+        if self.tx_csum_off:
+            netns.tx_checksum_off(h.ns, "ul0")
 
     def add_host(self) -> Host:
         """A further host joining the running lab (the daemon is started separately)."""
@@ -248,12 +255,21 @@ class Lab:
         return UNDERLAY_MTU - encap_overhead(encap, self.ipv6) - 14
 
     def add_kernel_vxlan(self, host: Host, *, vni: int = 42, port: int = 4789, bridge: str = "br-blue",
-                         remotes: list[Host] | None = None, ifname: str = "vx-kernel") -> None:
-        """The kernel's own vxlan device on `host`, as the interop peer (learning, head-end flood)."""
+                         remotes: list[Host] | None = None, ifname: str = "vx-kernel",
+                         udpcsum: bool | None = None, zerocsum6_tx: bool | None = None,
+                         zerocsum6_rx: bool | None = None) -> None:
+        """The kernel's own vxlan device on `host`, as the interop peer (learning, head-end flood).
+        `udpcsum` (IPv4: outer UDP checksum sent), `zerocsum6_tx` / `zerocsum6_rx` (IPv6: send /
+        accept a zero outer checksum) are `ip link add ... type vxlan` [no]udpcsum,
+        [no]udp6zerocsumtx / rx; None keeps the kernel's default."""
         others = remotes if remotes is not None else [h for h in self.hosts if h is not host]
         mtu = self.overlay_mtu("vxlan")
         with netns.ipr(host.ns) as ipr:
             kw: dict[str, Any] = {"vxlan_id": vni, "vxlan_port": port, "vxlan_learning": 1}
+            for key, v in (("vxlan_udp_csum", udpcsum), ("vxlan_udp_zero_csum6_tx", zerocsum6_tx),
+                           ("vxlan_udp_zero_csum6_rx", zerocsum6_rx)):
+                if v is not None:
+                    kw[key] = int(v)
             kw["vxlan_local6" if self.ipv6 else "vxlan_local"] = host.address(self.ipv6)
             ipr.link("add", ifname=ifname, kind="vxlan", **kw)
             idx = ipr.link_lookup(ifname=ifname)[0]

@@ -28,9 +28,10 @@ def tx_checksum_off(name: str, ifname: str) -> None:
     """`ethtool -K IFNAME tx off` inside namespace `name`, through the SIOCETHTOOL ioctl.
 
     veth passes CHECKSUM_PARTIAL packets on without ever computing the checksum (the receiver
-    trusts them), so a kernel vxlan peer's inner TCP checksums reach a userspace VTEP unfilled;
-    a physical NIC would have filled them. Turning TX checksum offload off on the lab's underlay
-    makes the kernel compute them in software, as real hardware would on the wire.
+    trusts them), so a kernel vxlan peer's inner TCP checksums reach a userspace VTEP unfilled,
+    as they do between VMs over virtio-net. With TX checksum offload off the kernel computes
+    them in software. The lab does this only when asked (`Lab(tx_csum_off=True)`), so that
+    both cases stay testable; by default its links keep the kernel's offloads.
     """
     tx_checksum(name, ifname, False)
 

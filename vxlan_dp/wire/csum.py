@@ -26,9 +26,9 @@ as it came: the receiving stack judges it. Pure: bytes in, bytes (or None) out.
 
 from __future__ import annotations
 
-from .offload import _add, _be16, _fold, _pseudo, _put16
+from .offload import F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4, GSO_TCPV6, VnetHdr, _add, _be16, _fold, _pseudo, _put16
 
-__all__ = ["complete_partial"]
+__all__ = ["complete_partial", "super_frame", "super_partial"]
 
 _TCP, _UDP = 6, 17
 _VLAN_TYPES = (0x8100, 0x88A8)
@@ -91,4 +91,65 @@ def complete_partial(frame: bytes) -> bytes | None:
         c = 0xFFFF
     out = bytearray(frame)
     _put16(out, at, c)
+    return bytes(out)
+
+
+# --- super-frames: a peer's TSO packet, not segmented on a virtual link ---------------------
+
+def super_frame(frame: bytes, mtu: int) -> tuple[VnetHdr, int] | None:
+    """The TSO header (as a TSO TAP read would carry it) and segment count of a TCP
+    super-frame too big for `mtu`, or None; csrc/csum.c vxdp_super_frame has the rules.
+
+    The same virtual links pass whole TSO super-frames: a kernel vxlan device on a veth or
+    virtio-net with TSO sends one UDP datagram holding a 64 KiB inner TCP segment, and a UDP
+    socket takes it as it is. They are written to a TSO TAP as one GSO frame, or split as a
+    NIC would at mss = mtu - IP header - TCP header. TCP only: a UDP super-frame's datagram
+    boundaries are not in it, so it stays too big."""
+    n = len(frame)
+    if n < 14:
+        return None
+    l3, et = 14, _be16(frame, 12)
+    if et == 0x8100:
+        if n < 18:
+            return None
+        l3, et = 18, _be16(frame, 16)
+    if et == 0x0800:
+        if n < l3 + 20 or frame[l3] >> 4 != 4:
+            return None
+        ihl = (frame[l3] & 0x0F) * 4
+        if ihl < 20 or _be16(frame, l3 + 2) != n - l3 or _be16(frame, l3 + 6) & 0x3FFF \
+                or frame[l3 + 9] != _TCP:
+            return None
+        l4, gso = l3 + ihl, GSO_TCPV4
+    elif et == 0x86DD:
+        if n < l3 + 40 or frame[l3] >> 4 != 6 or _be16(frame, l3 + 4) != n - l3 - 40 \
+                or frame[l3 + 6] != _TCP:
+            return None
+        l4, gso = l3 + 40, GSO_TCPV6
+    else:
+        return None
+    if n < l4 + 20:
+        return None
+    thl = (frame[l4 + 12] >> 4) * 4
+    if thl < 20 or n < l4 + thl:
+        return None
+    mss = mtu - (l4 - l3) - thl
+    plen = n - l4 - thl
+    if mss < 1 or plen <= mss:
+        return None
+    if frame[l4 + 13] & 0x80:               # CWR: tcp_ecn_send marks SKB_GSO_TCP_ECN
+        gso |= GSO_ECN
+    return VnetHdr(F_NEEDS_CSUM, gso, l4 + thl, mss, l4, 16), -(-plen // mss)
+
+
+def super_partial(frame: bytes, hdr: VnetHdr) -> bytes:
+    """`frame` with its TCP checksum set to the folded pseudo-header sum over the whole
+    segment: what a GSO write to a TAP (CHECKSUM_PARTIAL) wants there."""
+    l3 = 18 if frame[12:14] == b"\x81\x00" else 14
+    l4 = hdr.csum_start
+    v6 = hdr.gso_type & ~GSO_ECN == GSO_TCPV6
+    src, dst = (frame[l3 + 8:l3 + 24], frame[l3 + 24:l3 + 40]) if v6 else \
+        (frame[l3 + 12:l3 + 16], frame[l3 + 16:l3 + 20])
+    out = bytearray(frame)
+    _put16(out, l4 + hdr.csum_offset, _fold(_pseudo(6 if v6 else 4, src, dst, _TCP, len(frame) - l4)))
     return bytes(out)
