@@ -10,7 +10,7 @@ system headers (csrc/), not from here.
 from __future__ import annotations
 
 __all__ = [
-    "SOL_UDP", "UDP_SEGMENT", "UDP_GRO", "UDP_MAX_SEGMENTS",
+    "SOL_UDP", "UDP_SEGMENT", "UDP_GRO", "UDP_NO_CHECK6_RX", "UDP_MAX_SEGMENTS",
     "IP_FREEBIND", "IPV6_FREEBIND", "IP_MTU_DISCOVER", "IP_PMTUDISC_DONT",
     "SO_SNDBUFFORCE", "SO_RCVBUFFORCE", "SO_ATTACH_FILTER", "IPPROTO_GRE", "ETH_P_ALL",
     "TUNSETIFF", "TUNGETFEATURES", "TUNSETOFFLOAD", "TUNSETVNETHDRSZ",
@@ -23,6 +23,7 @@ __all__ = [
 SOL_UDP = 17
 UDP_SEGMENT = 103           # send: the cmsg / option holds the segment size (Linux 4.18)
 UDP_GRO = 104               # receive: the cmsg holds the segment size (Linux 5.0)
+UDP_NO_CHECK6_RX = 102      # receive: accept a zero UDP checksum over IPv6 (Linux 3.16)
 UDP_MAX_SEGMENTS = 64       # include/linux/udp.h: segments one UDP_SEGMENT send takes at most
 
 # include/uapi/linux/in.h, include/uapi/linux/in6.h

@@ -297,10 +297,10 @@ def test_decap_completes_and_counts_alike(encap: str, fam: int, items: list[tupl
         nets.append((ep, net))
     lo, hi = (LOCAL[fam], PEERS[fam])
     dgrams = []
-    for who, f in items:
-        if len(f) < 14:
+    for who, raw in items:
+        if len(raw) < 14:
             continue
-        f = f[:6] + bytes.fromhex("020000000001") + f[12:]      # a unicast source MAC
+        f = raw[:6] + bytes.fromhex("020000000001") + raw[12:]      # a unicast source MAC
         pkt = encapsulate(encap, ipaddress.ip_address(hi[who]).packed, ipaddress.ip_address(lo).packed,
                           42, f, dport=4789)
         hl = 20 if fam == 4 else 40

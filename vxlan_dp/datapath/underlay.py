@@ -1,5 +1,9 @@
 """Underlay sockets and facts: receive endpoints, egress raw sockets, underlay MTU.
 
+Outer UDP checksums: received ones are the kernel's to judge (it drops what does not verify);
+IPv4 ones may be zero; over IPv6 a vxlan socket accepts zero too (RFC 7348 sec. 5), GRE-in-UDP
+does not. What we send verifies anywhere: computed over IPv6, zero or correct over IPv4.
+
 Receive: one UDP socket per (local, port) for vxlan / gre-udp, with UDP_GRO when offloads are
 on; one raw IPPROTO_GRE socket per local address for gre (IPv4 raw sockets deliver the IP
 header too). Egress: one IPPROTO_RAW socket per address family (IP_HDRINCL), so every packet
@@ -16,7 +20,8 @@ import socket
 
 from pyroute2 import IPRoute
 
-from ..linux import IP_FREEBIND, IPPROTO_GRE, IPV6_FREEBIND, SO_RCVBUFFORCE, SO_SNDBUFFORCE, SOL_UDP, UDP_GRO
+from ..linux import (IP_FREEBIND, IPPROTO_GRE, IPV6_FREEBIND, SO_RCVBUFFORCE, SO_SNDBUFFORCE, SOL_UDP, UDP_GRO,
+                     UDP_NO_CHECK6_RX)
 from .netlink import netlink_call
 
 __all__ = ["open_endpoint", "open_tx_socket", "underlay_mtu", "gro_enabled", "UnderlayError"]
@@ -55,6 +60,12 @@ def open_endpoint(kind: str, local: str, port: int, *, gro: bool = False) -> soc
         if fam == socket.AF_INET6:
             if kind != "gre":  # raw sockets refuse IPV6_V6ONLY with EINVAL
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if kind == "vxlan":
+                # RFC 7348 sec. 5: a zero UDP checksum MUST be accepted, over IPv6 too (a kernel
+                # peer with udp6zerocsumtx sends them); the kernel's UDPv6 drops them unless
+                # told (udp(7) UDP_NO_CHECK6_RX, what the kernel vxlan's udp6zerocsumrx sets).
+                # GRE-in-UDP keeps the RFC 6935/8086 default: a zero checksum is dropped.
+                sock.setsockopt(SOL_UDP, UDP_NO_CHECK6_RX, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)

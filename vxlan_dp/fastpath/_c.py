@@ -349,7 +349,7 @@ class Dataplane:
         return {name: getattr(c, name) for name in NET_COUNTERS}
 
     def csum_peer(self, net: int) -> str | None:
-        self._nets[net]  # noqa: B018
+        self._nets[net]
         a = ffi.new("struct vxdp_addr *")
         return _addr_text(a) if _check(lib.vxdp_csum_peer(self._dp, net, a)) else None
 
