@@ -362,6 +362,7 @@ class Dataplane:
         else:
             nc["replies_sent"] += 1
         return True
+
     def csum_peer(self, net: int) -> str | None:
         return self._nets[net].csum_peer
 

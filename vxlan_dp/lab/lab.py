@@ -476,6 +476,7 @@ class Lab:
         srv = netns.popen(server.ns, ["iperf3", "-s", "-1", "-B", server.ip], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
         try:
+            self._wait_listening(server.ns, 5201, srv)
             argv = ["iperf3", "-c", server.ip, "-t", str(seconds), "-J", "-P", str(streams), "--connect-timeout", "3000"]
             if udp_rate:
                 argv += ["-u", "-b", udp_rate]
@@ -497,6 +498,16 @@ class Lab:
             if srv.poll() is None:
                 srv.terminate()
             srv.wait(5)
+
+    def _wait_listening(self, ns: str, port: int, proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+        """Until a TCP socket listens on `port` in `ns` (bounded): on a loaded machine a server
+        may take longer to start than a client's retries last."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            r = self.run(ns, ["ss", "-Hltn", f"sport = :{port}"], timeout=5)
+            if r.stdout.strip():
+                return
+            time.sleep(0.05)
 
     def ping(self, src: Container, dst_ip: str, count: int = 3, interval: float = 0.2,
              wait: float = 1.0) -> PingResult:
