@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from helpers import c_backend
 from vxlan_dp.lab import Lab
 from vxlan_dp.lab.lab import Container, parse_ping
 
@@ -110,9 +111,7 @@ def test_kernel_vxlan_matrix(make_lab, backend, ipv6, tx_csum_off):
 @pytest.mark.parametrize("tx_csum_off", [False, True], ids=["offloads-default", "tx-off"])
 def test_daemon_pair_matrix(make_lab, ipv6, tx_csum_off):
     """The same cells between two daemons: h1 on the C backend, h2 on the Python one."""
-    from vxlan_dp.fastpath import backends
-    if "c" not in backends():
-        pytest.fail("the C backend is not built (pip install -e .)", pytrace=False)
+    c_backend()
     lab, cells = _row(make_lab, ipv6, tx_csum_off)
     h1, h2 = lab.hosts
     lab.start_daemon(h1, _networks(lab, h1), backend="c")

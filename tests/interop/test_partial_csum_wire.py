@@ -15,8 +15,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import shutil
 import signal
 import socket
 import struct
@@ -30,10 +28,10 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from helpers import need_tool
 from vxlan_dp.lab import Lab, netns
 from vxlan_dp.lab.lab import Container, Host
 
-TSHARK = shutil.which("tshark")
 CSUM_GOOD, CSUM_BAD = 1, 0          # epan/proto.h PROTO_CHECKSUM_E_*
 PEER_MAC = "02:42:c0:a8:00:63"      # the crafted sender "behind" the peer host
 PEER_IP = "192.168.0.99"
@@ -135,8 +133,8 @@ def test_crafted_partial_checksum_between_daemons(make_lab, backend, encap):
     assert n["counters"]["csum_completed"] == 1, n["counters"]
 
 
-def _capture(ns: str, ifname: str, pcap: str, traffic: Any) -> None:
-    p = netns.popen(ns, [str(TSHARK), "-n", "-i", ifname, "-f", "tcp or udp", "-a", "duration:30", "-c", "20000",
+def _capture(tshark: str, ns: str, ifname: str, pcap: str, traffic: Any) -> None:
+    p = netns.popen(ns, [tshark, "-n", "-i", ifname, "-f", "tcp or udp", "-a", "duration:30", "-c", "20000",
                          "-w", pcap], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert p.stderr is not None
@@ -172,10 +170,7 @@ def _gso_partial(r: dict[str, str]) -> bool:
 
 
 def test_tap_capture_every_checksum_verifies_but_the_corrupt_one(make_lab, backend, tmp_path):
-    if TSHARK is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("tshark is required under CI=true", pytrace=False)
-        pytest.skip("tshark not installed")
+    tshark = need_tool("tshark", "tshark")
     lab: Lab = make_lab(2)              # the kernel's default offloads: its checksums come partial
     h1, h2 = lab.hosts
     for h in lab.hosts:
@@ -197,14 +192,14 @@ def test_tap_capture_every_checksum_verifies_but_the_corrupt_one(make_lab, backe
         _send(lab, h2, h1, "vxlan", 4789, 42, list(_datagrams(a).values()))
 
     try:
-        _capture(h1.ns, "vxdp-blue", pcap, traffic)
+        _capture(tshark, h1.ns, "vxdp-blue", pcap, traffic)
         got = _received(rx)
     finally:
         rx.close()
     assert all(m > 300_000 for m in moved), moved
     assert got == {"partial", "complete"}, got
     assert _csum_errors(lab, a) == errors0 + 1
-    r = subprocess.run([str(TSHARK), "-n", "-r", pcap, "-o", "tcp.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE",
+    r = subprocess.run([tshark, "-n", "-r", pcap, "-o", "tcp.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE",
                         "-T", "fields", "-E", "separator=\t"] + [x for f in FIELDS for x in ("-e", f)],
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
