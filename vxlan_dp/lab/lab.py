@@ -471,7 +471,8 @@ class Lab:
         return netns.run(ns, argv, timeout=timeout)
 
     def iperf3(self, client: Container, server: Container, *, seconds: float = 2.0, udp_rate: str | None = None,
-               streams: int = 1, reverse: bool = False, length: int | None = None) -> dict[str, Any]:
+               streams: int = 1, reverse: bool = False, length: int | None = None,
+               bitrate: str | None = None) -> dict[str, Any]:
         """A bounded iperf3 run between two containers; returns iperf3's JSON result."""
         srv = netns.popen(server.ns, ["iperf3", "-s", "-1", "-B", server.ip], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
@@ -482,6 +483,8 @@ class Lab:
                 argv += ["-u", "-b", udp_rate]
             if length:
                 argv += ["-l", str(length)]
+            if bitrate and not udp_rate:    # TCP paced too: a bounded capture holds all of it
+                argv += ["-b", bitrate]
             if reverse:
                 argv.append("-R")
             for _ in range(50):  # the server needs a moment to listen
