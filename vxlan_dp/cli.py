@@ -62,10 +62,17 @@ def _setup_logging(level: str) -> None:
         handler.setFormatter(JournalFormatter("%(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    # pyroute2's debug lines (one per netlink message) would drown ours at debug level. A
+    # filter on our handler, not a level on its logger: importing pyroute2 (which we do late)
+    # resets that logger's level to NOTSET (pyroute2/config/log.py).
+    handler.addFilter(_quiet_pyroute2)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("pyroute2").setLevel(logging.WARNING)
+
+
+def _quiet_pyroute2(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.name.startswith("pyroute2")
 
 
 def _load(path: str) -> Any:
@@ -74,7 +81,8 @@ def _load(path: str) -> Any:
         return load_config(path)
     except ConfigError as e:
         prio = "<3>" if _stderr_is_journal() else ""  # journald: an error, not an info line
-        print(f"{prio}vxlan-dp: {path}: {e}", file=sys.stderr)
+        for problem in e.problems:  # every bad field, one line each
+            print(f"{prio}vxlan-dp: {path}: {problem}", file=sys.stderr)
         return None
 
 
@@ -165,7 +173,22 @@ def cmd_check(a: argparse.Namespace) -> int:
     return 0
 
 
+def _tools_missing(command: str, tools: list[str]) -> bool:
+    """Say which tools `command` lacks and how to install them (before anything is created)."""
+    from .lab.tools import missing_message
+    msg = missing_message(command, tools)
+    if msg:
+        print(msg, file=sys.stderr)
+    return msg is not None
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
+    if a.docker:
+        tools = ["dockerd", "docker", "nsenter", "unshare"]  # pings run inside the busybox containers
+    else:
+        tools = ["ping"] + (["etcd", "etcdctl"] if a.control == "etcd" else [])
+    if _tools_missing("vxlan-dp demo", tools):
+        return EXIT_USAGE
     if os.geteuid() != 0:
         print("vxlan-dp demo: needs root (network namespaces, TAP devices)", file=sys.stderr)
         return EXIT_USAGE
@@ -202,6 +225,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
         if a.minutes <= 0:
             print("vxlan-dp bench soak: --minutes must be positive", file=sys.stderr)
             return EXIT_USAGE
+        if _tools_missing("vxlan-dp bench soak", ["ping", "iperf3"]):
+            return EXIT_USAGE
         from .bench.soak import run_soak
         result, _ = run_soak(a.minutes, backend=a.backend, out_dir=a.out, tx_csum_off=a.tx_csum_off)
         return 0 if result["ok"] else EXIT_RUNTIME
@@ -211,6 +236,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if bad:
         print(f"vxlan-dp bench e2e: unknown tunnel {', '.join(bad)}; choose from {', '.join(VARIANTS)}",
               file=sys.stderr)
+        return EXIT_USAGE
+    if _tools_missing("vxlan-dp bench e2e", ["ping", "iperf3"] + (["socat"] if "socat" in variants else [])):
         return EXIT_USAGE
     results, _ = run_e2e(variants, seconds=a.seconds or 5.0, out_dir=a.out, tx_csum_off=a.tx_csum_off)
     return 0 if all("error" not in r for r in results) else EXIT_RUNTIME

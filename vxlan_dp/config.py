@@ -2,11 +2,19 @@
 
 Invariants:
 - `parse_config`, `load_config` and `config_from_dict` either return a `Config` that the
-  daemon can run as-is, or raise one `ConfigError` for the first problem found, naming the
-  field by its TOML path (`network[1].vni`, `network[0].fdb[2].mac`, `daemon.metrics`;
+  daemon can run as-is, or raise one `ConfigError` that holds every problem found
+  (`problems`: each table's in file order, then the rules across networks; `field`, `reason`
+  and `str()` are the first one's, the one a first-error reader would have raised), each naming
+  the field by its TOML path (`network[1].vni`, `network[0].fdb[2].mac`, `daemon.metrics`;
   indexes are 0-based in file order) and the reason. Nothing else escapes them.
 - Unknown keys are errors everywhere (a typo must not silently fall back to a default), and a
   table's unknown keys are reported before anything else in it.
+- Every bad value is reported, not only the first: a bad field is recorded and reading goes
+  on (`_record`). What depends on a value that could not be read is not judged: a table
+  missing a required key, or breaking a rule between its fields, ends there; rules across
+  networks skip the networks that did not read; the whole-file rules (control needs etcd or
+  networks) are judged once everything else reads. `store_network`, `docker_network` and
+  `check_networks` (run-time input, one item at a time) raise at the first problem.
 - Types are exact: a TOML boolean is not an integer; an integer is accepted where seconds are.
 - Values come out normalised: addresses as `ipaddress` compressed text, MACs in lower case,
   defaults filled in per encapsulation (port 4789 vxlan, 4754 gre-udp, 0 for gre).
@@ -23,6 +31,7 @@ Dataclasses built by hand skip validation; build them through this module.
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import ipaddress
 import json
@@ -30,7 +39,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -67,15 +76,49 @@ _MISSING: Any = object()
 
 
 class ConfigError(Exception):
-    """A config that cannot run. `field` is the TOML path ("" for the whole file)."""
+    """A config that cannot run. `field` is the TOML path ("" for the whole file).
 
-    def __init__(self, field: str, reason: str) -> None:
+    `problems` holds every problem found (this one first); `str()` is the first one alone."""
+
+    def __init__(self, field: str, reason: str, problems: tuple[ConfigError, ...] = ()) -> None:
         super().__init__(field, reason)
         self.field = field
         self.reason = reason
+        self.problems: tuple[ConfigError, ...] = problems or (self,)
 
     def __str__(self) -> str:
         return f"{self.field}: {self.reason}" if self.field else self.reason
+
+    @classmethod
+    def of(cls, problems: list[ConfigError]) -> ConfigError:
+        return cls(problems[0].field, problems[0].reason, tuple(problems))
+
+
+# Problems of the config being read (None: raise at the first one). Set by config_from_dict.
+_PROBLEMS: contextvars.ContextVar[list[ConfigError] | None] = contextvars.ContextVar("problems", default=None)
+
+
+class _Skip(Exception):
+    """A table cannot be read further (its problem is recorded already)."""
+
+
+def _record(err: ConfigError) -> None:
+    """Note a problem and go on reading, or raise it when nobody collects."""
+    problems = _PROBLEMS.get()
+    if problems is None:
+        raise err
+    problems.append(err)
+
+
+def _unit(fn: Callable[..., T], *args: Any) -> T | None:
+    """Read one independent part (a table, a network); None if it could not be read."""
+    try:
+        return fn(*args)
+    except _Skip:
+        return None
+    except ConfigError as e:
+        _record(e)
+        return None
 
 
 # --- the dataclasses ---------------------------------------------------------------------
@@ -249,11 +292,27 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def config_from_dict(d: Mapping[str, Any], source: str = "<dict>") -> Config:
+    problems: list[ConfigError] = []
+    token = _PROBLEMS.set(problems)
+    try:
+        config = _unit(_config, d, source)
+    finally:
+        _PROBLEMS.reset(token)
+    if problems:
+        raise ConfigError.of(problems)
+    assert config is not None
+    return config
+
+
+def _config(d: Mapping[str, Any], source: str) -> Config | None:
     top = _Table(d, "", ("daemon", "network", "etcd", "docker"))
-    daemon = _daemon(top.take("daemon", lambda v: v, {}))
-    etcd = _etcd(d["etcd"]) if "etcd" in d else None
-    networks = _networks(top.take("network", lambda v: v, []))
-    docker = _docker(d["docker"], etcd) if "docker" in d else None
+    daemon = _unit(_daemon, top.take("daemon", lambda v: v, {}))
+    etcd = _unit(_etcd, d["etcd"]) if "etcd" in d else None
+    networks = _unit(_networks, top.take("network", lambda v: v, []))
+    docker = _unit(_docker, d["docker"], etcd) if "docker" in d and (etcd or "etcd" not in d) else None
+    if _PROBLEMS.get():
+        return None     # the whole-file rules below assume every table read well
+    assert daemon is not None and networks is not None
     if daemon.control == "etcd" and etcd is None:
         raise ConfigError("etcd", 'control = "etcd" needs an [etcd] table with endpoints')
     if daemon.control == "static" and not networks and docker is None:
@@ -281,8 +340,9 @@ class _Table:
             if key not in keys:
                 near = difflib.get_close_matches(str(key), keys, n=1)
                 hint = f' (did you mean "{near[0]}"?)' if near else ""
-                raise ConfigError(self._join(path, key), f"unknown key{hint}")
+                _record(ConfigError(self._join(path, key), f"unknown key{hint}"))
         self.data, self.path = data, path
+        self.bad: set[str] = set()      # keys whose value was recorded as a problem
 
     @staticmethod
     def _join(path: str, key: Any) -> str:
@@ -297,11 +357,34 @@ class _Table:
         return key in self.data
 
     def take(self, key: str, convert: Callable[[Any], T], default: Any = _MISSING) -> T:
+        """The converted value; a bad one is recorded and the default stands in for it (no
+        default: the table ends here)."""
         if key not in self.data:
             if default is _MISSING:
-                raise ConfigError(self.field(key), "required key missing")
+                _record(ConfigError(self.field(key), "required key missing"))
+                raise _Skip
             return cast(T, default)  # a caller's default is of its converter's type (or None)
-        return _convert(self.field(key), convert, self.data[key])
+        try:
+            return _convert(self.field(key), convert, self.data[key])
+        except ConfigError as e:
+            _record(e)
+            self.bad.add(key)
+            if default is _MISSING:
+                raise _Skip from None
+            return cast(T, default)
+
+
+    def need(self, key: str, convert: Callable[[Any], T]) -> T:
+        """A required value; a bad or missing one is recorded and `_BAD` stands in for it, so the
+        table's other fields are still judged (the caller must not build with `_BAD`)."""
+        try:
+            return self.take(key, convert)
+        except _Skip:
+            self.bad.add(key)
+            return cast(T, _BAD)
+
+
+_BAD: Any = object()
 
 
 def _convert(field: str, convert: Callable[[Any], T], value: Any) -> T:
@@ -360,7 +443,7 @@ def _docker(raw: Any, etcd: EtcdConfig | None) -> DockerConfig:
         # The same list on every host: this host's own address in it is skipped, not an error.
         items = [p for p in t.take("peers", _array, []) if p != local.compressed and p != str(local)]
         peers = _unique(t.field("peers"), items, _peer(local))
-    elif t.has("peers"):
+    elif t.has("peers") and "local" not in t.bad:
         raise ConfigError(t.field("peers"), "needs docker.local (or etcd.local): whose peers are these?")
     return DockerConfig(
         socket=t.take("socket", _abs_path, DockerConfig.socket),
@@ -469,8 +552,8 @@ CIPHERS = ("aes-256-gcm", "chacha20-poly1305")
 
 def _network(raw: Any, path: str) -> NetworkConfig:
     t = _Table(raw, path, _NETWORK_KEYS)
-    name = t.take("name", _network_name)
-    vni = t.take("vni", _int(0, VNI_MAX))
+    name = t.need("name", _network_name)
+    vni = t.need("vni", _int(0, VNI_MAX))
     encap = t.take("encap", _choice(ENCAPS), "vxlan")
     if encap == "gre":
         for key in ("port", "source_ports"):
@@ -478,32 +561,40 @@ def _network(raw: Any, path: str) -> NetworkConfig:
                 raise ConfigError(t.field(key), 'encap "gre" is IP protocol 47 and has no UDP header; '
                                                 f'remove {key} or use encap = "gre-udp"')
     port = t.take("port", _int(1, 65535), DEFAULT_PORTS[encap])
-    local = t.take("local", _unicast)
-    tap = t.take("tap", _ifname)
+    local = t.need("local", _unicast)
+    tap = t.need("tap", _ifname)
     bridge = t.take("bridge", _ifname, None)
     if bridge == tap:
         raise ConfigError(t.field("bridge"), f"{_show(bridge)} is this network's own tap")
     nvgre = t.take("nvgre", _bool, False)
-    if nvgre and encap == "vxlan":
+    if nvgre and encap == "vxlan" and "encap" not in t.bad:
         raise ConfigError(t.field("nvgre"), 'NVGRE applies to encap "gre" and "gre-udp", not "vxlan"')
     encrypt, key_file, cipher, rekey_delay = _encryption(t, encap)
+    mtu = t.take("mtu", _int(MTU_MIN, MTU_MAX), None)
+    learning = t.take("learning", _bool, True)
+    if local is _BAD:   # peers and FDB remotes are judged against local: not without it
+        peers: tuple[str, ...] = ()
+        fdb: tuple[FdbTable, tuple[NeighStatic, ...], dict[str, str]] = (_Builder().table(), (), {})
+    else:
+        peers = _unique(t.field("peers"), t.take("peers", _array, []), _peer(local))
+        fdb = _fdb(t.field("fdb"), t.take("fdb", _array, []), local)
+    neigh = _neigh(t.field("neigh"), t.take("neigh", _array, []), fdb[2])
+    suppress_arp = t.take("suppress_arp", _bool, None)
+    neigh_snoop = t.take("neigh_snoop", _bool, False)
+    ageing = t.take("ageing", _seconds, 300.0)
+    source_ports = _source_ports(t)
+    allow_unknown_sources = t.take("allow_unknown_sources", _bool, False)
+    strict = t.take("strict", _bool, False)
+    max_fdb_entries = t.take("max_fdb_entries", _int(1, FDB_ENTRIES_MAX), 65536)
+    if t.bad:           # recorded already; a network with a bad field takes no part in the rest
+        raise _Skip
     return NetworkConfig(
         name=name, vni=vni, encap=encap, port=port, local=local.compressed, tap=tap, bridge=bridge,
-        mtu=t.take("mtu", _int(MTU_MIN, MTU_MAX), None),
-        learning=t.take("learning", _bool, True),
-        peers=_unique(t.field("peers"), t.take("peers", _array, []), _peer(local)),
-        fdb=(fdb := _fdb(t.field("fdb"), t.take("fdb", _array, []), local))[0],
-        fdb_ips=fdb[1],
-        neigh=_neigh(t.field("neigh"), t.take("neigh", _array, []), fdb[2]),
-        suppress_arp=t.take("suppress_arp", _bool, None),
-        neigh_snoop=t.take("neigh_snoop", _bool, False),
-        ageing=t.take("ageing", _seconds, 300.0),
-        source_ports=_source_ports(t),
-        allow_unknown_sources=t.take("allow_unknown_sources", _bool, False),
-        strict=t.take("strict", _bool, False),
-        nvgre=nvgre,
-        max_fdb_entries=t.take("max_fdb_entries", _int(1, FDB_ENTRIES_MAX), 65536),
-        encrypt=encrypt, key_file=key_file, cipher=cipher, rekey_delay=rekey_delay,
+        mtu=mtu, learning=learning, peers=peers, fdb=fdb[0], fdb_ips=fdb[1], neigh=neigh,
+        suppress_arp=suppress_arp, neigh_snoop=neigh_snoop, ageing=ageing, source_ports=source_ports,
+        allow_unknown_sources=allow_unknown_sources, strict=strict, nvgre=nvgre,
+        max_fdb_entries=max_fdb_entries, encrypt=encrypt, key_file=key_file, cipher=cipher,
+        rekey_delay=rekey_delay,
     )
 
 
@@ -674,16 +765,17 @@ def _networks(raw: Any) -> tuple[NetworkConfig, ...]:
     if isinstance(raw, Mapping):
         raise ConfigError("network", "expected an array of tables, got a single table: "
                                      "write [[network]], not [network]")
-    nets = [_network(item, f"network[{i}]") for i, item in enumerate(_convert("network", _array, raw))]
+    nets = [_unit(_network, item, f"network[{i}]") for i, item in enumerate(_convert("network", _array, raw))]
     _check_across(nets)
-    return tuple(nets)
+    return tuple(n for n in nets if n is not None)
 
 
-def _check_across(nets: list[NetworkConfig]) -> None:
-    """Rules spanning networks; the error names the later network's field."""
+def _check_across(nets: Sequence[NetworkConfig | None]) -> None:
+    """Rules spanning networks; the error names the later network's field. A network that
+    did not read (None) takes no part."""
     def owner(index: dict[Any, int], key: Any) -> str:
         j = index[key]
-        return f"network[{j}] ({nets[j].name})"
+        return f"network[{j}] ({_name_of(nets[j])})"
 
     names: dict[str, int] = {}
     vnis: dict[int, int] = {}
@@ -691,53 +783,63 @@ def _check_across(nets: list[NetworkConfig]) -> None:
     bridges: dict[str, int] = {}
     udp: dict[tuple[str, int], int] = {}
     for i, n in enumerate(nets):
+        if n is None:
+            continue
         p = f"network[{i}]"
         if n.name in names:
-            raise ConfigError(f"{p}.name", f"duplicate of network[{names[n.name]}]")
+            _record(ConfigError(f"{p}.name", f"duplicate of network[{names[n.name]}]"))
         if n.vni in vnis:
-            raise ConfigError(f"{p}.vni", f"{n.vni} is already the VNI of {owner(vnis, n.vni)}")
+            _record(ConfigError(f"{p}.vni", f"{n.vni} is already the VNI of {owner(vnis, n.vni)}"))
         if n.tap in taps:
-            raise ConfigError(f"{p}.tap", f"{_show(n.tap)} is already the tap of {owner(taps, n.tap)}")
+            _record(ConfigError(f"{p}.tap", f"{_show(n.tap)} is already the tap of {owner(taps, n.tap)}"))
         if n.tap in bridges:
-            raise ConfigError(f"{p}.tap", f"{_show(n.tap)} is the bridge of {owner(bridges, n.tap)}")
+            _record(ConfigError(f"{p}.tap", f"{_show(n.tap)} is the bridge of {owner(bridges, n.tap)}"))
         if n.bridge is not None:
             if n.bridge in taps:
-                raise ConfigError(f"{p}.bridge", f"{_show(n.bridge)} is the tap of {owner(taps, n.bridge)}")
+                _record(ConfigError(f"{p}.bridge", f"{_show(n.bridge)} is the tap of {owner(taps, n.bridge)}"))
             if n.bridge in bridges:
-                raise ConfigError(f"{p}.bridge", f"{_show(n.bridge)} is already the bridge of "
-                                  f"{owner(bridges, n.bridge)}; a shared bridge would carry frames "
-                                  "across VNIs")
+                _record(ConfigError(f"{p}.bridge", f"{_show(n.bridge)} is already the bridge of "
+                                    f"{owner(bridges, n.bridge)}; a shared bridge would carry frames "
+                                    "across VNIs"))
         if n.encap != "gre" and (n.local, n.port) in udp:
             other = nets[udp[(n.local, n.port)]]
+            assert other is not None
             if n.encrypt or other.encrypt:
-                raise ConfigError(f"{p}.port", f"{n.local} port {n.port} is already used by "
-                                  f"{owner(udp, (n.local, n.port))}; an encrypted network needs a port "
-                                  "of its own (the SPI does not name the network)")
-            if other.encap != n.encap:
-                raise ConfigError(f"{p}.port", f"{n.local} port {n.port} already carries {other.encap} for "
-                                  f"{owner(udp, (n.local, n.port))}; one UDP port carries one encapsulation")
+                _record(ConfigError(f"{p}.port", f"{n.local} port {n.port} is already used by "
+                                    f"{owner(udp, (n.local, n.port))}; an encrypted network needs a port "
+                                    "of its own (the SPI does not name the network)"))
+            elif other.encap != n.encap:
+                _record(ConfigError(f"{p}.port", f"{n.local} port {n.port} already carries {other.encap} for "
+                                    f"{owner(udp, (n.local, n.port))}; one UDP port carries one encapsulation"))
         _check_gre_keys(nets, i)
-        names[n.name], vnis[n.vni], taps[n.tap] = i, i, i
+        names.setdefault(n.name, i)
+        vnis.setdefault(n.vni, i)
+        taps.setdefault(n.tap, i)
         if n.bridge is not None:
-            bridges[n.bridge] = i
+            bridges.setdefault(n.bridge, i)
         udp.setdefault((n.local, n.port), i)
 
 
-def _check_gre_keys(nets: list[NetworkConfig], i: int) -> None:
+def _name_of(n: NetworkConfig | None) -> str:
+    return n.name if n is not None else "?"
+
+
+def _check_gre_keys(nets: Sequence[NetworkConfig | None], i: int) -> None:
     """On one GRE endpoint a plain network's key is its VNI, an NVGRE network's keys are
     VSID << 8 | FlowID (RFC 7637 sec. 3.2); the receiver tries plain first, so the two
     ranges must not overlap or NVGRE traffic lands in the plain network."""
     n = nets[i]
-    if n.encap == "vxlan":
+    if n is None or n.encap == "vxlan":
         return
     for j, m in enumerate(nets[:i]):
-        if (m.encap, m.local, m.port) != (n.encap, n.local, n.port) or m.nvgre == n.nvgre:
+        if m is None or (m.encap, m.local, m.port) != (n.encap, n.local, n.port) or m.nvgre == n.nvgre:
             continue
         vsid, key = (m.vni, n.vni) if m.nvgre else (n.vni, m.vni)
         if key >> 8 == vsid:
-            raise ConfigError(f"network[{i}].vni", f"plain GRE key {key} lies inside NVGRE VSID {vsid} "
-                              f"(keys {vsid << 8}..{vsid << 8 | 0xFF}) of the same endpoint; it clashes "
-                              f"with network[{j}] ({m.name})")
+            _record(ConfigError(f"network[{i}].vni", f"plain GRE key {key} lies inside NVGRE VSID {vsid} "
+                                f"(keys {vsid << 8}..{vsid << 8 | 0xFF}) of the same endpoint; it clashes "
+                                f"with network[{j}] ({m.name})"))
+            return
 
 
 # --- converters: raw TOML value -> checked value, or ValueError(reason) ---------------------
@@ -862,9 +964,15 @@ def _peer(local: Address) -> Callable[[Any], str]:
 def _unique(path: str, items: list[Any], convert: Callable[[Any], str]) -> tuple[str, ...]:
     out: dict[str, int] = {}
     for i, item in enumerate(items):
-        value = _convert(f"{path}[{i}]", convert, item)
+        try:
+            value = _convert(f"{path}[{i}]", convert, item)
+        except ConfigError as e:
+            _record(e)      # and go on with the other items
+            continue
         if value in out:
-            raise ConfigError(f"{path}[{i}]", f"{value} is a duplicate of {path.rsplit('.', 1)[-1]}[{out[value]}]")
+            _record(ConfigError(f"{path}[{i}]", f"{value} is a duplicate of "
+                                f"{path.rsplit('.', 1)[-1]}[{out[value]}]"))
+            continue
         out[value] = i
     return tuple(out)
 

@@ -157,7 +157,8 @@ class Daemon:
         except (ConfigError, ReloadRejected) as e:
             stats.failures += 1
             stats.last_ok = False
-            log.error("reload rejected, keeping the running config: %s", e)
+            problems = e.problems if isinstance(e, ConfigError) else (e,)
+            log.error("reload rejected, keeping the running config: %s", "; ".join(map(str, problems)))
             applied = False
         else:
             log.info("reloading %s", self.config_path)

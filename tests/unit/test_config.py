@@ -460,3 +460,64 @@ def test_offload_is_on_unless_turned_off() -> None:
     assert parse_config(net()).daemon.offload is True
     assert parse_config("[daemon]\noffload = false\n" + net()).daemon.offload is False
     assert parse_config("[daemon]\noffload = true\n" + net()).daemon.offload is True
+
+
+# --- every bad field in one run ---------------------------------------------------------------
+
+SEVERAL_BAD = ('[daemon]\nbatch = 0\nlog_level = "loud"\nmetrcs = "127.0.0.1:1"\n'
+               + net(vni="16777216", peers='["198.18.0.2", "not-an-address", "198.18.0.2"]', mtu="20")
+               + red(local='"198.18.0.300"')            # a required field: the rest of red is not judged
+               + net(name='"green"', vni="42", tap='"vxdp-green"', learning='"yes"')
+               + "[etcd]\nendpoints = ['127.0.0.1:2379']\nlease_ttl = 0\n")
+SEVERAL_BAD_PROBLEMS = [
+    ("daemon.metrcs", 'unknown key (did you mean "metrics"?)'),
+    ("daemon.batch", "0 is out of range 1..1024"),
+    ("daemon.log_level", '"loud" is not one of debug, info, warning, error'),
+    ("etcd.lease_ttl", "0 is out of range 1..3600"),
+    ("network[0].vni", "16777216 is out of range 0..16777215"),
+    ("network[0].mtu", "20 is out of range 68..65535"),
+    ("network[0].peers[1]", '"not-an-address" is not an IPv4 or IPv6 address'),
+    ("network[0].peers[2]", "198.18.0.2 is a duplicate of peers[0]"),
+    ("network[1].local", '"198.18.0.300" is not an IPv4 or IPv6 address'),
+    ("network[2].learning", 'expected true or false, got "yes"'),
+]
+
+
+def test_every_bad_field_is_reported_in_one_run() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(SEVERAL_BAD)
+    got = [(p.field, p.reason) for p in info.value.problems]
+    assert got == SEVERAL_BAD_PROBLEMS
+    # the first problem is the error itself, as when there is only one
+    assert (info.value.field, info.value.reason) == SEVERAL_BAD_PROBLEMS[0]
+    assert str(info.value) == f"{SEVERAL_BAD_PROBLEMS[0][0]}: {SEVERAL_BAD_PROBLEMS[0][1]}"
+
+
+def test_rules_across_networks_are_all_reported_and_skip_networks_that_did_not_read() -> None:
+    text = (net() + red(vni="42", tap='"vxdp-blue"')    # two clashes with network[0]
+            + net(name='"bad"', vni='"x"', tap='"vxdp-bad"')  # does not read: takes no part
+            + net(name='"blue"', vni="44", tap='"vxdp-4"'))  # a third clash
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert [(p.field, p.reason) for p in info.value.problems] == [
+        ("network[2].vni", 'expected an integer, got "x"'),         # each network is read first
+        ("network[1].vni", "42 is already the VNI of network[0] (blue)"),
+        ("network[1].tap", '"vxdp-blue" is already the tap of network[0] (blue)'),
+        ("network[3].name", "duplicate of network[0]"),
+    ]
+
+
+def test_one_bad_field_is_one_problem() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(net() + red(vni="16777216"))
+    assert len(info.value.problems) == 1
+
+
+def test_check_prints_every_bad_field_and_exits_2(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vxlan_dp import cli
+
+    path = tmp_path / "bad.toml"
+    path.write_text(SEVERAL_BAD)
+    assert cli.main(["check", "-c", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"vxlan-dp: {path}: {f}: {r}" for f, r in SEVERAL_BAD_PROBLEMS]
