@@ -37,10 +37,8 @@
  *              UDP_SEGMENT) turn tx GSO off for the family until a re-probe later.
  *              Why both roads: the raw socket keeps single frames byte-identical to
  *              vxlan_dp.wire (checksum 0, ID 0) at one sendmmsg per batch; UDP_SEGMENT saves
- *              a stack traversal per segment where there are segments to share one. Measured
- *              side by side in the 2-core lab (TCP x1, TAP offloads on in both): 3.4 Gbit/s at
- *              4.7 CPU-s/GB with UDP_SEGMENT, 2.4 Gbit/s at 6.5 CPU-s/GB with the very same
- *              segments through sendmmsg on the raw socket. A 64 KiB TCP super-frame becomes
+ *              a stack traversal per segment where there are segments to share one (the two
+ *              roads side by side: bench/README.md). A 64 KiB TCP super-frame becomes
  *              two sends (43 + 2 datagrams: a UDP datagram carries at most 65507 bytes).
  * Ingress, vxdp_pump_endpoint (underlay socket readable):
  *   1. recvmmsg of up to dp->batch messages into the same slab, sources into dp->rx_sa;

@@ -5,7 +5,7 @@
  * csrc/build_fastpath.py as cffi's cdef, so it holds only what cffi's parser accepts:
  * integer #defines, plain structs and prototypes (no macros with arguments, no #if).
  *
- * Conventions (STYLE.md, "how a C core sits beside Python"):
+ * Conventions (docs/ARCHITECTURE.md, "C beside Python"):
  * - every call works on caller-owned buffers with explicit lengths;
  * - returns a count (>= 0) or a negative errno, never allocates per packet, never calls back;
  * - a `struct vxdp_dp` is locked internally, so management calls and counter reads from

@@ -9,8 +9,8 @@ Invariants:
   plane's entries and the API's, the control plane winning for an address both name (the file
   or store is the operator's explicit word); snooped entries live in the data plane only;
 - suppression is on when the network says `suppress_arp = true`, off when it says false, and
-  otherwise on exactly while the table has entries or snooping may fill it (DESIGN: "default
-  on where the table has entries"); `neigh_snoop` is applied as configured;
+  otherwise on exactly while the table has entries or snooping may fill it (on by default
+  where the table has entries); `neigh_snoop` is applied as configured;
 - only differences reach the data plane, so an unchanged `apply` costs a dict comparison.
 """
 

@@ -3,7 +3,7 @@
 Scapy is the independent judge: every outer packet we build must be byte-for-byte what Scapy
 builds from the same fields, and Scapy must parse ours back to the same VNI and inner frame.
 Scapy's VXLAN() defaults differ from RFC 7348 when stacked on Ether, so the reference always
-says flags=0x08 explicitly (DESIGN.md, wire rules).
+says flags=0x08 explicitly (docs/ARCHITECTURE.md, wire rules).
 """
 
 from __future__ import annotations

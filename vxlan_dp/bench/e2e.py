@@ -69,7 +69,7 @@ def _machine_busy() -> float:
     """Busy CPU seconds of the whole machine: wall time x CPUs minus idle, from /proc/uptime.
 
     Not /proc/stat's tick-sampled counters: on a tickless VM they undercount busy time badly
-    (0.15 s reported where the two daemons alone used 0.82 s).
+    (bench/README.md has the case that showed it).
     """
     with open("/proc/uptime") as f:
         up, idle = (float(x) for x in f.read().split()[:2])

@@ -23,8 +23,7 @@ GSO or TAP coalescing off if a send or write is refused at run time (counted in
 `offload_stats()`, logged once by the daemon).
 
 The pure-Python backend is not offered the TAP offloads: splitting and coalescing in Python
-costs more than the system calls it saves (TCP through the lab: 0.47 Gbit/s with them,
-0.64-0.74 without). `VXLAN_DP_OFFLOAD=all` in the environment offers them anyway (the tests
+costs more than the system calls it saves (bench/README.md). `VXLAN_DP_OFFLOAD=all` in the environment offers them anyway (the tests
 use it to run the Python pumps with virtio-net headers); `VXLAN_DP_OFFLOAD=off` turns every
 offload off whatever the config says.
 """

@@ -26,7 +26,7 @@ _ENCAP_LEN = {"vxlan": UDP_HLEN + VXLAN_HLEN, "gre": GRE_HLEN, "gre-udp": UDP_HL
 
 
 def encap_overhead(encap: str, ipv6: bool) -> int:
-    """Bytes added in front of the inner frame (DESIGN.md: outer IP + encapsulation)."""
+    """Bytes added in front of the inner frame (docs/ARCHITECTURE.md, wire rules: outer IP + encapsulation)."""
     return (IPV6_HLEN if ipv6 else IPV4_HLEN) + _ENCAP_LEN[encap]
 
 
