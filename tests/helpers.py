@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["CI", "SCRIPTS", "require", "need_tool", "c_backend"]
+from vxlan_dp.wire import encode_vxlan
+
+__all__ = ["CI", "SCRIPTS", "require", "need_tool", "c_backend", "mac", "eth_frame", "vxlan_payload",
+           "wait_for", "until"]
 
 CI = os.environ.get("CI", "").lower() == "true"
 SCRIPTS = Path(__file__).resolve().parent / "scripts"   # programs tests run in a namespace or child
@@ -51,3 +57,50 @@ def c_backend(*, module: bool = False, elsewhere: str = "skip") -> Any:
     require(None if cls else "the C fast path is not built (pip install -e .)", module=module,
             elsewhere=elsewhere)
     return cls
+
+
+# --- frames and packets ------------------------------------------------------------------------
+
+def mac(text: str) -> bytes:
+    """"02:00:00:00:00:0a" -> its 6 bytes."""
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def eth_frame(dst: str | bytes, src: str | bytes, size: int = 64, *, tag: int = 0, vlan: bool = False) -> bytes:
+    """A frame of exactly `size` bytes (truncated where that is shorter than a header): the MACs (text or bytes), an 802.1Q tag (VLAN 7)
+    if `vlan`, the IPv4 ethertype, `tag` in two bytes (to tell frames apart), then a counting fill."""
+    d = mac(dst) if isinstance(dst, str) else dst
+    s = mac(src) if isinstance(src, str) else src
+    hdr = d + s + (b"\x81\x00\x00\x07\x08\x00" if vlan else b"\x08\x00") + struct.pack("!H", tag)
+    return (hdr + bytes(i & 0xFF for i in range(max(0, size - len(hdr)))))[:size]   # short: truncated
+
+
+def vxlan_payload(vni: int, inner: bytes) -> bytes:
+    """The UDP payload carrying `inner` in VNI `vni` (RFC 7348: I flag set, reserved bits zero)."""
+    return encode_vxlan(vni) + inner
+
+
+# --- waiting -----------------------------------------------------------------------------------
+
+def until(cond: Callable[[], Any], timeout: float, step: float = 0.1) -> bool:
+    """Whether `cond()` turned true within `timeout` seconds (asked at least once, and once more
+    at the deadline, so a slow machine is not failed by the last sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return bool(cond())
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 10.0, step: float = 0.1) -> Any:
+    """`probe()`'s first truthy answer within `timeout` seconds; else fail naming `what` and the
+    last answer."""
+    last: list[Any] = [None]
+
+    def ask() -> Any:
+        last[0] = probe()
+        return last[0]
+    if until(ask, timeout, step):
+        return last[0]
+    raise AssertionError(f"{what}: not within {timeout}s (last: {last[0]!r})")

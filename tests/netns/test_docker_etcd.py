@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
+from helpers import until
 from tests.netns.test_docker import PORT, DockerLab, _iperf3, gate
 
 LEASE_TTL = 2
@@ -42,15 +41,6 @@ def _claims(dl: DockerLab) -> dict[str, dict[str, str]]:
     return {lines[i].rsplit("/", 1)[1]: json.loads(lines[i + 1]) for i in range(0, len(lines) - 1, 2)}
 
 
-def _wait(cond: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return bool(cond())
-
-
 def test_store_allocates_unique_addresses_and_carries_traffic(elab: DockerLab) -> None:
     elab.create("blue", "192.168.60.0/24", "vni=42", f"port={PORT}")
     try:
@@ -64,7 +54,7 @@ def test_store_allocates_unique_addresses_and_carries_traffic(elab: DockerLab) -
         hosts = {c["host"] for c in claims.values()}
         assert hosts == {h.ip4 for h in elab.hosts}
         # peers from the store's membership: each host's flood list holds the other
-        assert _wait(lambda: all(len(elab.lab.status(h)["networks"]["docker-42"]["peers"]) == 1
+        assert until(lambda: all(len(elab.lab.status(h)["networks"]["docker-42"]["peers"]) == 1
                                  for h in elab.hosts), 10)
         assert elab.ping(0, "e1-0", ips["e2-0"]) and elab.ping(1, "e2-1", ips["e1-2"])
         res = _iperf3(elab.netns_of(0, "e1-0"), elab.netns_of(1, "e2-0"), ips["e2-0"])
@@ -75,13 +65,13 @@ def test_store_allocates_unique_addresses_and_carries_traffic(elab: DockerLab) -
         assert ips["e1-1"] not in _claims(elab)
         # a host that dies (SIGKILL: no goodbye) loses its claims when its lease expires
         elab.lab.stop_daemon(elab.hosts[1], signal.SIGKILL)
-        assert _wait(lambda: not any(c["host"] == elab.hosts[1].ip4 for c in _claims(elab).values()),
+        assert until(lambda: not any(c["host"] == elab.hosts[1].ip4 for c in _claims(elab).values()),
                      LEASE_TTL * 3 + 5)
         # ... and claims them again when it comes back: its containers kept their addresses
         with open(elab.hosts[1].config_path) as f:
             toml = f.read()
         elab.lab.start_daemon(elab.hosts[1], "", daemon_toml=toml, backend=elab.backend)
-        assert _wait(lambda: sum(c["host"] == elab.hosts[1].ip4 for c in _claims(elab).values()) == 3, 10)
+        assert until(lambda: sum(c["host"] == elab.hosts[1].ip4 for c in _claims(elab).values()) == 3, 10)
         assert elab.ping(0, "e1-0", ips["e2-2"])
     finally:
         elab.remove("blue")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from helpers import need_tool
+from helpers import need_tool, wait_for
 from vxlan_dp.lab import Container, Host, Lab, netns
 
 TTL = 3          # seconds: the daemons' lease TTL in these labs
@@ -30,18 +30,6 @@ NET = json.dumps({"vni": 42, "encap": "vxlan", "port": 4789})
 def _needs_etcd() -> None:
     need_tool("etcd", "etcd-server")
     need_tool("etcdctl", "etcd-client")
-
-
-def _wait(what: str, probe: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
 
 
 def _peers(lab: Lab, h: Host) -> list[str]:
@@ -105,11 +93,11 @@ def test_hosts_that_know_only_the_store_find_each_other_join_and_drop_out(make_l
     h1, h2, h3 = lab.hosts
     addrs = [h.ip4 for h in lab.hosts]
     for h in lab.hosts:
-        _wait(f"{h.name}'s flood list", lambda h=h: _peers(lab, h) == [a for a in addrs if a != h.ip4], 5)
+        wait_for(f"{h.name}'s flood list", lambda h=h: _peers(lab, h) == [a for a in addrs if a != h.ip4], 5)
         assert lab.status(h)["control"]["connected"] is True
     _all_ping(lab)
     # every container's MAC was published by its own host, and the others installed it
-    _wait("container MACs in h1's FDB from the store",
+    wait_for("container MACs in h1's FDB from the store",
           lambda: all(_fdb(lab, h1).get(c.mac) == (c.host.ip4, True) for c in h2.containers + h3.containers), 5)
     store = _store(lab)
     assert {k for k in store if "/members/" in k} == {f"{PREFIX}/members/blue/{a}" for a in addrs}
@@ -122,7 +110,7 @@ def test_hosts_that_know_only_the_store_find_each_other_join_and_drop_out(make_l
     t0 = time.monotonic()
     _start(lab, h4, backend)
     for h in (h1, h2, h3):
-        _wait(f"h4 in {h.name}'s flood list", lambda h=h: h4.ip4 in _peers(lab, h), 5)
+        wait_for(f"h4 in {h.name}'s flood list", lambda h=h: h4.ip4 in _peers(lab, h), 5)
     joined = time.monotonic() - t0
     for h in (h1, h2, h3):
         assert lab.ping(h.containers[0], c4.ip).ok, f"{h.name} -> h4"
@@ -133,7 +121,7 @@ def test_hosts_that_know_only_the_store_find_each_other_join_and_drop_out(make_l
     lab.stop_daemon(h2, signal.SIGKILL)
     t0 = time.monotonic()
     for h in (h1, h3, h4):
-        _wait(f"h2 gone from {h.name}'s flood list", lambda h=h: h2.ip4 not in _peers(lab, h), TTL + 3)
+        wait_for(f"h2 gone from {h.name}'s flood list", lambda h=h: h2.ip4 not in _peers(lab, h), TTL + 3)
     gone = time.monotonic() - t0
     assert gone <= TTL + 3
     assert h2.containers[0].mac not in {m for m, (_, static) in _fdb(lab, h1).items() if static}
@@ -141,7 +129,7 @@ def test_hosts_that_know_only_the_store_find_each_other_join_and_drop_out(make_l
 
     # SIGTERM h3: a clean stop revokes its lease, so it leaves at once
     lab.stop_daemon(h3)
-    _wait("h3 gone from h1's flood list", lambda: h3.ip4 not in _peers(lab, h1), 1.5)
+    wait_for("h3 gone from h1's flood list", lambda: h3.ip4 not in _peers(lab, h1), 1.5)
 
 
 def test_a_mac_that_moves_to_another_host_is_followed(make_lab, backend):
@@ -150,7 +138,7 @@ def test_a_mac_that_moves_to_another_host_is_followed(make_lab, backend):
     mover, watcher = h1.containers[0], h3.containers[0]
     stay = lab.add_container(h1, mtu=lab.overlay_mtu())  # h1 keeps a container of its own
     assert lab.ping(watcher, mover.ip).ok
-    _wait("the mover's MAC at h1, in h3's FDB", lambda: _fdb(lab, h3).get(mover.mac) == (h1.ip4, True), 5)
+    wait_for("the mover's MAC at h1, in h3's FDB", lambda: _fdb(lab, h3).get(mover.mac) == (h1.ip4, True), 5)
 
     # the container moves: gone from h1, back on h2 with the same MAC and address
     with netns.ipr(h1.ns) as ipr:  # its link to h1's bridge goes (the namespace stays, unplugged)
@@ -160,7 +148,7 @@ def test_a_mac_that_moves_to_another_host_is_followed(make_lab, backend):
     lab.settle()
     t0 = time.monotonic()
     assert lab.ping(moved, watcher.ip, count=2).ok  # its first frames announce it at h2
-    _wait("the moved MAC at h2, in h3's FDB", lambda: _fdb(lab, h3).get(mover.mac) == (h2.ip4, True), 5)
+    wait_for("the moved MAC at h2, in h3's FDB", lambda: _fdb(lab, h3).get(mover.mac) == (h2.ip4, True), 5)
     assert time.monotonic() - t0 < 5
     assert lab.ping(watcher, moved.ip).ok
     assert lab.ping(stay, moved.ip).ok
@@ -177,7 +165,7 @@ def test_store_outage_keeps_forwarding_and_resynchronises(make_lab, backend):
 
     lab.stop_etcd()
     for h in lab.hosts:
-        _wait(f"{h.name} notices the outage", lambda h=h: not lab.status(h)["control"]["connected"], 6)
+        wait_for(f"{h.name} notices the outage", lambda h=h: not lab.status(h)["control"]["connected"], 6)
     # forwarding goes on with the last known state
     _all_ping(lab)
     assert sorted(_peers(lab, h1)) == [h2.ip4, h3.ip4]
@@ -193,8 +181,8 @@ def test_store_outage_keeps_forwarding_and_resynchronises(make_lab, backend):
     lab.start_etcd()
     t0 = time.monotonic()
     for h in lab.hosts:
-        _wait(f"{h.name} reconnects", lambda h=h: lab.status(h)["control"]["connected"], 8)
-    _wait("the outage's change reaches h1 through the store",
+        wait_for(f"{h.name} reconnects", lambda h=h: lab.status(h)["control"]["connected"], 8)
+    wait_for("the outage's change reaches h1 through the store",
           lambda: _fdb(lab, h1).get(late.mac) == (h3.ip4, True), 6)
     assert time.monotonic() - t0 < 12
     assert _store(lab)[f"{PREFIX}/fdb/blue/{late.mac}"] == {"remote": h3.ip4}
@@ -237,7 +225,7 @@ def test_tls_client_certificates_and_user_password(make_lab, tmp_path):
     for h in lab.hosts:
         _start(lab, h, "python", extra=extra)
     h1, h2 = lab.hosts
-    _wait("h1 learns h2 from the TLS store", lambda: _peers(lab, h1) == [h2.ip4], 5)
+    wait_for("h1 learns h2 from the TLS store", lambda: _peers(lab, h1) == [h2.ip4], 5)
     assert lab.status(h1)["control"]["endpoint"].startswith("https://")
     assert lab.ping(h1.containers[0], h2.containers[0].ip).ok
     # a wrong password is refused, logged, and shows in status
@@ -245,5 +233,5 @@ def test_tls_client_certificates_and_user_password(make_lab, tmp_path):
     lab.settle()
     lab.start_daemon(h3, "", daemon_toml=lab.etcd_toml(h3, lease_ttl=TTL, extra=extra.replace("s3cret", "nope")),
                      backend="python")
-    st = _wait("h3's refusal in its status", lambda: lab.status(h3)["control"]["last_error"], 8)
+    st = wait_for("h3's refusal in its status", lambda: lab.status(h3)["control"]["last_error"], 8)
     assert not lab.status(h3)["control"]["connected"] and "authentication failed" in st.lower(), st

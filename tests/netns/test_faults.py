@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 
 
+from helpers import until
 from vxlan_dp.lab import Lab, netns
 
 
@@ -38,27 +37,17 @@ def _lab_with_daemons(make_lab, backend: str) -> Lab:
     return lab
 
 
-def _until(cond: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if cond():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-
-
 def _log(h) -> str:
     with open(h.log_path, errors="replace") as f:
         return f.read()
 
 
 def _log_has(h, text: str, timeout: float = 10.0) -> bool:
-    return _until(lambda: text in _log(h), timeout)
+    return until(lambda: text in _log(h), timeout)
 
 
 def _pings_recover(lab: Lab, a, b, timeout: float = 20.0) -> None:
-    assert _until(lambda: lab.ping(a, b.ip, count=1, wait=0.5).ok, timeout), f"{a.name} -> {b.name} did not recover"
+    assert until(lambda: lab.ping(a, b.ip, count=1, wait=0.5).ok, timeout), f"{a.name} -> {b.name} did not recover"
     assert lab.ping(a, b.ip).ok and lab.ping(b, a.ip).ok
 
 
@@ -114,7 +103,7 @@ def test_the_tap_deleted_under_the_daemon_comes_back_in_its_bridge(make_lab, bac
         with netns.ipr(h1.ns) as ipr:
             ipr.link("del", index=before["index"])
         assert _log_has(h1, "TAP vxdp-blue is back", 15) if round_ == 1 else \
-            _until(lambda: _log(h1).count("TAP vxdp-blue is back") == 2, 15), lab.log_tail(h1)
+            until(lambda: _log(h1).count("TAP vxdp-blue is back") == 2, 15), lab.log_tail(h1)
         tap = _link(h1.ns, "vxdp-blue")
         assert tap and tap["index"] != before["index"] and tap["master"] == bridge["index"], tap
         _pings_recover(lab, a, b)

@@ -20,13 +20,12 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from pyroute2 import netns as pr_netns
 
-from helpers import need_tool
+from helpers import need_tool, wait_for
 from vxlan_dp.lab import Lab, netns
 from vxlan_dp.lab.lab import parse_ping
 
@@ -60,17 +59,6 @@ def _http_get(ns: str, port: int, target: str, timeout: float = 5.0) -> tuple[in
         s.close()
     head, _, body = buf.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
-
-
-def _wait(what: str, pred: Callable[[], Any], timeout: float = 10.0, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(step)
 
 
 def _metrics_toml(port: int) -> str:
@@ -134,7 +122,7 @@ def test_prometheus_scrapes_byte_rates_while_traffic_flows(make_lab, tmp_path):
             return list(ans["data"]["result"])
 
         expr = 'rate(vxlan_dp_tunnel_bytes_total{direction="egress"}[5s])'
-        result = _wait("Prometheus to compute a positive egress byte rate",
+        result = wait_for("Prometheus to compute a positive egress byte rate",
                        lambda: [r for r in query(expr) if float(r["value"][1]) > 0], timeout=30, step=0.5)
         assert [r["metric"]["network"] for r in result] == ["blue"]
         assert float(result[0]["value"][1]) > 1000             # pings of >1000 bytes, many a second
@@ -219,7 +207,7 @@ class NotifyListener:
             return [t for t, m in self.messages if t >= since and item in m]
 
     def wait_for(self, item: str, since: float, timeout: float = 10.0) -> float:
-        return _wait(f"{item} from the daemon", lambda: (self.times(item, since) or [0.0])[0], timeout, 0.02)
+        return wait_for(f"{item} from the daemon", lambda: (self.times(item, since) or [0.0])[0], timeout, 0.02)
 
     def close(self) -> None:
         self._stop.set()
@@ -265,7 +253,7 @@ def test_notify_ready_watchdog_freeze_reload_and_stop(make_lab, tmp_path):
         assert len(listener.times("WATCHDOG=1", thawed)) >= 2
 
         # STATUS= is refreshed periodically with rates (every 5 s)
-        status = _wait("a periodic STATUS=", lambda: [m for t, m in listener.messages if t > ready + 1
+        status = wait_for("a periodic STATUS=", lambda: [m for t, m in listener.messages if t > ready + 1
                                                       and "READY=1" not in m
                                                       and any(x.startswith("STATUS=") for x in m)], timeout=8)
         assert "pkt/s" in [x for x in status[0] if x.startswith("STATUS=")][0]
@@ -314,7 +302,7 @@ def test_sighup_under_load_adds_and_removes_networks_then_rejects_a_bad_config(m
             f.write('[daemon]\nmetrics = ""\n' + blue + green)
         assert h1.proc is not None
         h1.proc.send_signal(signal.SIGHUP)
-        _wait("green up and red gone on h1", lambda: set(lab.status(h1)["networks"]) == {"blue", "green"})
+        wait_for("green up and red gone on h1", lambda: set(lab.status(h1)["networks"]) == {"blue", "green"})
         assert lab.ping(g1, g2.ip, count=2, interval=0.1).ok   # the new network carries traffic
         out, _ = flood.communicate(timeout=count * 0.01 + 30)
     finally:
@@ -333,7 +321,7 @@ def test_sighup_under_load_adds_and_removes_networks_then_rejects_a_bad_config(m
     with open(h1.config_path, "w") as f:
         f.write('[daemon]\nmetrics = ""\n' + lab.network_toml(h1, vni=16777216))
     h1.proc.send_signal(signal.SIGHUP)
-    _wait("the rejection in the log", lambda: "reload rejected" in lab.log_tail(h1, 1000))
+    wait_for("the rejection in the log", lambda: "reload rejected" in lab.log_tail(h1, 1000))
     assert "network[0].vni: 16777216 is out of range" in lab.log_tail(h1, 1000)
     assert lab.ping(a1, a2.ip, count=3, interval=0.1).ok
     assert lab.ping(g1, g2.ip, count=2, interval=0.1).ok
@@ -360,7 +348,7 @@ def test_reload_moves_the_metrics_endpoint_and_rejects_an_unusable_address(make_
             f.write(daemon_toml + net)
         assert h.proc is not None
         h.proc.send_signal(signal.SIGHUP)
-        _wait("the reload", lambda: lab.status(h)["reloads"] + lab.status(h)["reload_failures"] > n)
+        wait_for("the reload", lambda: lab.status(h)["reloads"] + lab.status(h)["reload_failures"] > n)
 
     reload(_metrics_toml(p2))
     assert _http_get(h.ns, p2, "/metrics")[0] == 200

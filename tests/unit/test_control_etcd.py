@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from helpers import eth_frame
 from vxlan_dp.config import ConfigError, EtcdConfig, parse_config, store_network
 from vxlan_dp.control import Desired, StaticControl, make_control
 from vxlan_dp.control.etcd import Endpoint, EtcdControl, _describe, parse_endpoint
@@ -198,25 +199,20 @@ def test_renew_rebinds_only_claims_the_store_still_shows_as_ours_and_forget_with
 
 # --- the local-MAC table of the fast path (Python reference) ----------------------------------
 
-def _frame(dst: str, src: str, size: int = 100) -> bytes:
-    hdr = bytes.fromhex(dst.replace(":", "")) + bytes.fromhex(src.replace(":", "")) + b"\x08\x00"
-    return hdr + bytes(size - len(hdr))
-
-
 def test_local_mac_table_records_unicast_sources_leaving_the_tap() -> None:
     dp = PureDataplane()
     ep = dp.add_endpoint("vxlan", -1)
     net = dp.add_network(NetworkParams(vni=42, encap="vxlan", local=A, ageing=10.0, max_fdb_entries=2), ep)
     dp.set_peers(net, [B])
-    dp.encap(net, [_frame("ff:ff:ff:ff:ff:ff", M1), _frame(M2, "01:00:5e:00:00:01"), b"short"], NOW)
-    dp.encap(net, [_frame(M1, M2, 9000)], NOW + 1)           # too big: still a sighting, not sent
+    dp.encap(net, [eth_frame("ff:ff:ff:ff:ff:ff", M1, 100), eth_frame(M2, "01:00:5e:00:00:01", 100), b"short"], NOW)
+    dp.encap(net, [eth_frame(M1, M2, 9000)], NOW + 1)           # too big: still a sighting, not sent
     assert dp.local_macs(net, NOW + 2) == [(M1, 2.0), (M2, 1.0)]
-    dp.encap(net, [_frame(M1, M3)], NOW + 2)                 # table full: M3 not recorded
-    dp.encap(net, [_frame(M3, M1)], NOW + 3)                 # M1 refreshed
+    dp.encap(net, [eth_frame(M1, M3, 100)], NOW + 2)                 # table full: M3 not recorded
+    dp.encap(net, [eth_frame(M3, M1, 100)], NOW + 3)                 # M1 refreshed
     assert dp.local_macs(net, NOW + 10.5) == [(M1, 7.5), (M2, 9.5)]
     assert dp.local_macs(net, NOW + 11.5) == [(M1, 8.5)]     # M2 older than ageing: not listed
     assert dp.age(NOW + 11.5) == 0                           # counts FDB entries only
-    dp.encap(net, [_frame(M1, M3)], NOW + 12)                # room again after the sweep
+    dp.encap(net, [eth_frame(M1, M3, 100)], NOW + 12)                # room again after the sweep
     assert [m for m, _ in dp.local_macs(net, NOW + 12)] == [M1, M3]
     assert dp.counters(net)["tap_rx_frames"] == 7
 

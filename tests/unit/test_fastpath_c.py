@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import SCRIPTS, c_backend, need_tool
+from helpers import SCRIPTS, c_backend, eth_frame, need_tool, vxlan_payload
 import vxlan_dp
 from vxlan_dp.core.counters import EP_COUNTERS, NET_COUNTERS
 from vxlan_dp.fastpath import NetworkParams, PureDataplane
@@ -41,17 +41,8 @@ MAC_A, MAC_B, MAC_X = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:
 VNI = 42
 
 
-def mac(m: str) -> bytes:
-    return bytes.fromhex(m.replace(":", ""))
-
-
 def frame(dst: str, src: str, size: int = 64, tag: int = 0) -> bytes:
-    body = struct.pack("!H", tag) + bytes(range(256)) * (size // 256 + 1)
-    return (mac(dst) + mac(src) + b"\x08\x00" + body)[:size]
-
-
-def vxlan_payload(vni: int, inner: bytes) -> bytes:
-    return struct.pack("!II", 0x08000000, vni << 8) + inner
+    return eth_frame(dst, src, size, tag=tag)
 
 
 # --- the build ---------------------------------------------------------------------------------

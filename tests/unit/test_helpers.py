@@ -43,3 +43,20 @@ def test_ci_is_read_case_blind(monkeypatch: pytest.MonkeyPatch) -> None:
         assert importlib.reload(helpers).CI is want
     monkeypatch.undo()
     importlib.reload(helpers)
+
+
+def test_until_and_wait_for() -> None:
+    answers = iter([0, "", None, "here"])
+    assert helpers.wait_for("the answer", lambda: next(answers), timeout=5, step=0.001) == "here"
+    assert helpers.until(lambda: True, timeout=0)               # asked even with no time at all
+    assert not helpers.until(lambda: False, timeout=0.05, step=0.01)
+    with pytest.raises(AssertionError, match=r"the flag: not within 0.05s \(last: 0\)"):
+        helpers.wait_for("the flag", lambda: 0, timeout=0.05, step=0.01)
+
+
+def test_eth_frame_is_exactly_the_size_asked() -> None:
+    f = helpers.eth_frame("02:00:00:00:00:0b", "02:00:00:00:00:0a", 64, tag=7)
+    assert len(f) == 64 and f[:12] == bytes.fromhex("02000000000b02000000000a") and f[12:16] == b"\x08\x00\x00\x07"
+    assert helpers.eth_frame(b"\xff" * 6, b"\x02" * 6, 68, vlan=True)[12:16] == b"\x81\x00\x00\x07"
+    assert len(helpers.eth_frame("02:00:00:00:00:0b", "02:00:00:00:00:0a", 13)) == 13   # truncated
+    assert helpers.vxlan_payload(42, b"x") == bytes.fromhex("0800000000002a00") + b"x"

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import c_backend, need_tool
+from helpers import c_backend, eth_frame, need_tool
 from vxlan_dp.core.counters import EP_DROP_REASONS, NET_DROP_REASONS
 from vxlan_dp.fastpath import NetworkParams, PureDataplane, backends
 from vxlan_dp.metrics import EndpointView, MetricsServer, NetworkView, make_registry
@@ -26,11 +26,6 @@ from vxlan_dp.wire import encode_vxlan
 A, B, C, STRANGER = "198.18.0.1", "198.18.0.2", "198.18.0.3", "203.0.113.66"
 MAC_A, MAC_B, MAC_S = "02:42:c0:a8:00:0a", "02:42:c0:a8:00:0b", "02:42:c0:a8:00:05"
 NOW = 100.0
-
-
-def _frame(dst: str, src: str, size: int = 100) -> bytes:
-    hdr = bytes.fromhex(dst.replace(":", "")) + bytes.fromhex(src.replace(":", "")) + b"\x08\x00"
-    return hdr + bytes(size - len(hdr))
 
 
 @dataclass
@@ -66,12 +61,12 @@ def _fake(dp_class: type = PureDataplane) -> FakeDaemon:
     d.nets["blue"] = NetworkView("blue", blue, 42, "vxlan", "vxdp-blue", True, 1450, 65536, 1)
     d.nets["red"] = NetworkView("red", red, 43, "vxlan", "vxdp-red", False, 1400, 100, 0)
     d.eps.append(EndpointView("vxlan", A, 4789, ep))
-    dp.encap(blue, [_frame("ff:ff:ff:ff:ff:ff", MAC_A)], NOW)       # flooded to 2 peers
-    dp.encap(blue, [_frame(MAC_S, MAC_A, 200)], NOW)                 # unicast to the static entry
-    dp.encap(blue, [_frame(MAC_S, MAC_A, 3000)], NOW)                # too big
-    dp.decap(ep, [(B, encode_vxlan(42) + _frame(MAC_A, MAC_B, 120))], NOW)   # learns MAC_B
-    dp.decap(ep, [(STRANGER, encode_vxlan(42) + _frame(MAC_A, MAC_B))], NOW)  # unknown source
-    dp.decap(ep, [(B, encode_vxlan(999) + _frame(MAC_A, MAC_B))], NOW)       # unknown VNI
+    dp.encap(blue, [eth_frame("ff:ff:ff:ff:ff:ff", MAC_A, 100)], NOW)       # flooded to 2 peers
+    dp.encap(blue, [eth_frame(MAC_S, MAC_A, 200)], NOW)                 # unicast to the static entry
+    dp.encap(blue, [eth_frame(MAC_S, MAC_A, 3000)], NOW)                # too big
+    dp.decap(ep, [(B, encode_vxlan(42) + eth_frame(MAC_A, MAC_B, 120))], NOW)   # learns MAC_B
+    dp.decap(ep, [(STRANGER, encode_vxlan(42) + eth_frame(MAC_A, MAC_B, 100))], NOW)  # unknown source
+    dp.decap(ep, [(B, encode_vxlan(999) + eth_frame(MAC_A, MAC_B, 100))], NOW)       # unknown VNI
     return d
 
 
@@ -218,7 +213,7 @@ def test_values_are_read_at_scrape_time_not_cached():
         fams = {f.name: f for f in text_string_to_metric_families(generate_latest(reg).decode())}
         return _value(fams, "vxlan_dp_tap_frames", network="blue", direction="egress")
     before = egress()
-    d.dp.encap(d.nets["blue"].handle, [_frame(MAC_S, MAC_A)] * 5, NOW)
+    d.dp.encap(d.nets["blue"].handle, [eth_frame(MAC_S, MAC_A, 100)] * 5, NOW)
     assert egress() == before + 5
     del d.nets["red"]                                # a removed network disappears
     assert "red" not in {s.labels.get("network") for s in

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-import struct
 import threading
 import time
 from typing import Any
 
 import pytest
 
+from helpers import eth_frame, vxlan_payload
 from vxlan_dp.datapath.poll import POLL_MODES, LoopPumps, ThreadPumps, make_pumps
 from vxlan_dp.fastpath import NetworkParams, backends
 
@@ -28,11 +28,11 @@ MAC_A, MAC_X = bytes.fromhex("02000000000a"), bytes.fromhex("020000000099")
 
 
 def frame(dst: bytes, src: bytes, tag: int) -> bytes:
-    return dst + src + b"\x08\x00" + struct.pack("!H", tag) + bytes(50)
+    return eth_frame(dst, src, 68, tag=tag)
 
 
 def vxlan(inner: bytes) -> bytes:
-    return struct.pack("!II", 0x08000000, VNI << 8) + inner
+    return vxlan_payload(VNI, inner)
 
 
 @pytest.fixture(params=sorted(backends()))

@@ -16,6 +16,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import GRE, Ether
 from scapy.layers.vxlan import VXLAN
 
+from helpers import eth_frame, vxlan_payload
 from vxlan_dp.core import EP_COUNTERS, NET_COUNTERS
 from vxlan_dp.fastpath import NetworkParams, PureDataplane, backends
 from vxlan_dp.wire import encode_gre, encode_vxlan
@@ -39,15 +40,9 @@ VNI = 42
 NOW = 1000.0
 
 
-def mac(m: str) -> bytes:
-    return bytes.fromhex(m.replace(":", ""))
-
-
 def frame(dst: str = MAC_B, src: str = MAC_A, size: int = 64, vlan: bool = False) -> bytes:
     """An Ethernet frame of exactly `size` bytes (IPv4 ethertype, or 802.1Q-tagged IPv4)."""
-    hdr = mac(dst) + mac(src) + (b"\x81\x00\x00\x07\x08\x00" if vlan else b"\x08\x00")
-    body = bytes((i * 7) & 0xFF for i in range(size - len(hdr)))
-    return (hdr + body)[:size]
+    return eth_frame(dst, src, size, vlan=vlan)
 
 
 def make(kind: str = "vxlan", local: str = A, peers=(B, C, D), *, ipv4_header: bool = False,
@@ -57,10 +52,6 @@ def make(kind: str = "vxlan", local: str = A, peers=(B, C, D), *, ipv4_header: b
     net = dp.add_network(NetworkParams(vni=vni, encap=kind, local=local, **params), ep)
     dp.set_peers(net, list(peers))
     return dp, ep, net
-
-
-def vxlan_payload(vni: int, f: bytes) -> bytes:
-    return encode_vxlan(vni) + f
 
 
 def outer_vni(pkt: bytes) -> int:
