@@ -94,7 +94,7 @@ def test_a_network_created_on_one_host_appears_on_every_host() -> None:
                              backend="c")
         dl = DockerLab(lab, "c")
         dl.create("blue", "192.168.60.0/24", "vni=42", f"port={PORT}", hosts=[0])
-        assert _wait(lambda: all(d.docker("network", "inspect", "blue").returncode == 0 for d in dl.d), 15), \
+        assert until(lambda: all(d.docker("network", "inspect", "blue").returncode == 0 for d in dl.d), 15), \
             [lab.log_tail(h, 5) for h in lab.hosts]
         for d in dl.d[1:]:
             net = d.inspect("network", "blue")
@@ -108,7 +108,7 @@ def test_a_network_created_on_one_host_appears_on_every_host() -> None:
         for i in range(3):
             dl.d[i].check("rm", "-f", f"s{i + 1}")
         dl.d[1].check("network", "rm", "blue")
-        assert _wait(lambda: all(d.docker("network", "inspect", "blue").returncode != 0 for d in dl.d), 15)
+        assert until(lambda: all(d.docker("network", "inspect", "blue").returncode != 0 for d in dl.d), 15)
         assert lab.etcdctl("get", "--prefix", "--keys-only", "/vxlan-dp-docker/").stdout.strip() == ""
     finally:
         lab.close()
