@@ -189,6 +189,28 @@ def test_addresses_unique_across_hosts(dlab: DockerLab) -> None:
         dlab.remove("uniq")
 
 
+def test_dual_stack_container_addresses(dlab: DockerLab) -> None:
+    """--ipv6 with an IPv6 subnet beside the IPv4 one: each container gets one of each, unique
+    across hosts (the slices apply to both), and both reach the other host."""
+    import ipaddress
+
+    for i in range(2):
+        dlab.d[i].check("network", "create", "-d", "vxlan-dp", "--ipam-driver", "vxlan-dp", "--ipv6",
+                        "--subnet", "192.168.65.0/24", "--subnet", "fd00:65::/64", "-o", "vni=46",
+                        "-o", f"port={PORT}", "dual")
+    try:
+        addrs = []
+        for i in range(2):
+            dlab.run(i, f"d{i + 1}", "dual")
+            n = dlab.d[i].inspect("container", f"d{i + 1}")["NetworkSettings"]["Networks"]["dual"]
+            addrs.append((n["IPAddress"], n["GlobalIPv6Address"]))
+        assert all(ipaddress.ip_address(v6) in ipaddress.ip_network("fd00:65::/64") for _, v6 in addrs)
+        assert len({a for pair in addrs for a in pair}) == 4
+        assert dlab.ping(0, "d1", addrs[1][0]) and dlab.ping(0, "d1", addrs[1][1])
+    finally:
+        dlab.remove("dual")
+
+
 def test_two_networks_isolated(dlab: DockerLab) -> None:
     dlab.create("blue", "192.168.60.0/24", "vni=42", f"port={PORT}")
     dlab.create("red", "192.168.61.0/24", "vni=43", f"port={PORT}")  # the same UDP port: VNI tells

@@ -377,3 +377,20 @@ def test_docker_api_needs_etcd_and_an_address() -> None:
     with pytest.raises(ConfigError, match=r'^docker.api: "/var/run/docker.sock" is not a Docker API address'):
         parse_config('[daemon]\ncontrol = "etcd"\n[etcd]\nendpoints = ["198.18.0.254:2379"]\n'
                      '[docker]\napi = "/var/run/docker.sock"\n')
+
+
+def test_dual_stack_network_and_endpoint(env: Any) -> None:
+    cfg, daemon, _ = env
+
+    async def go() -> None:
+        p = Plugin(cfg, daemon)
+        req = _create({"vni": "42"})
+        req["IPv6Data"] = [{"AddressSpace": "vxlan-dp-local", "Gateway": "fd00:60::1/64", "Pool": "fd00:60::/64"}]
+        await p.create_network(req)
+        pool_id, _ = p.ipam.request_pool("vxlan-dp-local", "fd00:60::/64", "", True)
+        a = await p.request_address({"PoolID": pool_id, "Options": {"com.docker.network.endpoint.macaddress": MAC}})
+        assert a["Address"] == "fd00:60::2/64"   # host 1 of 2: the first half, past the gateway
+        assert await p.create_endpoint({"NetworkID": NET_ID, "EndpointID": EP_ID, "Interface": {
+            "Address": "192.168.60.2/24", "AddressIPv6": a["Address"], "MacAddress": MAC}}) == {"Interface": {}}
+
+    _run(go())

@@ -168,8 +168,6 @@ class Plugin:
         options = (req.get("Options") or {}).get(GENERIC) or {}
         if not isinstance(options, dict):
             raise PluginError(f"{GENERIC} is not an object")
-        if req.get("IPv6Data"):
-            raise PluginError("IPv6 container addresses are not supported yet (leave out --ipv6)")
         options = {str(k): str(v) for k, v in options.items()}
         if net_id in self.networks:          # libnetwork retrying, or a restart replaying it
             if self.networks[net_id].options == options:
@@ -226,9 +224,7 @@ class Plugin:
         net = self._network(req)
         ep_id = _required(req, "EndpointID")
         iface = req.get("Interface") or {}
-        if iface.get("AddressIPv6"):
-            raise PluginError("IPv6 container addresses are not supported yet")
-        if not iface.get("Address") or not iface.get("MacAddress"):
+        if not (iface.get("Address") or iface.get("AddressIPv6")) or not iface.get("MacAddress"):
             raise PluginError("endpoint without an address or MAC (use --ipam-driver vxlan-dp)")
         self.endpoints[ep_id] = DockerEndpoint(ep_id, net.id, iface["Address"], iface["MacAddress"].lower())
         self.save()
