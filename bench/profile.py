@@ -25,8 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def _report(data: str, children: bool, lines: int) -> str:
-    argv = ["perf", "report", "-i", data, "--stdio", "--percent-limit", "1.5", "--sort", "comm,dso,symbol",
+def _report(data: str, children: bool, lines: int, sort: str = "comm,dso,symbol") -> str:
+    argv = ["perf", "report", "-i", data, "--stdio", "--percent-limit", "1.5", "--sort", sort,
             "-g", "none", "--children" if children else "--no-children"]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     keep = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
@@ -70,7 +70,8 @@ def main() -> int:
         for name, data, p in perfs:
             p.wait(a.seconds + 60)
             role = "sender (TAP -> underlay)" if name == "h1" else "receiver (underlay -> TAP)"
-            sections.append(f"## {name}: {role}\n\n### self time\n\n```\n{_report(data, False, 25)}\n```\n\n"
+            sections.append(f"## {name}: {role}\n\n### self time by object\n\n```\n{_report(data, False, 12, 'dso')}"
+                            f"\n```\n\n### self time\n\n```\n{_report(data, False, 25)}\n```\n\n"
                             f"### with children\n\n```\n{_report(data, True, 25)}\n```\n")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(a.out, exist_ok=True)
