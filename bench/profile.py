@@ -42,14 +42,13 @@ def main() -> int:
     if shutil.which("perf") is None:
         print("perf is not installed (apt-get install linux-perf)", file=sys.stderr)
         return 2
-    from vxlan_dp.lab import Lab, netns
+    from vxlan_dp.lab import Lab
 
     tmp = tempfile.mkdtemp(prefix="vxdp-profile-")
     sections = []
     with Lab(2) as lab:
         for h in lab.hosts:
-            lab.add_container(h, mtu=lab.overlay_mtu("vxlan"))
-            netns.tx_checksum(h.ns, "ul0", True)    # default offloads, as users run it
+            lab.add_container(h, mtu=lab.overlay_mtu("vxlan"))     # default offloads, as users run it
         lab.settle()
         extra = f'poll = "{a.poll}"\n' if a.poll else ""
         for h in lab.hosts:
