@@ -345,6 +345,10 @@ def render_status(ans: dict[str, Any]) -> str:
                          f"{', snooping' if nb['snoop'] else ''}: {nb['entries']} entries; answered "
                          f"{nc['arp_suppressed']} arp / {nc['nd_suppressed']} nd, {nc['unknown_flooded']} "
                          f"unknown flooded")
+        if c.get("csum_completed"):
+            lines.append(f"  partial checksums completed: {c['csum_completed']} "
+                         f"({rate(r, 'csum_completed')}/s), last from {n.get('csum_peer') or '?'}: the "
+                         f"sender's virtual link leaves them to a TX checksum offload")
         lines.append(f"  drops: {_drops(c, r)}")
     if not ans["networks"]:
         lines.append("(no networks)")

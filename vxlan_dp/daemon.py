@@ -46,7 +46,7 @@ from .frontend import FrontEnd, FrontEndError, ReloadRejected
 from .networks import Networks
 from .systemd import Notifier, watchdog_interval
 from .view import ReloadStats, View
-from .watch import OffloadFallbacks, UnderlayWatch
+from .watch import OffloadFallbacks, PartialChecksums, UnderlayWatch
 
 __all__ = ["Daemon"]
 
@@ -238,12 +238,14 @@ class Daemon:
         for fe in self.front_ends:
             await fe.start(stack, self.view, self)
         fallbacks, underlay = OffloadFallbacks(self.dp), UnderlayWatch(self.networks)
+        partial = PartialChecksums(self.networks)
 
         def ageing() -> None:
             self.dp.age(time.monotonic())
             fallbacks.check()
         tasks = [_every(lambda: self.config.daemon.fdb_sweep, ageing),
                  _every(lambda: UNDERLAY_CHECK, underlay.check),
+                 _every(lambda: UNDERLAY_CHECK, lambda: partial.check(time.monotonic())),
                  _every(lambda: 1.0, lambda: self.networks.rekey_due(time.monotonic()))]
         wd = watchdog_interval()
         if wd:

@@ -190,6 +190,9 @@ class DataplaneCollector:
         aged = CounterMetricFamily(_name("fdb_aged"), "Learned entries removed by ageing.", labels=["network"])
         refused = CounterMetricFamily(_name("fdb_learning_refused"), "Source MACs not learned because the table "
                                       "was full (max_fdb_entries).", labels=["network"])
+        csum = CounterMetricFamily(_name("checksums_completed"), "Inner TCP/UDP packets from peers whose checksum "
+                                   "the sender left partial (a virtual link with TX checksum offload), completed "
+                                   "before the TAP.", labels=["network"])
         for n in nets:
             c = dp.counters(n.handle)
             name = n.name
@@ -218,8 +221,9 @@ class DataplaneCollector:
             moved.add_metric([name], c.get("fdb_moved", 0))
             aged.add_metric([name], c.get("fdb_aged", 0))
             refused.add_metric([name], c.get("fdb_full", 0))
+            csum.add_metric([name], c.get("csum_completed", 0))
         yield from (info, tap_up, mtu, peers, tap_frames, tap_bytes, tun_packets, tun_bytes, batches, drops,
-                    flood, copies, fdb, fdb_max, learned, moved, aged, refused)
+                    flood, copies, fdb, fdb_max, learned, moved, aged, refused, csum)
 
     def _neigh(self, nets: list[NetworkView]) -> Iterator[Metric]:
         """ARP / ND suppression (vxlan_dp/neighbours.py), per network."""

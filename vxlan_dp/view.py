@@ -138,6 +138,8 @@ class View:
                 "peers": dp.peers(n.handle),
                 "fdb": [r._asdict() for r in dp.fdb_dump(n.handle, now)],
                 "counters": dp.counters(n.handle),
+                # outer source of the last inner checksum completed (wire/csum.py), or None
+                "csum_peer": dp.csum_peer(n.handle),
                 "neigh": self.networks.neigh.status(name),
                 # key ids only, never material
                 "encryption": None if n.keys is None else {

@@ -8,6 +8,9 @@ Invariants:
   network and the recovery, never one line per packet.
 - An offload that the data path turned off at run time (the path refused UDP_SEGMENT, a TAP
   refused a GSO frame) is logged once per new fallback, by `OffloadFallbacks.check`.
+- Inner checksums a peer left partial (csum_completed, vxlan_dp/wire/csum.py): `PartialChecksums`
+  logs the start of an episode per network, naming the sending peer and the likely cause, a
+  new peer joining an episode, and its end after CSUM_QUIET seconds without one.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from .datapath.underlay import underlay_mtu
 from .fastpath.api import Dataplane
 from .networks import Networks
 
-__all__ = ["OffloadFallbacks", "UnderlayWatch"]
+__all__ = ["OffloadFallbacks", "UnderlayWatch", "PartialChecksums", "CSUM_QUIET"]
+
+CSUM_QUIET = 60.0       # seconds without a completed checksum that end an episode
 
 log = logging.getLogger("vxlan_dp")
 
@@ -70,3 +75,42 @@ class OffloadFallbacks:
             log.warning("a TAP refused a GSO frame (%s): writing frames one by one",
                         os.strerror(st["tap_gso_errno"]))
         self._seen = now
+
+
+class PartialChecksums:
+    """Say once per episode that a network completes checksums a peer left partial, and who."""
+
+    def __init__(self, networks: Networks) -> None:
+        self.networks = networks
+        self._seen: dict[int, int] = {}             # handle -> csum_completed at the last check
+        self._open: dict[int, tuple[int, float, set[str]]] = {}  # handle -> (count at start, last rise, peers)
+
+    def check(self, now: float) -> None:
+        dp = self.networks.dp
+        for name, n in self.networks.items():
+            done = dp.counters(n.handle)["csum_completed"]
+            last = self._seen.get(n.handle, 0)
+            self._seen[n.handle] = done
+            ep = self._open.get(n.handle)
+            if done > last:
+                peer = dp.csum_peer(n.handle) or "an unknown source"
+                if ep is None:
+                    self._open[n.handle] = (last, now, {peer})
+                    log.info("network %s: completing inner TCP/UDP checksums that peer %s left partial "
+                             "(%d packets so far); likely a virtual link (veth, virtio-net, a virtual "
+                             "switch) with TX checksum offload at the sender, which never fills them. "
+                             "Nothing to do: vxlan-dp completes them (csum_completed)", name, peer, done - last)
+                else:
+                    if peer not in ep[2]:
+                        ep[2].add(peer)
+                        log.info("network %s: peer %s leaves inner checksums partial too", name, peer)
+                    self._open[n.handle] = (ep[0], now, ep[2])
+            elif ep is not None and now - ep[1] >= CSUM_QUIET:
+                del self._open[n.handle]
+                log.info("network %s: no partial checksums for %.0f s; %d completed in that episode",
+                         name, CSUM_QUIET, done - ep[0])
+        live = {n.handle for _, n in self.networks.items()}
+        for h in self._seen.keys() - live:
+            del self._seen[h]
+        for h in self._open.keys() - live:
+            del self._open[h]

@@ -16,6 +16,7 @@ where nothing is ever partial: csum_completed stays 0.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -104,6 +105,19 @@ def test_kernel_vxlan_matrix(make_lab, backend, ipv6, tx_csum_off):
             report.append(f"{where}: csum_completed {c['csum_completed']} with tx_csum_off={tx_csum_off}")
         if c["drop_too_big"] or c["drop_malformed"]:
             report.append(f"{where}: drops {c}")
+        if not tx_csum_off and nets[f"n{i}"]["csum_peer"] != h2.address(ipv6):
+            report.append(f"{where}: status names {nets[f'n{i}']['csum_peer']} as the sender")
+    # the operator is told once per network, with the peer and the likely cause
+    time.sleep(1.2)                 # the daemon looks at the counters every second
+    with open(h1.log_path) as f:
+        told = [ln for ln in f if "left partial" in ln]
+    if not tx_csum_off:
+        for i in range(len(PORTS)):
+            mine = [ln for ln in told if f"network n{i}:" in ln]
+            if len(mine) != 1 or h2.address(ipv6) not in mine[0] or "TX checksum offload" not in mine[0]:
+                report.append(f"n{i}: log lines {mine}")
+    elif told:
+        report.append(f"log lines without partial checksums: {told}")
     assert not report, "\n".join(report)
 
 

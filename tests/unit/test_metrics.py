@@ -102,6 +102,7 @@ EXPECTED = {
     "vxlan_dp_drops": ("counter", {"network", "reason"}),
     "vxlan_dp_flood_frames": ("counter", {"network"}),
     "vxlan_dp_flood_replications": ("counter", {"network"}),
+    "vxlan_dp_checksums_completed": ("counter", {"network"}),
     "vxlan_dp_fdb_entries": ("gauge", {"network", "type"}),
     "vxlan_dp_fdb_max_entries": ("gauge", {"network"}),
     "vxlan_dp_fdb_learned": ("counter", {"network"}),
