@@ -402,3 +402,31 @@ def test_decap_passes_super_frames_and_drops_udp_ones(v6: bool) -> None:
         assert out == [(net, tcp_sf)]
         assert c["drop_too_big"] == 1 and c["csum_completed"] == 0 and st_["rx_super_frames"] == 1
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_completed_segments_coalesce_like_complete_ones(v6: bool) -> None:
+    """The TAP write stage coalesces what decap hands it: partial segments, once completed,
+    join one GSO run exactly as segments that came complete do (no per-packet fallback)."""
+    from vxlan_dp.wire.offload import coalesce
+    if _C is None:
+        pytest.skip("C fast path not built")
+    fam = 6 if v6 else 4
+    segs = []
+    for i in range(4):
+        l3: Any = IPv6(src="fd00::1", dst="fd00::2") if v6 else IP(src="192.168.0.11", dst="192.168.0.21",
+                                                                     flags="DF", id=100 + i)
+        segs.append(bytes(Ether(src=A, dst=B) / l3 / TCP(sport=5201, dport=40000, seq=1 + 1000 * i, ack=9,
+                                                           flags="A") / Raw(_pay(1000, i))))
+    vx = bytes([8, 0, 0, 0, 0, 0, 42, 0])
+    for dp in (PureDataplane(), _C.Dataplane()):
+        ep = dp.add_endpoint("vxlan", -1)
+        net = dp.add_network(NetworkParams(vni=42, encap="vxlan", local=LOCAL[fam]), ep)
+        dp.set_peers(net, PEERS[fam])
+        out = [f for _, f in dp.decap(ep, [(PEERS[fam][0], vx + make_partial(s)) for s in segs], 1.0)]
+        assert out == segs and dp.counters(net)["csum_completed"] == 4
+        for impl_coalesce in (coalesce, _C.coalesce):
+            items = impl_coalesce(out)
+            assert len(items) == 1 and items[0][0].gso_type in (1, 4), items
+            # left partial they would not have: GRO takes only segments whose checksum verifies
+            assert len(impl_coalesce([make_partial(s) for s in segs])) == 4

@@ -25,10 +25,13 @@ network of the endpoint -> ep drop_unknown_vni (NVGRE networks match key >> 8, p
 the whole key, plain first); a `strict` vxlan network with any reserved bit set (flags other
 than exactly 0x08, or a non-zero reserved byte) -> ep drop_bad_flags; source not a peer (unless allow_unknown_sources) -> net
 drop_unknown_source; inner frame < 14 bytes or group source MAC -> net drop_malformed; inner
-frame too big -> net drop_too_big; learn (if learning) source MAC -> outer source; rx_packets,
-rx_bytes (payload length); an inner TCP/UDP checksum the peer left partial is completed in the
-frame (vxlan_dp/wire/csum.py has the rule): csum_completed += 1 and `csum_peer(net)` says that
-source; then written to the TAP: tap_tx_frames/bytes or drop_tap_write_error.
+frame too big -> net drop_too_big, unless it is a peer's TCP super-frame (wire/csum.py
+super_frame: offload stat rx_super_frames, delivered whole); learn (if learning) source MAC ->
+outer source; rx_packets, rx_bytes (payload length); an inner TCP/UDP checksum the peer left
+partial is completed in the frame (vxlan_dp/wire/csum.py has the rule): csum_completed += 1 and
+`csum_peer(net)` says that source; then written to the TAP: tap_tx_frames/bytes or
+drop_tap_write_error (a super-frame: one GSO write where the TAP took TSO for its IP version,
+else split at the MTU's segment size; counted as its segments, rx_super_segments).
 
 Local-MAC table (per network; what the etcd control plane publishes as "this MAC is here"):
 the unicast source MAC of every frame read from the TAP that is at least an Ethernet header
