@@ -221,6 +221,17 @@ def cmd_bench(a: argparse.Namespace) -> int:
         data, _ = run_scale(cases, backends, peers=a.peers, seconds=a.seconds or 2.0, repeat=a.repeat,
                             out_dir=a.out)
         return 0 if all("error" not in r for r in data["static"]) else EXIT_RUNTIME
+    if a.what == "etcd":
+        if _tools_missing("vxlan-dp bench etcd", ["etcd", "etcdctl"]):
+            return EXIT_USAGE
+        from .bench.etcd import run_etcd
+        try:
+            run_etcd(["c", "python"] if a.backend_all else [a.backend], members=a.members,
+                     per_member=a.per_member, out_dir=a.out)
+        except ValueError as e:
+            print(f"vxlan-dp bench etcd: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        return 0
     if a.what == "soak":
         if a.minutes <= 0:
             print("vxlan-dp bench soak: --minutes must be positive", file=sys.stderr)
@@ -514,15 +525,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="encapsulation micro-bench, end-to-end throughput against the kernel, "
-                                     "a soak under load, or scale (many networks, entries, peers)")
-    b.add_argument("what", choices=["encap", "e2e", "soak", "scale"])
+                                     "a soak under load, scale (many networks, entries, peers), or the etcd "
+                                     "control plane at scale")
+    b.add_argument("what", choices=["encap", "e2e", "soak", "scale", "etcd"])
     b.add_argument("--seconds", type=float, help="per measurement (default 1 for encap, 5 for e2e)")
     b.add_argument("--variants", help="e2e tunnels, comma-separated (default kernel,kernel-txoff,c,c-interrupt,"
                                           "c-busy,python,socat)")
     b.add_argument("--minutes", type=float, default=10.0,
                    help="soak: how long to run under full iperf3 load (default 10)")
-    b.add_argument("--backend", choices=["c", "python"], default="c", help="soak, scale: the daemons' fast path")
-    b.add_argument("--both-backends", dest="backend_all", action="store_true", help="scale: run each case on c and python")
+    b.add_argument("--backend", choices=["c", "python"], default="c", help="soak, scale, etcd: the daemons' fast path")
+    b.add_argument("--both-backends", dest="backend_all", action="store_true",
+                   help="scale, etcd: run each case on c and python")
+    b.add_argument("--members", type=int, default=200, help="etcd: simulated member hosts in the store (default 200)")
+    b.add_argument("--per-member", type=int, default=100, help="etcd: MACs each member publishes (default 100)")
     b.add_argument("--cases", help="scale: comma-separated cases (default all: 1x0,100x0,1x100k,100x1k,1000x0,"
                                    "replication; NxE = N networks with E static FDB entries each)")
     b.add_argument("--peers", type=int, default=1000, help="scale: peers of the replication case (default 1000)")
