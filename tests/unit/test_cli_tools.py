@@ -81,3 +81,16 @@ def test_demo_as_a_user_runs_it_without_ping(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "vxlan-dp demo: missing tool: ping; install with: apt-get install iputils-ping" in r.stderr
     assert "Errno" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_etcd_without_etcd_and_with_a_bad_size(tmp_path, monkeypatch, capsys, nothing_created):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setenv("PATH", _path_with(tmp_path, "etcdctl"))
+    assert cli.main(["bench", "etcd"]) == 2
+    assert capsys.readouterr().err == ("vxlan-dp bench etcd: missing tool: etcd; "
+                                       "install with: apt-get install etcd-server\n")
+    monkeypatch.setenv("PATH", _path_with(tmp_path, "etcd", "etcdctl"))
+    assert cli.main(["bench", "etcd", "--members", "50"]) == 2
+    assert capsys.readouterr().err == "vxlan-dp bench etcd: members must be more than the 50 that leave\n"
+    assert cli.main(["bench", "etcd", "--per-member", "300"]) == 2
+    assert "per-member must be 1..256" in capsys.readouterr().err
