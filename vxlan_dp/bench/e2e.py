@@ -10,6 +10,11 @@ Tunnels (VARIANTS), each in its own lab, all in the same run:
   (poll = "adaptive"); `c-interrupt`, `c-busy`: the C backend in the other poll modes, for
   their latency next to their CPU cost.
 - `socat`: socat's TAP-over-UDP, the naive userspace baseline.
+- `c-esp`: vxlan-dp with the C backend on an encrypted network (ESP in UDP, AES-256-GCM);
+  its containers' MTU leaves room for ESP.
+- `wireguard-go`: Debian's wireguard-go between the two hosts, L3 over its own UDP port
+  (51820) on the same underlay; its rows measure host to host through the wg interfaces (a
+  WireGuard tunnel carries IP, not Ethernet frames, so there is no bridge and no container).
 Per tunnel: single- and 4-stream TCP (iperf3) with whole-machine CPU seconds per GB received;
 UDP with 64-byte payloads from a flooding sender (`-b 0`), packets per second DELIVERED;
 ping p50/p99 and a TCP request/response test (1-byte transactions, vxlan_dp/bench/rr.py),
@@ -25,11 +30,12 @@ import subprocess
 import sys
 import time
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from ..lab import Lab, netns
 from ..lab.lab import Host
+from ..wire.esp import ESP_EXTRA
 from .report import Progress, machine_info, write_results
 
 __all__ = ["run_e2e", "VARIANTS", "DEFAULT_VARIANTS"]
@@ -37,10 +43,11 @@ __all__ = ["run_e2e", "VARIANTS", "DEFAULT_VARIANTS"]
 
 @dataclass(frozen=True)
 class Variant:
-    tunnel: str                 # kernel | c | python | socat
+    tunnel: str                 # kernel | c | python | socat | wireguard-go
     tx_csum: bool = True        # underlay veth TX checksum offload (the kernel's default: on)
     daemon_extra: str = ""      # further [daemon] keys for vxlan-dp
     label: str = ""
+    encrypt: bool = False       # vxlan-dp: ESP in UDP with a generated key
 
 
 VARIANTS: dict[str, Variant] = {
@@ -51,7 +58,11 @@ VARIANTS: dict[str, Variant] = {
     "c-busy": Variant("c", daemon_extra='poll = "busy"\n', label="vxlan-dp C backend, poll = busy (holds a core)"),
     "python": Variant("python", label="vxlan-dp Python backend, defaults"),
     "socat": Variant("socat", label="socat TAP over UDP"),
+    "c-esp": Variant("c", encrypt=True, label="vxlan-dp C backend, encrypted (ESP in UDP, AES-256-GCM)"),
+    "wireguard-go": Variant("wireguard-go", label="wireguard-go (Debian), L3, UDP 51820, host to host"),
 }
+WG_PORT = 51820
+WG_NET = "10.99.0."
 DEFAULT_VARIANTS = ("kernel", "kernel-txoff", "c", "c-interrupt", "c-busy", "python", "socat")
 SOCAT_PORT = 9999
 RR_PORT = 5301
@@ -113,10 +124,18 @@ def _setup(lab: Lab, v: Variant) -> list[int]:
             lab.add_kernel_vxlan(h)
         return []
     if v.tunnel in ("c", "python"):
+        extra = ""
+        if v.encrypt:
+            from ..keyman import new_key_file
+            key_file = os.path.join(lab.workdir, "bench.key")
+            new_key_file(key_file)
+            extra = f'encrypt = true\nkey_file = "{key_file}"'
         for h in lab.hosts:
-            lab.start_daemon(h, lab.network_toml(h), backend=v.tunnel,
+            lab.start_daemon(h, lab.network_toml(h, extra=extra), backend=v.tunnel,
                              daemon_toml='[daemon]\nmetrics = ""\nlog_level = "info"\n' + v.daemon_extra)
         return [h.proc.pid for h in lab.hosts if h.proc]
+    if v.tunnel == "wireguard-go":
+        return _start_wireguard(lab)
     if v.tunnel == "socat":
         procs = [_start_socat(lab, h1, h2, mtu), _start_socat(lab, h2, h1, mtu)]
         lab._pids.extend(p.pid for p in procs)  # the lab stops them with itself
@@ -126,7 +145,56 @@ def _setup(lab: Lab, v: Variant) -> list[int]:
     raise ValueError(v.tunnel)
 
 
+def _wg_uapi(name: str, text: str) -> None:
+    """wireguard-go's configuration protocol (wireguard.com/xplatform): one `set` on its socket."""
+    import socket
+    deadline = time.monotonic() + 10
+    path = f"/var/run/wireguard/{name}.sock"
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"wireguard-go did not open {path}")
+        time.sleep(0.05)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(("set=1\n" + text + "\n").encode())
+        reply = s.recv(4096).decode()
+    if "errno=0" not in reply:
+        raise RuntimeError(f"wireguard-go {name}: {reply.strip()}")
+
+
+def _start_wireguard(lab: Lab) -> list[int]:
+    """wireguard-go on both hosts, peered over the underlay; its interfaces get WG_NET.1 / .2."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    keys = [X25519PrivateKey.generate() for _ in lab.hosts]
+    pubs = [k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) for k in keys]
+    procs = []
+    for i, h in enumerate(lab.hosts):
+        name = f"wg{lab.sfx}{i}"          # the UAPI socket directory is shared by every namespace
+        p = netns.popen(h.ns, ["wireguard-go", "-f", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        env=dict(os.environ, LOG_LEVEL="error"))
+        procs.append(p)
+        lab._pids.append(p.pid)
+        lab._save_state()
+        other = lab.hosts[1 - i]
+        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+        priv = keys[i].private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        _wg_uapi(name, f"private_key={priv.hex()}\nlisten_port={WG_PORT}\npublic_key={pubs[1 - i].hex()}\n"
+                       f"endpoint={other.ip4}:{WG_PORT}\nallowed_ip={WG_NET}{2 - i}/32\n")
+        with netns.ipr(h.ns) as ipr:
+            idx = ipr.link_lookup(ifname=name)[0]
+            ipr.addr("add", index=idx, address=f"{WG_NET}{i + 1}", prefixlen=24)
+            ipr.link("set", index=idx, state="up")
+    lab._wg = procs  # type: ignore[attr-defined]  # stopped with the lab, like socat
+    return [p.pid for p in procs]
+
+
 def _teardown_extra(lab: Lab) -> None:
+    for p in getattr(lab, "_wg", []):
+        if p.poll() is None:
+            p.terminate()
+            p.wait(5)
     for p in getattr(lab, "_socat", []):
         if p.poll() is None:
             p.terminate()
@@ -177,12 +245,14 @@ def measure(name: str, seconds: float, progress: Callable[[str], None], *,
     res: dict[str, Any] = {"variant": name, "label": v.label, "tx_csum": v.tx_csum, "iperf3_errors": []}
     with Lab(2, tx_csum_off=not v.tx_csum) as lab:    # the lab's own labelled option
         for h in lab.hosts:
-            lab.add_container(h, mtu=lab.overlay_mtu("vxlan"))
+            lab.add_container(h, mtu=lab.overlay_mtu("vxlan") - (ESP_EXTRA if v.encrypt else 0))
         lab.settle()
         pids = _setup(lab, v)
         try:
             h1, h2 = lab.hosts
             a, b = h1.containers[0], h2.containers[0]
+            if v.tunnel == "wireguard-go":  # L3: host to host through the wg interfaces
+                a, b = replace(a, ns=h1.ns, ip=f"{WG_NET}1"), replace(b, ns=h2.ns, ip=f"{WG_NET}2")
             if not lab.ping(a, b.ip, count=3).ok:
                 raise RuntimeError(f"{name}: containers cannot reach each other")
             progress(f"{name}: latency (ping, request/response)")
