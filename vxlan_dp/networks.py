@@ -216,7 +216,9 @@ class Networks:
         log.info("network %s up: vni %d %s tap %s mtu %d peers %d", cfg.name, cfg.vni, cfg.encap, cfg.tap,
                  mtu, len(desired.peers))
 
-    def stop(self, name: str) -> None:
+    def stop(self, name: str, *, closing: list[Tap] | None = None) -> None:
+        """Stop network `name`; its TAP is closed here, or appended to `closing` for the
+        caller to close with others (Tap.close_many)."""
         loop = asyncio.get_running_loop()
         net = self._nets.pop(name)
         if net.recovering:
@@ -224,7 +226,10 @@ class Networks:
         if net.tap is not None:
             if net.tap.fd >= 0:
                 self.pumps.remove_tap(net.handle, net.tap.fd)
-            net.tap.close()
+            if closing is None:
+                net.tap.close()
+            else:
+                closing.append(net.tap)
         self.neigh.detach(name)
         self.dp.remove_network(net.handle)
         self._release_endpoint(net.ep_key, name, loop)
@@ -316,11 +321,16 @@ class Networks:
 
     def close(self) -> None:
         """Stop every network and close the egress sockets: after this no fd of ours is open."""
+        taps: list[Tap] = []
         for name in list(self._nets):
             try:
-                self.stop(name)
+                self.stop(name, closing=taps)
             except Exception as e:  # noqa: BLE001 - tear down the rest regardless
                 log.error("network %s: teardown: %s", name, e)
+        try:
+            Tap.close_many(taps)        # the data plane no longer holds any of these fds
+        except Exception as e:  # noqa: BLE001 - the exit path goes on
+            log.error("removing the TAPs: %s", e)
         if self._pumps is not None:
             self._pumps.stop()
             self._pumps = None

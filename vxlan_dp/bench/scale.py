@@ -130,7 +130,7 @@ def run_static_case(lab: Lab, case: Case, backend: str, timeout: float = 300.0) 
         out["hwm_kib"] = _status_value(proc.pid, "VmHWM")
         out.update(_check_state(sock_path, case))
         t1 = time.monotonic()
-        out["stop_exit"] = netns.stop(proc, signal.SIGTERM, 120.0)
+        out["stop_exit"] = netns.stop(proc, signal.SIGTERM, 600.0)
         out["stop_s"] = round(time.monotonic() - t1, 3)
     finally:
         notify.close()

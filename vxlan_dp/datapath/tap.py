@@ -190,15 +190,30 @@ class Tap:
     @netlink_call
     def close(self) -> None:
         """Close the fd and remove the TAP; remove the bridge too if we made it and it is empty."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        Tap.close_many([self])
+
+    @staticmethod
+    @netlink_call
+    def close_many(taps: Sequence["Tap"]) -> None:
+        """`close` for many TAPs in one netlink session: the TAPs first, then one look at which
+        of our bridges are left without ports (a dump per TAP made closing 1,000 networks
+        quadratic: seconds each)."""
+        for t in taps:
+            if t.fd >= 0:
+                os.close(t.fd)
+                t.fd = -1
         with IPRoute() as ipr:
-            _delete(ipr, self.name)
-            if self.bridge and self._own_bridge:
-                bidx = _link_index(ipr, self.bridge)
-                if bidx is not None and not any(l.get("IFLA_MASTER") == bidx for l in ipr.get_links()):
-                    _delete(ipr, self.bridge)
+            for t in taps:
+                _delete(ipr, t.name)
+            bridges = {t.bridge for t in taps if t.bridge and t._own_bridge}
+            if not bridges:
+                return
+            links = ipr.get_links()
+            index = {str(link.get("IFLA_IFNAME")): int(link["index"]) for link in links}
+            busy = {link.get("IFLA_MASTER") for link in links}
+            for b in sorted(bridges):
+                if b in index and index[b] not in busy:
+                    _delete(ipr, b)
 
 
 def _delete(ipr: IPRoute, name: str) -> None:
