@@ -211,7 +211,7 @@ class DaemonConfig:
     log_level: str = "info"
     fdb_sweep: float = 5.0                  # seconds between FDB ageing sweeps
     offload: bool = True                    # TAP TSO/GRO, UDP_SEGMENT, UDP_GRO where probed to work
-    poll: str = "adaptive"                  # "interrupt" | "adaptive" | "busy" (datapath/poll.py)
+    poll: str = "interrupt"                 # "interrupt" | "adaptive" | "busy" (datapath/poll.py)
     poll_spin_us: int = 100                 # adaptive: how long to keep polling after traffic
 
     @property

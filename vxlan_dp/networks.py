@@ -83,7 +83,7 @@ class Network:
 class Networks:
     """The running networks, their endpoints and egress sockets, on the running event loop."""
 
-    def __init__(self, dp: Dataplane, offload: OffloadPlan, *, poll: str = "adaptive", poll_spin_us: int = 100) -> None:
+    def __init__(self, dp: Dataplane, offload: OffloadPlan, *, poll: str = "interrupt", poll_spin_us: int = 100) -> None:
         self.dp = dp
         self.offload = offload
         self.poll, self.poll_spin_us = poll, poll_spin_us

@@ -1,6 +1,6 @@
 """`[daemon] poll`: what each mode costs in CPU, measured from /proc/PID/stat of a live daemon.
 
-- adaptive (the default) and interrupt: once traffic stops, the daemon sleeps: its CPU use
+- interrupt (the default) and adaptive: once traffic stops, the daemon sleeps: its CPU use
   falls to near zero within a second (a spin is bounded by poll_spin_us, then epoll blocks).
 - busy: the daemon holds ONE core while idle, documented as such, and no more: one pump
   thread (C) or the event loop (Python) polls, nothing else spins. On this shared 2-core

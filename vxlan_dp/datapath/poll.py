@@ -1,10 +1,13 @@
 """Readiness to pumps: who waits on the TAPs and underlay sockets, and how (`[daemon] poll`).
 
 Modes, the same for both backends:
-- "interrupt": sleep until a descriptor is readable; no CPU while idle.
-- "adaptive" (default): as interrupt, but after a round that moved packets keep polling for
+- "interrupt" (default): sleep until a descriptor is readable; no CPU while idle.
+- "adaptive": as interrupt, but after a round that moved packets keep polling for
   `poll_spin_us` more, so a reply arriving inside that window is taken without a sleep and a
-  wake-up; idle, it sleeps like interrupt and uses no CPU.
+  wake-up; idle, it sleeps like interrupt and uses no CPU. Not the default: on the 2-core
+  machine this project is measured on, the spin costs bulk throughput (the CPU it burns is
+  the CPU iperf3 and the kernel need) for a few microseconds of request/response latency;
+  bench/README.md has the figures.
 - "busy": never sleep. Holds ONE core whatever the number of networks: the one pump thread
   (C backend) or the event loop (Python backend) polls without pause.
 
