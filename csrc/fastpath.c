@@ -349,6 +349,35 @@ static void gso_send(struct vxdp_dp *dp, struct sink *s, struct vxdp_net *n,
             memcpy(CMSG_DATA(cm), &size, sizeof size);
         }
         for (; d < ndst; d++) {
+            if (n->esp) {       /* encrypted: this destination's datagrams, each sealed with its own
+                                 * sequence number, then ONE UDP_SEGMENT send of their ESP payloads
+                                 * (equal-length segments seal to equal-length datagrams) */
+                int ohlen = n->iphl + n->l4hlen, j = 0;
+                bytes = 0;
+                for (; j < cnt; j++) {
+                    uint8_t *b = q->seg[j];     /* the raw queue was flushed: its slots are free */
+                    memcpy(b + VXDP_HDR_MAX, gb->hdr[j] + VXDP_HDR_MAX, gb->ihlen);
+                    uint8_t *h = b + VXDP_HDR_MAX - ohlen;
+                    vxdp_outer_write(n, &gb->o[j], &dsts[d], h);
+                    uint8_t *out = q->esp + (size_t)j * VXDP_ESP_BUF;
+                    uint32_t sl = vxdp_esp_seal(n->esp, n->family, h, ohlen + (int)gb->ihlen, gb->payload[j],
+                                                gb->seglen[j] - gb->ihlen, out);
+                    if (!sl)
+                        break;
+                    gb->iov[j].iov_base = out + n->iphl + 8;
+                    gb->iov[j].iov_len = sl - (uint32_t)n->iphl - 8;
+                    bytes += sl;
+                }
+                if (j < cnt) {          /* libcrypto refused: counted as a failed send */
+                    c->drop_socket_error += (uint64_t)cnt;
+                    continue;
+                }
+                m.msg_iovlen = (size_t)cnt;
+                if (cnt > 1) {
+                    uint16_t size = (uint16_t)gb->iov[0].iov_len;
+                    memcpy(CMSG_DATA(CMSG_FIRSTHDR(&m)), &size, sizeof size);
+                }
+            }
             memset(&sa, 0, sizeof sa);
             if (n->family == 4) {
                 sa.v4.sin_family = AF_INET;
@@ -418,10 +447,11 @@ static void encap_super(struct vxdp_dp *dp, struct sink *s, struct vxdp_net *n,
         dp->tx_gso[fam] = true;         /* re-probe: the next send says whether it works now */
         dp->tx_gso_retry[fam] = 0;
     }
-    /* encrypted segments take the raw queue: each datagram is sealed on its own */
-    if (s->send && n->udp && !n->esp && dp->tx_gso[fam] && sp->nseg > 1) {
-        /* UDP length is 16 bits: IPv4 65535 - 20 - 8, IPv6 payload 65535 - 8 */
-        uint32_t lim = (n->family == 4 ? 65507u : 65527u) / (8 + sp->hlen + sp->gso);
+    if (s->send && n->udp && dp->tx_gso[fam] && sp->nseg > 1) {
+        /* UDP length is 16 bits: IPv4 65535 - 20 - 8, IPv6 payload 65535 - 8; an encrypted
+         * datagram carries ESP around the UDP header and payload it would have had */
+        uint32_t lim = (n->family == 4 ? 65507u : 65527u) /
+                       (8 + sp->hlen + sp->gso + (n->esp ? vxdp_esp_overhead_max() : 0));
         maxn = lim < VXDP_GSO_SEGS ? lim : VXDP_GSO_SEGS;
     }
     bool gso = maxn >= 2;

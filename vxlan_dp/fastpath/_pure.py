@@ -542,8 +542,7 @@ class Dataplane:
             for item in frames if n.vnet else ():
                 segs, superframe = self._expand(n, item, now)
                 packets = self._encap_frames(n, segs, now)
-                if (superframe and len(segs) > 1 and n.params.encap != "gre" and self._tx_gso[n.family]
-                        and n.esp is None):     # encrypted: every datagram sealed on its own
+                if superframe and len(segs) > 1 and n.params.encap != "gre" and self._tx_gso[n.family]:
                     self._send_gso(n, packets, len(segs[0]), now)
                 else:
                     self._send(n, packets)
@@ -552,7 +551,8 @@ class Dataplane:
     def _send_gso(self, n: _Net, packets: list[tuple[str, bytes]], seg0: int, now: float) -> None:
         """The segments of one super-frame (outer packets, segment-major): UDP_SEGMENT sends of
         up to GSO_SEGS datagrams per destination, in csrc/fastpath.c gso_send's order."""
-        maxn = min(GSO_SEGS, (65507 if n.family == 4 else 65527) // (8 + seg0))
+        # an encrypted datagram carries ESP around the UDP header and payload it would have had
+        maxn = min(GSO_SEGS, (65507 if n.family == 4 else 65527) // (8 + seg0 + (ESP_EXTRA if n.esp else 0)))
         if maxn < 2 or not packets:
             self._send(n, packets)
             return
