@@ -55,6 +55,10 @@
  *              else is one write() per frame (a TAP takes one frame per write). A GSO write
  *              the TAP refuses turns coalescing off for that TAP (counted) and the run's
  *              frames are written one by one.
+ * Encrypted networks (esp.c): every outer packet is sealed as it is queued (enqueue: into
+ * txq->esp, the frame read once by the cipher, never copied first), a super-frame's segments
+ * are sealed one by one inside gso_send and still leave in one UDP_SEGMENT send; on ingress
+ * esp_step authenticates and decrypts in place before decap_inner sees the payload.
  * The I/O-free vxdp_encap / vxdp_encap_vnet / vxdp_decap run stages 2-4 / 2 on the
  * caller's buffers (which must give each frame VXDP_HEADROOM bytes in front) and copy the
  * messages out instead of sending, so the differential tests exercise the very code the

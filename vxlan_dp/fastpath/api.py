@@ -82,7 +82,9 @@ a vxlan / gre-udp network that is the only one on its endpoint (adding another n
 endpoint, or encrypting a network that shares one, is EBUSY). Egress: each outer packet is
 sealed after it is built (every copy of a flooded frame gets its own sequence number); a
 frame whose sealed packet could exceed the 16-bit IP length (worst-case ESP_EXTRA) is
-drop_too_big; super-frames never take UDP_SEGMENT sends. Ingress order on such an endpoint,
+drop_too_big; a super-frame's segments, each sealed with its own sequence number, leave in
+UDP_SEGMENT sends of their ESP payloads as plain ones do (equal segments seal to equal
+datagrams; the limit per send counts ESP_EXTRA per datagram). Ingress order on such an endpoint,
 before everything above: ep rx_datagrams/bytes; shorter than 8 -> ep drop_esp_too_short; key
 id (SPI byte 1) 0 -> ep drop_esp_plaintext; shorter than ESP_MIN_LEN -> drop_esp_too_short;
 source not a peer (unless allow_unknown_sources) -> net drop_unknown_source; key id not
