@@ -117,6 +117,8 @@ def test_prometheus_scrapes_byte_rates_while_traffic_flows(make_lab, tmp_path):
                 code, body = _http_get(h1.ns, pport, "/api/v1/query?query=" + urllib.parse.quote(expr))
             except OSError:
                 return []  # not listening yet
+            if code == 503:
+                return []  # listening, but its storage is not ready yet: a plain-text "Service Unavailable"
             ans = json.loads(body)
             assert code == 200 and ans["status"] == "success", body
             return list(ans["data"]["result"])
