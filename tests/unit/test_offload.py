@@ -794,7 +794,7 @@ def test_a_tap_refusing_gso_writes_turns_coalescing_off(backend_cls: Any) -> Non
 def test_udp_segment_socket_is_send_only() -> None:
     """The pool socket bound to a source port must not queue what is sent to that port (the
     BPF filter); the pure backend builds the same socket as csrc/gsosock.c."""
-    from vxlan_dp.fastpath._pure import _open_gso_socket
+    from vxlan_dp.fastpath._pure_gso import _open_socket as _open_gso_socket
     s = _open_gso_socket("127.0.0.1", 4, 0)
     assert s is not None
     try:

@@ -2,24 +2,23 @@
 
 Straightforward on purpose: it is what the C backend is differentially tested against, and
 the fallback where no compiler is present. Per-packet Python is its cost, not a bug.
+How split super-frames are handed to the kernel in UDP_SEGMENT sends (a socket pool, refusals,
+re-probes) is _pure_gso.py's: a test-only mirror of the C plumbing, not part of the reference.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
 import os
 import socket
 import struct
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..core.counters import EP_COUNTERS, NET_COUNTERS
 from ..core.esp_state import EspState, precheck
-from ..linux import (IP_FREEBIND, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IPV6_FREEBIND, SO_ATTACH_FILTER,
-                     SO_SNDBUFFORCE, SOL_UDP, UDP_GRO, UDP_SEGMENT)
+from ..linux import SOL_UDP, UDP_GRO
 from ..core.fdb import LEARN_FULL, LEARN_MOVED, LEARN_NEW, Fdb
 from ..core import neigh as cneigh
 from ..core.fdbtable import FdbTable
@@ -31,18 +30,14 @@ from ..wire.csum import complete_partial, super_frame, super_partial
 from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, VNET_HDR_LEN, VnetHdr, coalesce_runs,
                             decode_vnet_hdr, encode_vnet_hdr, split)
 from ..wire.esp import ESP_EXTRA
-from .api import (FRAME_MAX, GSO_REPROBE, GSO_RETRY_S, GSO_SEGS, GSO_SOCKS, NEIGH_LEARN_MAX, OFFLOAD_STATS,
-                  SUPER_MAX, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow, NeighRow, NetworkParams, check_batch,
-                  check_endpoint_args, check_esp_args, check_family, check_fdb_table, check_neigh_entry,
-                  check_neigh_mode, check_tap_args, gro_types)
+from ._pure_gso import GsoSender
+from .api import (FRAME_MAX, NEIGH_LEARN_MAX, OFFLOAD_STATS, SUPER_MAX, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow,
+                  NeighRow, NetworkParams, check_batch, check_endpoint_args, check_esp_args, check_family,
+                  check_fdb_table, check_neigh_entry, check_neigh_mode, check_tap_args, gro_types)
 
 __all__ = ["Dataplane"]
 
 _NO_VNET = encode_vnet_hdr(VnetHdr())
-# the path cannot do UDP_SEGMENT: off for the family until a re-probe (csrc/fastpath.c
-# gso_path_refuses); this send did not fit: this send goes raw (gso_send_refused)
-_GSO_PATH_REFUSES = {errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT}
-_GSO_SEND_REFUSED = {errno.EINVAL, errno.EMSGSIZE}
 
 
 def _norm(addr: str) -> str:
@@ -111,12 +106,8 @@ class Dataplane:
         self._tx: dict[int, socket.socket] = {}
         self._next_net = 0
         self._next_ep = 0
-        self._tx_gso = {4: False, 6: False}
-        self._tx_gso_retry = {4: 0.0, 6: 0.0}
-        self._gso_fail: tuple[int, int] = (0, 0)     # inject_gso_error: (errno, count)
-        # (local, port) -> bound socket, or the time a refused bind may be retried; LRU order
-        self._gso_socks: OrderedDict[tuple[str, int], socket.socket | float] = OrderedDict()
         self._ost = dict.fromkeys(OFFLOAD_STATS, 0)
+        self._gso = GsoSender(self._ost)   # test-only mirror of C's UDP_SEGMENT sends
 
     # --- management -------------------------------------------------------------------
     def set_tx_socket(self, family: int, fd: int) -> None:
@@ -200,19 +191,16 @@ class Dataplane:
 
     def set_tx_gso(self, family: int, on: bool) -> None:
         check_family(family)
-        self._tx_gso[family] = bool(on)
-        self._tx_gso_retry[family] = 0.0
-        if not on:
-            self._gso_close(family)
+        self._gso.set(family, on)
 
     def tx_gso(self, family: int) -> bool:
         check_family(family)
-        return self._tx_gso[family]
+        return self._gso.on[family]
 
     def inject_gso_error(self, err: int, count: int) -> None:
         if err <= 0 or count < 0:
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-        self._gso_fail = (err, count)
+        self._gso.fail = (err, count)
 
     def offload_stats(self) -> dict[str, int]:
         return dict(self._ost)
@@ -401,10 +389,7 @@ class Dataplane:
             return segs, False
         st["tso_frames"] += 1
         st["tso_segments"] += len(segs)
-        fam = n.family
-        if not self._tx_gso[fam] and 0 < self._tx_gso_retry[fam] <= now:
-            self._tx_gso[fam] = True        # re-probe: the next send says whether it works now
-            self._tx_gso_retry[fam] = 0.0
+        self._gso.reprobe(n.family, now)
         return segs, True
 
     def _encap_frames(self, n: _Net, frames: Sequence[bytes], now: float) -> list[tuple[str, bytes]]:
@@ -542,79 +527,11 @@ class Dataplane:
             for item in frames if n.vnet else ():
                 segs, superframe = self._expand(n, item, now)
                 packets = self._encap_frames(n, segs, now)
-                if superframe and len(segs) > 1 and n.params.encap != "gre" and self._tx_gso[n.family]:
-                    self._send_gso(n, packets, len(segs[0]), now)
+                if superframe and len(segs) > 1 and n.params.encap != "gre" and self._gso.on[n.family]:
+                    self._gso.send(n, packets, len(segs[0]), now, self._send)
                 else:
                     self._send(n, packets)
         return err if err and not frames else len(frames)
-
-    def _send_gso(self, n: _Net, packets: list[tuple[str, bytes]], seg0: int, now: float) -> None:
-        """The segments of one super-frame (outer packets, segment-major): UDP_SEGMENT sends of
-        up to GSO_SEGS datagrams per destination, in csrc/fastpath.c gso_send's order."""
-        # an encrypted datagram carries ESP around the UDP header and payload it would have had
-        maxn = min(GSO_SEGS, (65507 if n.family == 4 else 65527) // (8 + seg0 + (ESP_EXTRA if n.esp else 0)))
-        if maxn < 2 or not packets:
-            self._send(n, packets)
-            return
-        remotes = list(dict.fromkeys(r for r, _ in packets))   # the same for every segment
-        per_seg = [packets[i:i + len(remotes)] for i in range(0, len(packets), len(remotes))]
-        iphl = 20 if n.family == 4 else 40
-        c, st = n.c, self._ost
-        for k in range(0, len(per_seg), maxn):
-            chunk = per_seg[k:k + maxn]
-            sport = int.from_bytes(chunk[0][0][1][iphl:iphl + 2], "big")
-            sock = self._gso_socket(n, sport, now) if self._tx_gso[n.family] else None
-            for d, remote in enumerate(remotes):
-                pkts = [seg[d][1] for seg in chunk]
-                if sock is not None:
-                    anc = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", len(pkts[0]) - iphl - 8))] \
-                        if len(pkts) > 1 else []
-                    try:
-                        if self._gso_fail[1] > 0:
-                            self._gso_fail = (self._gso_fail[0], self._gso_fail[1] - 1)
-                            raise OSError(self._gso_fail[0], os.strerror(self._gso_fail[0]))
-                        sock.sendmsg([p[iphl + 8:] for p in pkts], anc, 0, (remote, n.params.port))
-                    except OSError as e:
-                        if e.errno not in _GSO_PATH_REFUSES | _GSO_SEND_REFUSED:
-                            c["drop_socket_error"] += len(pkts)     # as the raw socket would
-                            continue
-                        st["tx_gso_fallbacks"] += 1
-                        st["tx_gso_errno"] = e.errno
-                        if e.errno in _GSO_PATH_REFUSES:            # off a while, then re-probed
-                            self._tx_gso[n.family] = False
-                            self._tx_gso_retry[n.family] = now + GSO_REPROBE
-                            self._gso_close(n.family)
-                            sock = None
-                    else:
-                        c["tx_packets"] += len(pkts)
-                        c["tx_bytes"] += sum(len(p) for p in pkts)
-                        st["gso_sends"] += 1
-                        st["gso_datagrams"] += len(pkts)
-                        continue
-                self._send(n, [(remote, p) for p in pkts])
-
-    def _gso_socket(self, n: _Net, port: int, now: float) -> socket.socket | None:
-        key = (n.params.local, port)
-        have = self._gso_socks.get(key)
-        if isinstance(have, socket.socket):
-            self._gso_socks.move_to_end(key)
-            return have
-        if have is not None and now < have:
-            return None         # bind refused a while ago: the raw socket until then
-        self._gso_socks.pop(key, None)
-        if len(self._gso_socks) >= GSO_SOCKS:
-            _, old = self._gso_socks.popitem(last=False)
-            if isinstance(old, socket.socket):
-                old.close()
-        sock = _open_gso_socket(n.params.local, n.family, port)
-        self._gso_socks[key] = sock if sock is not None else max(now + GSO_RETRY_S, 1e-9)
-        return sock
-
-    def _gso_close(self, family: int) -> None:
-        for key in [k for k in self._gso_socks if ipaddress.ip_address(k[0]).version == family]:
-            s = self._gso_socks.pop(key)
-            if isinstance(s, socket.socket):
-                s.close()
 
     def _send(self, n: _Net, packets: list[tuple[str, bytes]]) -> None:
         sock = self._tx.get(n.family)
@@ -763,31 +680,3 @@ def _gro_size(anc: list[tuple[int, int, bytes]]) -> int:
             if len(data) >= 2:
                 return int(struct.unpack("=H", data[:2])[0])
     return 0
-
-
-def _open_gso_socket(local: str, family: int, port: int) -> socket.socket | None:
-    """A send-only UDP socket bound to (local, port), options as csrc/gsosock.c sets them."""
-    fam = socket.AF_INET6 if family == 6 else socket.AF_INET
-    sock = socket.socket(fam, socket.SOCK_DGRAM)
-    try:
-        if family == 4:
-            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 64)
-        else:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 64)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        insn = ctypes.create_string_buffer(struct.pack("=HBBI", 0x06, 0, 0, 0))  # BPF "ret #0"
-        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,   # struct sock_fprog, native
-                        struct.pack("@HP", 1, ctypes.addressof(insn)))
-        sock.bind((local, port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        return None
-    return sock
