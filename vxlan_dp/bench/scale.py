@@ -13,8 +13,8 @@ Head-end replication (`replication`): one network with P peers, batches of 64 br
 frames; per replicated frame (one outer packet per peer):
     encap     the I/O-free `encap` of each backend (headers built, packets copied out)
     pump      `pump_tap` with real sends: frames written into a datagram socketpair standing in
-              for the TAP, outer packets leaving by sendmmsg on a raw socket in a namespace
-              whose route for the peers is a dummy device (the kernel takes and drops them)
+              for the TAP, outer packets leaving by sendmmsg (C; Python: one sendto each) on
+              the raw socket, routed into a veth whose other end drops them
 
 Results: bench/results/<date>-scale.{json,md,png}, with the machine and the command.
 """
@@ -205,10 +205,15 @@ def replication_pump(lab: Lab, peers: int, seconds: float, backend: str) -> dict
     h = lab.hosts[0]
     with netns.ipr(h.ns) as ipr:
         if not ipr.link_lookup(ifname="sink0"):
-            ipr.link("add", ifname="sink0", kind="dummy")
+            # a veth whose other end drops everything (wrong MAC, forwarding off), reached
+            # through a gateway with a permanent neighbour entry: no ARP for 1,000 peers
+            ipr.link("add", ifname="sink0", kind="veth", peer="sink1")
+            for name in ("sink0", "sink1"):
+                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up", mtu=9000)
             idx = ipr.link_lookup(ifname="sink0")[0]
-            ipr.link("set", index=idx, state="up", mtu=9000)
-            ipr.route("add", dst="198.19.0.0/16", oif=idx)
+            ipr.addr("add", index=idx, address="198.18.255.1", prefixlen=24)
+            ipr.neigh("add", dst="198.18.255.254", lladdr="02:00:00:00:ff:fe", ifindex=idx, state=0x80)
+            ipr.route("add", dst="198.19.0.0/16", gateway="198.18.255.254", oif=idx)
     env = dict(os.environ)
     env.pop("VXLAN_DP_PUREPYTHON", None)
     r = netns.run(h.ns, [sys.executable, "-c", "from vxlan_dp.bench.scale import _replication_pump_worker as w; "
