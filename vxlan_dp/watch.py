@@ -15,11 +15,12 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 
 from .datapath.underlay import underlay_mtu
-from .fastpath.api import Dataplane
+from .fastpath.api import GSO_REPROBE, Dataplane
 from .networks import Networks
 
 __all__ = ["OffloadFallbacks", "UnderlayWatch", "PartialChecksums", "CSUM_QUIET"]
@@ -69,8 +70,13 @@ class OffloadFallbacks:
         st = self.dp.offload_stats()
         now = (st["tx_gso_fallbacks"], st["tap_gso_fallbacks"])
         if now[0] > self._seen[0]:
-            log.warning("UDP_SEGMENT refused by the path (%s): sending datagram by datagram",
-                        os.strerror(st["tx_gso_errno"]))
+            err = st["tx_gso_errno"]
+            if err in (errno.EINVAL, errno.EMSGSIZE):   # those sends only (csrc/fastpath.c)
+                log.warning("%d UDP_SEGMENT sends refused (%s): sent datagram by datagram; "
+                            "UDP_SEGMENT stays on", now[0] - self._seen[0], os.strerror(err))
+            else:
+                log.warning("UDP_SEGMENT refused by the path (%s): sending datagram by datagram, "
+                            "trying it again in %d s", os.strerror(err), GSO_REPROBE)
         if now[1] > self._seen[1]:
             log.warning("a TAP refused a GSO frame (%s): writing frames one by one",
                         os.strerror(st["tap_gso_errno"]))

@@ -491,6 +491,11 @@ class Lab:
                 r = self.run(client.ns, argv, timeout=seconds + 20)
                 if r.returncode == 0 or "Connection refused" not in r.stdout:
                     break
+                if srv.poll() is not None:
+                    # the one-off server is gone (it serves one attempt, even a failed one,
+                    # then exits): nothing would ever listen again, start another
+                    srv = netns.popen(server.ns, ["iperf3", "-s", "-1", "-B", server.ip],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(0.1)
             try:
                 report: dict[str, Any] = json.loads(r.stdout)
