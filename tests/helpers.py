@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import struct
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ import pytest
 from vxlan_dp.wire import encode_vxlan
 
 __all__ = ["CI", "SCRIPTS", "require", "need_tool", "c_backend", "mac", "eth_frame", "vxlan_payload",
-           "wait_for", "until"]
+           "wait_for", "until", "tshark_capture"]
 
 CI = os.environ.get("CI", "").lower() == "true"
 SCRIPTS = Path(__file__).resolve().parent / "scripts"   # programs tests run in a namespace or child
@@ -104,3 +107,40 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 10.0, step: f
     if until(ask, timeout, step):
         return last[0]
     raise AssertionError(f"{what}: not within {timeout}s (last: {last[0]!r})")
+
+
+# --- captures ----------------------------------------------------------------------------------
+
+@contextmanager
+def tshark_capture(ns: str, ifname: str, bpf: str, pcap: str, *, duration: int = 30, count: int | None = None,
+                   check: bool = False) -> Iterator[None]:
+    """tshark on `ifname` inside namespace `ns` for the duration of the block, into `pcap`;
+    bounded by `duration` seconds (and `count` packets). `check`: tshark must exit 0."""
+    from vxlan_dp.lab import netns
+
+    tshark = need_tool("tshark", "tshark")
+    argv = [tshark, "-n", "-i", ifname, "-f", bpf, "-a", f"duration:{duration}"]
+    argv += ["-c", str(count)] if count else []
+    p = netns.popen(ns, argv + ["-w", pcap], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        assert p.stderr is not None
+        for line in p.stderr:   # "Capture started" comes once dumpcap really captures
+            seen.append(line)
+            if "Capture started" in line:
+                break
+        else:
+            pytest.fail("tshark did not start capturing:\n" + "".join(seen))
+        yield
+        # dumpcap hands packets on per ring block, retired every 250 ms (CAP_READ_TIMEOUT in
+        # dumpcap.c); an interrupt before then loses the last block, so let it retire first
+        time.sleep(1.0)
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+        if check:
+            assert p.returncode == 0, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)

@@ -11,15 +11,13 @@ checksum verifying where it is present (IPv6: always). Non-default ports are dis
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 from typing import NamedTuple
 
 import pytest
 
-from helpers import need_tool
-from vxlan_dp.lab import Lab, netns
+from helpers import need_tool, tshark_capture
+from vxlan_dp.lab import Lab
 
 TSHARK = need_tool("tshark", "tshark", module=True)
 
@@ -70,28 +68,8 @@ CASES = [
 
 def _capture(lab: Lab, w: Wire, pcap: str, traffic) -> None:
     """Capture `w`'s packets on h1's ul0 while `traffic()` runs; bounded by -a duration."""
-    h1 = lab.hosts[0]
-    p = netns.popen(h1.ns, [TSHARK, "-n", "-i", "ul0", "-f", w.bpf, "-a", "duration:30", "-w", pcap],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        seen = []
-        for line in p.stderr:  # "Capture started" comes once dumpcap really captures
-            seen.append(line)
-            if "Capture started" in line:
-                break
-        else:
-            pytest.fail("tshark did not start capturing:\n" + "".join(seen))
+    with tshark_capture(lab.hosts[0].ns, "ul0", w.bpf, pcap, duration=30, check=True):
         traffic()
-        # dumpcap hands packets on per ring block, retired every 250 ms (CAP_READ_TIMEOUT in
-        # dumpcap.c); an interrupt before then loses the last block, so let it retire first
-        time.sleep(1.0)
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=20)
-        assert p.returncode == 0, err
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
 
 
 def _dissect(w: Wire, pcap: str) -> list[dict[str, str]]:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import ipaddress
-import signal
 import socket
 import struct
 import subprocess
@@ -28,8 +27,8 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from helpers import need_tool
-from vxlan_dp.lab import Lab, netns
+from helpers import need_tool, tshark_capture
+from vxlan_dp.lab import Lab
 from vxlan_dp.lab.lab import Container, Host
 
 CSUM_GOOD, CSUM_BAD = 1, 0          # epan/proto.h PROTO_CHECKSUM_E_*
@@ -134,26 +133,8 @@ def test_crafted_partial_checksum_between_daemons(make_lab, backend, encap):
 
 
 def _capture(tshark: str, ns: str, ifname: str, pcap: str, traffic: Any) -> None:
-    p = netns.popen(ns, [tshark, "-n", "-i", ifname, "-f", "tcp or udp", "-a", "duration:30", "-c", "100000",
-                         "-w", pcap], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.stderr is not None
-        seen = []
-        for line in p.stderr:
-            seen.append(line)
-            if "Capture started" in line:
-                break
-        else:
-            pytest.fail("tshark did not start capturing:\n" + "".join(seen))
+    with tshark_capture(ns, ifname, "tcp or udp", pcap, duration=30, count=100000):
         traffic()
-        time.sleep(1.0)         # dumpcap retires its ring block every 250 ms
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-        p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
 
 
 FIELDS = ["frame.len", "ip.src", "ip.dst", "ip.len", "ip.hdr_len", "tcp.checksum", "tcp.checksum.status",

@@ -17,13 +17,11 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 
-from helpers import need_tool
+from helpers import need_tool, tshark_capture
 from vxlan_dp.linux import IFA_F_NODAD
 from vxlan_dp.lab import Lab, netns
 
@@ -58,30 +56,9 @@ def _lab(make_lab: Callable[..., Lab], backend: str, hosts: int = 3, extra: str 
     return lab
 
 
-@contextmanager
-def _capture(ns: str, ifname: str, bpf: str, pcap: str) -> Iterator[None]:
+def _capture(ns: str, ifname: str, bpf: str, pcap: str) -> Any:
     """tshark on `ifname` in `ns` for the duration of the block (bounded: 60 s, 5000 packets)."""
-    assert TSHARK is not None
-    p = netns.popen(ns, [TSHARK, "-n", "-i", ifname, "-f", bpf, "-a", "duration:60", "-c", "5000", "-w", pcap],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        seen = []
-        assert p.stderr is not None
-        for line in p.stderr:
-            seen.append(line)
-            if "Capture started" in line:
-                break
-        else:
-            pytest.fail("tshark did not start capturing:\n" + "".join(seen))
-        yield
-        time.sleep(1.0)         # dumpcap retires its ring block every 250 ms
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-        p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
+    return tshark_capture(ns, ifname, bpf, pcap, duration=60, count=5000)
 
 
 def _fields(pcap: str, fields: list[str], *, vxlan: bool = False, where: str = "") -> list[list[str]]:

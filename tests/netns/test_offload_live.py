@@ -23,12 +23,11 @@ import signal
 import socket
 import struct
 import subprocess
-import time
 from typing import Any
 
 import pytest
 
-from helpers import need_tool
+from helpers import need_tool, tshark_capture
 from vxlan_dp.lab import Lab, netns
 
 TSHARK = shutil.which("tshark")
@@ -88,27 +87,8 @@ def _stats(lab: Lab, host: Any) -> dict[str, Any]:
 
 def _capture(lab: Lab, pcap: str, traffic: Any) -> None:
     """tshark on h1's ul0 while `traffic()` runs: bounded by duration and packet count."""
-    p = netns.popen(lab.hosts[0].ns, [TSHARK, "-n", "-i", "ul0", "-f", "udp port 4789", "-a", "duration:40",
-                                      "-c", "40000", "-w", pcap],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        seen = []
-        assert p.stderr is not None
-        for line in p.stderr:
-            seen.append(line)
-            if "Capture started" in line:
-                break
-        else:
-            pytest.fail("tshark did not start capturing:\n" + "".join(seen))
+    with tshark_capture(lab.hosts[0].ns, "ul0", "udp port 4789", pcap, duration=40, count=40000):
         traffic()
-        time.sleep(1.0)         # dumpcap retires its ring block every 250 ms
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-        p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
 
 
 def _dissect(pcap: str) -> list[dict[str, str]]:

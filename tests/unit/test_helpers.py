@@ -60,3 +60,11 @@ def test_eth_frame_is_exactly_the_size_asked() -> None:
     assert helpers.eth_frame(b"\xff" * 6, b"\x02" * 6, 68, vlan=True)[12:16] == b"\x81\x00\x00\x07"
     assert len(helpers.eth_frame("02:00:00:00:00:0b", "02:00:00:00:00:0a", 13)) == 13   # truncated
     assert helpers.vxlan_payload(42, b"x") == bytes.fromhex("0800000000002a00") + b"x"
+
+
+def test_tshark_capture_fails_under_ci_without_tshark(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(helpers, "CI", True)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match=r"tshark is missing \(apt-get install tshark\)"):
+        with helpers.tshark_capture("no-such-ns", "ul0", "udp", str(tmp_path / "x.pcapng")):
+            raise AssertionError("the block must not run without tshark")
