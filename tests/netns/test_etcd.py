@@ -235,3 +235,29 @@ def test_tls_client_certificates_and_user_password(make_lab, tmp_path):
                      backend="python")
     st = wait_for("h3's refusal in its status", lambda: lab.status(h3)["control"]["last_error"], 8)
     assert not lab.status(h3)["control"]["connected"] and "authentication failed" in st.lower(), st
+
+
+def test_neigh_keys_in_the_store_answer_arp_on_the_host(make_lab, backend):
+    """ARP suppression fed by the store (issue 16): P/neigh/blue/<ip> = {"mac": ...} written by
+    whoever knows the addresses; the daemon answers ARP for it on the host, and a MAC move in
+    the store moves the answer."""
+    lab = _etcd_lab(make_lab, backend, hosts=2)
+    h1, h2 = lab.hosts
+    a, b = h1.containers[0], h2.containers[0]
+    for c in (a, b):
+        assert lab.etcdctl("put", f"{PREFIX}/neigh/blue/{c.ip}", json.dumps({"mac": c.mac})).returncode == 0
+    wait_for("b's neigh entry on h1", lambda: _neigh_rows(lab, h1).get(b.ip) == b.mac)
+    assert lab.ping(a, b.ip).ok
+    st = lab.status(h1)["networks"]["blue"]["neigh"]
+    assert st["suppress_arp"] and st["counters"]["arp_suppressed"] >= 1, st
+    moved = "02:42:c0:a8:00:7f"
+    assert lab.etcdctl("put", f"{PREFIX}/neigh/blue/{b.ip}", json.dumps({"mac": moved})).returncode == 0
+    wait_for("the moved MAC on h1", lambda: _neigh_rows(lab, h1).get(b.ip) == moved)
+    assert lab.etcdctl("del", f"{PREFIX}/neigh/blue/{b.ip}").returncode == 0
+    wait_for("the delete on h1", lambda: b.ip not in _neigh_rows(lab, h1))
+
+
+def _neigh_rows(lab: Lab, h: Host) -> dict[str, str]:
+    r = lab.run(h.ns, [sys.executable, "-m", "vxlan_dp", "fdb", "blue", "--neigh", "--json",
+                       "--socket", h.socket_path])
+    return {row["ip"]: row["mac"] for row in json.loads(r.stdout or "[]")} if r.returncode == 0 else {}
