@@ -23,7 +23,8 @@ import pytest
 from vxlan_dp.wire import encode_vxlan
 
 __all__ = ["CI", "SCRIPTS", "require", "need_tool", "c_backend", "mac", "eth_frame", "vxlan_payload",
-           "wait_for", "until", "tshark_capture"]
+           "wait_for", "until", "tshark_capture",
+           "lab_with_daemons"]
 
 CI = os.environ.get("CI", "").lower() == "true"
 SCRIPTS = Path(__file__).resolve().parent / "scripts"   # programs tests run in a namespace or child
@@ -144,3 +145,21 @@ def tshark_capture(ns: str, ifname: str, bpf: str, pcap: str, *, duration: int =
         if p.poll() is None:
             p.kill()
             p.wait(5)
+
+
+# --- labs --------------------------------------------------------------------------------------
+
+def lab_with_daemons(make_lab: Callable[..., Any], backend: str, hosts: int = 2, *, encap: str = "vxlan",
+                     ipv6: bool = False, daemon_toml: Callable[[int], str] | str = '[daemon]\nmetrics = ""\n',
+                     **network: Any) -> Any:
+    """The usual lab: `hosts` hosts with one container each (the overlay MTU of `encap`),
+    settled, then a daemon on every host with the lab's network for it (`network`: network_toml's
+    keywords, e.g. port, vni) and `daemon_toml` (text, or a function of the host's position)."""
+    lab = make_lab(hosts, ipv6=ipv6)
+    for h in lab.hosts:
+        lab.add_container(h, mtu=lab.overlay_mtu(encap))
+    lab.settle()
+    for i, h in enumerate(lab.hosts):
+        lab.start_daemon(h, lab.network_toml(h, encap=encap, **network), backend=backend,
+                         daemon_toml=daemon_toml(i) if callable(daemon_toml) else daemon_toml)
+    return lab

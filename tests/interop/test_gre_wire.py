@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import pytest
 
-from helpers import need_tool, tshark_capture
+from helpers import need_tool, tshark_capture, lab_with_daemons
 from vxlan_dp.lab import Lab
 
 TSHARK = need_tool("tshark", "tshark", module=True)
@@ -87,14 +87,9 @@ def _ints(v: str) -> list[int]:
 
 @pytest.mark.parametrize("w", CASES)
 def test_underlay_packets_decode_cleanly(make_lab, backend, tmp_path, w):
-    lab = make_lab(2, ipv6=w.ipv6)
+    lab = lab_with_daemons(make_lab, backend, encap=w.encap, ipv6=w.ipv6, port=w.port, vni=VNI)
     h1, h2 = lab.hosts
     mtu = lab.overlay_mtu(w.encap)
-    for h in lab.hosts:
-        lab.add_container(h, mtu=mtu)
-    lab.settle()
-    for h in lab.hosts:
-        lab.start_daemon(h, lab.network_toml(h, encap=w.encap, port=w.port, vni=VNI), backend=backend)
     a, b = h1.containers[0], h2.containers[0]
     pcap = str(tmp_path / "ul0.pcapng")
 

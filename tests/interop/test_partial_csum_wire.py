@@ -27,7 +27,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from helpers import need_tool, tshark_capture
+from helpers import need_tool, tshark_capture, lab_with_daemons
 from vxlan_dp.lab import Lab
 from vxlan_dp.lab.lab import Container, Host
 
@@ -110,13 +110,8 @@ def _csum_errors(lab: Lab, c: Container) -> int:
 
 @pytest.mark.parametrize("encap", ["gre-udp", "gre"])
 def test_crafted_partial_checksum_between_daemons(make_lab, backend, encap):
-    lab: Lab = make_lab(2)
+    lab: Lab = lab_with_daemons(make_lab, backend, encap=encap, vni=42)
     h1, h2 = lab.hosts
-    for h in lab.hosts:
-        lab.add_container(h, mtu=lab.overlay_mtu(encap))
-    lab.settle()
-    for h in lab.hosts:
-        lab.start_daemon(h, lab.network_toml(h, encap=encap, vni=42), backend=backend)
     a = h1.containers[0]
     rx = _receiver(a)
     errors0 = _csum_errors(lab, a)

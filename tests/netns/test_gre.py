@@ -21,20 +21,14 @@ from scapy.layers.l2 import GRE, Ether
 from scapy.packet import Raw
 from scapy.utils import checksum
 
-from helpers import SCRIPTS
+from helpers import SCRIPTS, lab_with_daemons
 from vxlan_dp.lab import Lab, netns
 
 ENCAPS = ["gre", "gre-udp"]
 
 
 def _lab_with_daemons(make_lab, backend: str, encap: str, *, ipv6: bool = False) -> Lab:
-    lab = make_lab(2, ipv6=ipv6)
-    for h in lab.hosts:
-        lab.add_container(h, mtu=lab.overlay_mtu(encap))
-    lab.settle()
-    for h in lab.hosts:
-        lab.start_daemon(h, lab.network_toml(h, encap=encap), backend=backend)
-    return lab
+    return lab_with_daemons(make_lab, backend, encap=encap, ipv6=ipv6)
 
 
 def _drops(counters: dict[str, int]) -> dict[str, int]:

@@ -9,21 +9,17 @@ import sys
 
 import pytest
 
+from helpers import lab_with_daemons
 from vxlan_dp.lab import Lab, netns
 
 
 def _lab_with_daemons(make_lab, backend: str, hosts: int = 2, *, ipv6: bool = False, port: int | None = None,
                       encap: str = "vxlan", poll: str | None = None) -> Lab:
-    lab = make_lab(hosts, ipv6=ipv6)
-    for h in lab.hosts:
-        lab.add_container(h, mtu=lab.overlay_mtu(encap))
-    lab.settle()
-    for h in lab.hosts:
-        # a poll mode on the first host only: two busy daemons would hold both of a 2-core
-        # machine's cores and starve the very test traffic (documented: busy holds a core)
-        daemon = '[daemon]\nmetrics = ""\n' + (f'poll = "{poll}"\n' if poll and h is lab.hosts[0] else "")
-        lab.start_daemon(h, lab.network_toml(h, port=port, encap=encap), backend=backend, daemon_toml=daemon)
-    return lab
+    # a poll mode on the first host only: two busy daemons would hold both of a 2-core
+    # machine's cores and starve the very test traffic (documented: busy holds a core)
+    def daemon(i: int) -> str:
+        return '[daemon]\nmetrics = ""\n' + (f'poll = "{poll}"\n' if poll and i == 0 else "")
+    return lab_with_daemons(make_lab, backend, hosts, encap=encap, ipv6=ipv6, daemon_toml=daemon, port=port)
 
 
 def _neigh_mac(ns: str, ip: str) -> str | None:

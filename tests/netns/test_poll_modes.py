@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from helpers import lab_with_daemons
 from vxlan_dp.lab import Lab
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -34,15 +35,10 @@ def _cores(pid: int, seconds: float) -> float:
 
 
 def _lab(make_lab, backend: str, poll: str, other: str | None = None) -> Lab:
-    lab = make_lab(2)
-    for h in lab.hosts:
-        lab.add_container(h, mtu=lab.overlay_mtu("vxlan"))
-    lab.settle()
-    for i, h in enumerate(lab.hosts):
+    def daemon(i: int) -> str:
         mode = other if i and other else poll
-        lab.start_daemon(h, lab.network_toml(h), backend=backend,
-                         daemon_toml=f'[daemon]\nmetrics = ""\npoll = "{mode}"\n')
-    return lab
+        return f'[daemon]\nmetrics = ""\npoll = "{mode}"\n'
+    return lab_with_daemons(make_lab, backend, daemon_toml=daemon)
 
 
 @pytest.mark.parametrize("poll", ["adaptive", "interrupt"])
