@@ -126,6 +126,12 @@ class Daemon:
         assert net is not None
         return net.mtu
 
+    def neigh_set(self, network: str, ip: str, mac: str) -> None:
+        self.networks.neigh.set(network, ip, mac)
+
+    def neigh_delete(self, network: str, ip: str) -> bool:
+        return self.networks.neigh.delete(network, ip)
+
     def remove_network(self, name: str) -> None:
         if self.runtime.pop(name, None) is None:
             return

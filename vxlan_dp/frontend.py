@@ -56,6 +56,16 @@ class Steer(Protocol):
         """Stop a network `add_network` started; no-op if it does not run."""
         ...
 
+    def neigh_set(self, network: str, ip: str, mac: str) -> None:
+        """Tell ARP / ND suppression that `ip` is at `mac` in running network `network` (an
+        endpoint the front-end knows). KeyError: no such network; ValueError names what is
+        wrong with the address or MAC. The control plane's entry wins for the same address."""
+        ...
+
+    def neigh_delete(self, network: str, ip: str) -> bool:
+        """Withdraw an entry `neigh_set` made; False if there was none."""
+        ...
+
 
 class FrontEnd(Protocol):
     name: str

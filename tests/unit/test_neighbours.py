@@ -66,3 +66,19 @@ def test_api_errors_name_the_problem(room: tuple[Neighbours, int]) -> None:
     assert r.rows("red", 0.0) is None
     r.detach("blue")
     assert r.rows("blue", 0.0) is None
+
+
+def test_the_daemon_steers_the_room_for_front_ends() -> None:
+    """frontend.Steer.neigh_set / neigh_delete (what the Docker plugin calls) reach the table."""
+    from vxlan_dp.daemon import Daemon
+
+    d = Daemon(parse_config('[[network]]\nname = "blue"\nvni = 42\nlocal = "198.18.0.1"\ntap = "t0"\n'))
+    net = d.dp.add_network(NetworkParams(vni=42, encap="vxlan", local="198.18.0.1"), d.dp.add_endpoint("vxlan", -1))
+    d.networks.neigh.attach("blue", net, CFG)       # as Networks.start does
+    d.neigh_set("blue", "192.168.0.4", M1)
+    assert [(r.ip, r.mac, r.static) for r in d.dp.neigh_dump(net, 0.0)] == [("192.168.0.4", M1, True)]
+    assert d.networks.neigh.status("blue")["suppress_arp"] is True
+    assert d.neigh_delete("blue", "192.168.0.4") and not d.neigh_delete("blue", "192.168.0.4")
+    assert d.dp.neigh_size(net) == 0
+    with pytest.raises(KeyError):
+        d.neigh_set("red", "192.168.0.4", M1)
