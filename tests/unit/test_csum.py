@@ -24,7 +24,7 @@ from scapy.packet import Raw
 from helpers import c_backend
 from vxlan_dp.fastpath import NetworkParams, PureDataplane
 from vxlan_dp.wire import csum as W
-from vxlan_dp.wire import encapsulate
+from vxlan_dp.wire import ENCAPS, encapsulate
 
 _C: Any = None
 if c_backend(module=True, elsewhere="run") is not None:
@@ -280,7 +280,7 @@ LOCAL = {4: "198.18.0.1", 6: "2001:2::1"}
 
 
 @settings(SETTINGS, max_examples=150)
-@given(st.sampled_from(["vxlan", "gre", "gre-udp"]), st.sampled_from([4, 6]),
+@given(st.sampled_from(ENCAPS), st.sampled_from([4, 6]),
        st.lists(st.tuples(st.integers(0, 1), frames()), min_size=1, max_size=8))
 def test_decap_completes_and_counts_alike(encap: str, fam: int, items: list[tuple[int, bytes]]) -> None:
     """Both backends' decap: the same frames out, csum_completed and csum_peer alike."""

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from helpers import c_backend
 from vxlan_dp.core.counters import EP_DROP_REASONS
 from vxlan_dp.fastpath import NetworkParams, backends
-from vxlan_dp.wire import (WireError, decapsulate, decode_ethernet, decode_gre, decode_ipv4,
+from vxlan_dp.wire import (ENCAPS, WireError, decapsulate, decode_ethernet, decode_gre, decode_ipv4,
                            decode_vxlan, encode_ipv4, flow_hash, internet_checksum)
 
 c_backend(module=True, elsewhere="run")      # elsewhere the Python backend alone is fuzzed
@@ -165,7 +165,7 @@ class World:
 
 @st.composite
 def worlds(draw: st.DrawFn) -> World:
-    kind = draw(st.sampled_from(["vxlan", "gre", "gre-udp"]))
+    kind = draw(st.sampled_from(ENCAPS))
     family = draw(st.sampled_from([4, 6]))
     ipv4_header = kind == "gre" and family == 4 and draw(st.booleans())
     params: list[NetworkParams] = []
@@ -292,7 +292,7 @@ ANY_BYTES = st.one_of(st.binary(max_size=96), st.binary(min_size=0, max_size=8).
 
 
 @SETTINGS
-@given(ANY_BYTES, st.sampled_from(["vxlan", "gre", "gre-udp"]), st.booleans(), st.booleans())
+@given(ANY_BYTES, st.sampled_from(ENCAPS), st.booleans(), st.booleans())
 def test_decoders_raise_only_wire_errors(data, kind, ipv4_header, strict):
     for fn in (lambda: decode_vxlan(data, strict), lambda: decode_gre(data), lambda: decode_ipv4(data),
                lambda: decode_ethernet(data),

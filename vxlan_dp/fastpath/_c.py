@@ -34,7 +34,8 @@ from ..core.neigh import NEIGH_COUNTERS
 from ..wire.esp import CIPHERS, REPLAY_WINDOW
 from .api import (NEIGH_LEARN_MAX, OFFLOAD_STATS, SUPER_MAX, FdbRow, NeighRow, NetworkParams, check_batch,
                   check_endpoint_args, check_esp_args, check_family, check_fdb_table, check_neigh_entry,
-                  check_neigh_mode, check_shared_with_c, check_tap_args)
+                  check_neigh_mode, check_network_args, check_shared_with_c,
+                  check_tap_args)
 
 try:
     from .._fastpath import ffi, lib
@@ -162,10 +163,8 @@ class Dataplane:
 
     def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1, *,
                     vnet_hdr: bool = False, offload: int = 0) -> int:
-        check_tap_args(vnet_hdr, offload)
         e = self._eps[endpoint]
-        if params.encap != e.kind:
-            raise ValueError(f"network encap {params.encap} on a {e.kind} endpoint")
+        check_network_args(params, e.kind, vnet_hdr, offload)
         for n in self._nets.values():
             if n.endpoint == endpoint and n.params.nvgre == params.nvgre \
                     and n.params.vni == params.vni:

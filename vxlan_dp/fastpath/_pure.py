@@ -33,7 +33,8 @@ from ..wire.esp import ESP_EXTRA
 from ._pure_gso import GsoSender
 from .api import (FRAME_MAX, NEIGH_LEARN_MAX, OFFLOAD_STATS, SUPER_MAX, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow,
                   NeighRow, NetworkParams, check_batch, check_endpoint_args, check_esp_args, check_family,
-                  check_fdb_table, check_neigh_entry, check_neigh_mode, check_tap_args, gro_types)
+                  check_fdb_table, check_neigh_entry, check_neigh_mode, check_network_args, check_tap_args,
+                  gro_types)
 
 __all__ = ["Dataplane"]
 
@@ -136,10 +137,8 @@ class Dataplane:
 
     def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1, *,
                     vnet_hdr: bool = False, offload: int = 0) -> int:
-        check_tap_args(vnet_hdr, offload)
         e = self._eps[endpoint]
-        if params.encap != e.kind:
-            raise ValueError(f"network encap {params.encap} on a {e.kind} endpoint")
+        check_network_args(params, e.kind, vnet_hdr, offload)
         table = e.nvgre_nets if params.nvgre else e.nets
         if e.esp_net >= 0:
             raise OSError(errno.EBUSY, "an encrypted network has its endpoint to itself")

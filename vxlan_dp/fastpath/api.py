@@ -301,6 +301,13 @@ def check_tap_args(vnet_hdr: bool, offload: int) -> None:
         raise ValueError(f"offload {offload:#x} is not a set of TUN_F_* flags")
 
 
+def check_network_args(params: NetworkParams, endpoint_kind: str, vnet_hdr: bool, offload: int) -> None:
+    """add_network's own checks, before either backend touches its tables."""
+    check_tap_args(vnet_hdr, offload)
+    if params.encap != endpoint_kind:
+        raise ValueError(f"network encap {params.encap} on a {endpoint_kind} endpoint")
+
+
 def check_fdb_table(table: FdbTable, family: int) -> None:
     """A packed table for a network of `family`: unicast MACs, remotes of that family."""
     for r in table.remotes:
