@@ -4,8 +4,8 @@ A kernel vxlan peer on a virtual link with TX checksum offload (veth here, virti
 VMs) sends its inner TCP/UDP checksums partial and its TSO segments whole; vxlan-dp must
 complete the first and split the second, and count what it completed. Rows: backend x underlay
 offloads (the kernel's default / `tx off`, the lab's labelled option) x IPv4 / IPv6 underlay.
-Cells (one network each, side by side in one lab per row, run at the same time to keep the row
-short): ports 4789, 8472 and 4790, with the kernel's outer checksum settings varied across
+Cells (one network each, side by side in one lab per row; their iperf3 runs go at the same
+time, as processes, to keep the row short): ports 4789, 8472 and 4790, with the kernel's outer checksum settings varied across
 them (IPv4: noudpcsum / udpcsum; IPv6: default / udp6zerocsumtx+rx / udp6zerocsumrx). Every
 cell: ping both ways, a 1400-byte DF ping both ways, iperf3 TCP both ways and iperf3 UDP from
 the kernel side, then the counter: csum_completed > 0 where the kernel sent partial
@@ -16,14 +16,15 @@ where nothing is ever partial: csum_completed stays 0.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from helpers import c_backend
-from vxlan_dp.lab import Lab
+from vxlan_dp.lab import Lab, netns
 from vxlan_dp.lab.lab import Container, parse_ping
 
 PORTS = (4789, 8472, 4790)
@@ -58,30 +59,59 @@ def _df_ping(lab: Lab, src: Container, dst: Container) -> bool:
     return parse_ping(src.name, dst.ip, r.stdout).ok
 
 
-def _cell(lab: Lab, a: Container, b: Container) -> list[str]:
-    """Every check of one cell; returns what failed (empty: the cell works)."""
-    bad = []
-    for x, y in ((a, b), (b, a)):
-        if not lab.ping(x, y.ip, count=2).ok:
-            bad.append(f"ping {x.name}->{y.name}")
-        if not _df_ping(lab, x, y):
-            bad.append(f"1400-byte DF ping {x.name}->{y.name}")
-    for reverse in (False, True):
-        r = lab.iperf3(a, b, seconds=1, reverse=reverse)
-        got = r.get("end", {}).get("sum_received", {}).get("bytes", 0)
-        if "error" in r or got < 300_000:
-            bad.append(f"iperf3 TCP {'from' if reverse else 'to'} {b.name}: {r.get('error') or got}")
-    r = lab.iperf3(a, b, seconds=1, udp_rate="20M", reverse=True)     # UDP from b's side to a
-    s = r.get("end", {}).get("sum", {})
-    if "error" in r or not s.get("packets") or s.get("lost_percent", 100) > 20:
-        bad.append(f"iperf3 UDP from {b.name}: {r.get('error') or s}")
-    return bad
+def _iperf3_all(lab: Lab, cells: list[tuple[int, Container, Container]], *, reverse: bool = False,
+                udp_rate: str | None = None) -> list[dict[str, Any]]:
+    """One bounded iperf3 run per cell, all at once: processes started from this one thread
+    (no thread pool: subprocess's preexec_fn, which enters the namespace, is not fork-safe
+    beside other threads)."""
+    servers = [netns.popen(b.ns, ["iperf3", "-s", "-1", "-B", b.ip], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL) for _, _, b in cells]
+    try:
+        for (_, _, b), srv in zip(cells, servers):
+            lab._wait_listening(b.ns, 5201, srv)
+        clients = []
+        for _, a, b in cells:
+            argv = ["iperf3", "-c", b.ip, "-t", "1", "-J", "--connect-timeout", "3000"]
+            argv += (["-u", "-b", udp_rate] if udp_rate else []) + (["-R"] if reverse else [])
+            clients.append(netns.popen(a.ns, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        out = []
+        for c in clients:
+            try:
+                text, _ = c.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                c.kill()
+                text, _ = c.communicate()
+            try:
+                out.append(dict(json.loads(text)))
+            except ValueError:
+                out.append({"error": text})
+        return out
+    finally:
+        for srv in servers:
+            if srv.poll() is None:
+                srv.terminate()
+            srv.wait(5)
 
 
 def _run_cells(lab: Lab, cells: list[tuple[int, Container, Container]]) -> dict[int, list[str]]:
-    with ThreadPoolExecutor(len(cells)) as pool:
-        futs = {i: pool.submit(_cell, lab, a, b) for i, a, b in cells}
-        return {i: f.result() for i, f in futs.items()}
+    """Every check of every cell; what failed, by cell (empty: the cell works)."""
+    bad: dict[int, list[str]] = {i: [] for i, _, _ in cells}
+    for i, a, b in cells:
+        for x, y in ((a, b), (b, a)):
+            if not lab.ping(x, y.ip, count=2).ok:
+                bad[i].append(f"ping {x.name}->{y.name}")
+            if not _df_ping(lab, x, y):
+                bad[i].append(f"1400-byte DF ping {x.name}->{y.name}")
+    for reverse in (False, True):
+        for (i, _, b), r in zip(cells, _iperf3_all(lab, cells, reverse=reverse)):
+            got = r.get("end", {}).get("sum_received", {}).get("bytes", 0)
+            if "error" in r or got < 300_000:
+                bad[i].append(f"iperf3 TCP {'from' if reverse else 'to'} {b.name}: {r.get('error') or got}")
+    for (i, _, b), r in zip(cells, _iperf3_all(lab, cells, udp_rate="20M", reverse=True)):  # UDP from b's side
+        s = r.get("end", {}).get("sum", {})
+        if "error" in r or not s.get("packets") or s.get("lost_percent", 100) > 20:
+            bad[i].append(f"iperf3 UDP from {b.name}: {r.get('error') or s}")
+    return bad
 
 
 @pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
