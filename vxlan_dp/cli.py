@@ -279,6 +279,17 @@ def cmd_bench(a: argparse.Namespace) -> int:
             print(f"vxlan-dp bench etcd: {e}", file=sys.stderr)
             return EXIT_USAGE
         return 0
+    if a.what == "kernel-peer":
+        if _tools_missing("vxlan-dp bench kernel-peer", ["ping", "iperf3"]):
+            return EXIT_USAGE
+        from .bench.kernel_peer import run_kernel_peer
+        return 0 if run_kernel_peer(a.seconds or 3.0, a.out) else EXIT_RUNTIME
+    if a.what == "profile":
+        if _tools_missing("vxlan-dp bench profile", ["ping", "iperf3", "perf"]):
+            return EXIT_USAGE
+        from .bench.profile import run_profile
+        print(run_profile(a.seconds or 8.0, a.poll or "", a.out))
+        return 0
     if a.what == "soak":
         if a.minutes <= 0:
             print("vxlan-dp bench soak: --minutes must be positive", file=sys.stderr)
@@ -574,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="encapsulation micro-bench, end-to-end throughput against the kernel, "
                                      "a soak under load, scale (many networks, entries, peers), or the etcd "
                                      "control plane at scale")
-    b.add_argument("what", choices=["encap", "e2e", "soak", "scale", "etcd"])
+    b.add_argument("what", choices=["encap", "e2e", "soak", "scale", "etcd", "kernel-peer", "profile"])
     b.add_argument("--seconds", type=float, help="per measurement (default 1 for encap, 5 for e2e)")
     b.add_argument("--variants", help="e2e tunnels, comma-separated (default kernel,kernel-txoff,c,c-adaptive,"
                                           "c-busy,python,socat)")
@@ -589,6 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "replication; NxE = N networks with E static FDB entries each)")
     b.add_argument("--peers", type=int, default=1000, help="scale: peers of the replication case (default 1000)")
     b.add_argument("--repeat", type=int, default=1, help="scale: runs of each case (the machine is noisy)")
+    b.add_argument("--poll", choices=["interrupt", "adaptive", "busy"],
+                   help="profile: the daemons' [daemon] poll mode (default: the daemon's default)")
     b.add_argument("--out", default="bench/results", help="where the .json/.md/.png results go")
     b.add_argument("--tx-csum-off", action="store_true",
                    help="lab option: TX checksum offload off on the underlay veths (ethtool -K tx off); "

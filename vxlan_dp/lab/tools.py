@@ -16,6 +16,7 @@ __all__ = ["PACKAGES", "missing", "missing_message"]
 PACKAGES = {
     "ping": "iputils-ping",
     "iperf3": "iperf3",
+    "perf": "linux-perf",
     "socat": "socat",
     "etcd": "etcd-server",
     "etcdctl": "etcd-client",

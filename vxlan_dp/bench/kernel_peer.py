@@ -1,6 +1,6 @@
 """TCP between a kernel vxlan peer and vxlan-dp, on the links users have (issue 11).
 
-    python bench/kernel_peer.py [--seconds S] [--out bench/results]
+    vxlan-dp bench kernel-peer [--seconds S] [--out bench/results]
 
 Per row, a fresh 2-host lab: h2 runs the kernel's vxlan device, h1 runs vxlan-dp (C or Python
 backend), or the kernel's vxlan too (the reference, measured in the same run: this machine is
@@ -13,12 +13,10 @@ Without issue 11's fix, TCP from the kernel side on default offloads did not con
 
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Any
 
-from vxlan_dp.bench.report import machine_info, write_results
-from vxlan_dp.lab import Lab
+from ..lab import Lab
+from .report import machine_info, write_results
 
 
 def row(side: str, tx_csum_off: bool, seconds: float) -> dict[str, Any]:
@@ -65,18 +63,11 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--out", default="bench/results")
-    a = p.parse_args(argv)
-    rows = [row(side, off, a.seconds) for off in (False, True) for side in ("kernel", "c", "python")]
+def run_kernel_peer(seconds: float, out_dir: str) -> bool:
+    """Every row, written to out_dir; True when no row failed."""
+    rows = [row(side, off, seconds) for off in (False, True) for side in ("kernel", "c", "python")]
     md = _markdown(rows)
-    paths = write_results(a.out, "kernel-peer", {"machine": machine_info(), "seconds": a.seconds, "rows": rows}, md)
+    paths = write_results(out_dir, "kernel-peer", {"machine": machine_info(), "seconds": seconds, "rows": rows}, md)
     print(md)
     print("\nwrote " + ", ".join(paths))
-    return 0 if all("error" not in r for r in rows) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return all("error" not in r for r in rows)

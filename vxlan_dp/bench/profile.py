@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Where the time goes (not a test): `perf record -g` on both daemons under single-stream TCP.
 
 A two-host lab with default offloads, vxlan-dp (C backend) on both hosts, iperf3 from the
@@ -7,22 +6,19 @@ daemon processes with call graphs. Writes <out>/<date>-profile.txt: the iperf3 r
 daemon the top symbols by self time (`perf report --no-children`) and by total time
 (children included). Usage (root):
 
-    python bench/profile.py [--seconds 8] [--poll adaptive] [--out bench/results]
+    vxlan-dp bench profile [--seconds 8] [--poll adaptive] [--out bench/results]
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from ..lab import Lab
 
 
 def _report(data: str, children: bool, lines: int, sort: str = "comm,dso,symbol") -> str:
@@ -33,16 +29,8 @@ def _report(data: str, children: bool, lines: int, sort: str = "comm,dso,symbol"
     return "\n".join(keep[:lines])
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--poll", default="", help="[daemon] poll mode (default: the daemon's default)")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
-    a = ap.parse_args()
-    if shutil.which("perf") is None:
-        print("perf is not installed (apt-get install linux-perf)", file=sys.stderr)
-        return 2
-    from vxlan_dp.lab import Lab
+def run_profile(seconds: float, poll: str, out_dir: str) -> str:
+    """Profile both daemons for `seconds`; returns the path of the written report."""
 
     tmp = tempfile.mkdtemp(prefix="vxdp-profile-")
     sections = []
@@ -50,7 +38,7 @@ def main() -> int:
         for h in lab.hosts:
             lab.add_container(h, mtu=lab.overlay_mtu("vxlan"))     # default offloads, as users run it
         lab.settle()
-        extra = f'poll = "{a.poll}"\n' if a.poll else ""
+        extra = f'poll = "{poll}"\n' if poll else ""
         for h in lab.hosts:
             lab.start_daemon(h, lab.network_toml(h), backend="c",
                              daemon_toml='[daemon]\nmetrics = ""\nlog_level = "info"\n' + extra)
@@ -62,28 +50,23 @@ def main() -> int:
             data = os.path.join(tmp, f"{h.name}.data")
             perfs.append((h.name, data, subprocess.Popen(
                 ["perf", "record", "-g", "-F", "999", "-o", data, "-p", str(h.proc.pid), "--",
-                 "sleep", str(a.seconds + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+                 "sleep", str(seconds + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
         time.sleep(0.5)
-        r = lab.iperf3(c1, c2, seconds=a.seconds)
+        r = lab.iperf3(c1, c2, seconds=seconds)
         bps = r.get("end", {}).get("sum_received", {}).get("bits_per_second", 0.0)
         for name, data, p in perfs:
-            p.wait(a.seconds + 60)
+            p.wait(seconds + 60)
             role = "sender (TAP -> underlay)" if name == "h1" else "receiver (underlay -> TAP)"
             sections.append(f"## {name}: {role}\n\n### self time by object\n\n```\n{_report(data, False, 12, 'dso')}"
                             f"\n```\n\n### self time\n\n```\n{_report(data, False, 25)}\n```\n\n"
                             f"### with children\n\n```\n{_report(data, True, 25)}\n```\n")
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(a.out, exist_ok=True)
-    path = os.path.join(a.out, f"{_dt.datetime.now():%Y-%m-%d-%H%M}-profile.txt")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{_dt.datetime.now():%Y-%m-%d-%H%M}-profile.txt")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-                            cwd=ROOT).stdout.strip()
+                            ).stdout.strip()
     with open(path, "w") as f:
         f.write(f"# perf profile, single-stream TCP through vxlan-dp (C), commit {commit}\n\n"
-                f"`python bench/profile.py {' '.join(sys.argv[1:])}`; iperf3: {bps / 1e9:.2f} Gbit/s\n\n"
+                f"`vxlan-dp bench profile --seconds {seconds:g}{' --poll ' + poll if poll else ''}`; iperf3: {bps / 1e9:.2f} Gbit/s\n\n"
                 + "\n".join(sections))
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return path
