@@ -74,11 +74,10 @@ def _api_cases(dp_cls: type, size: int, seconds: float) -> dict[str, float]:
     return {"encap_pps": enc[0] / enc[1], "decap_pps": dec[0] / dec[1]}
 
 
-def _c_cases(size: int, seconds: float) -> dict[str, float]:
-    """The C batch functions on preallocated buffers: no Python objects per packet."""
+def _c_encoder(cdp: Any, net: int, size: int, extra: int) -> tuple[Callable[[], int], Any, int, Any]:
+    """BATCH frames of `size` bytes in headroomed buffers, and a call that encapsulates them all
+    into `out` (each packet may grow by VXDP_HDR_MAX + `extra`): (encap, out, out_cap, out_lens)."""
     from .._fastpath import ffi, lib
-    dp, ep, net = _setup(backends()["c"])
-    cdp, cnet, cep = dp._dp, net, ep  # the bench drives the C handles directly
     head = lib.VXDP_HEADROOM
     stride = head + size
     buf = ffi.new("uint8_t[]", stride * BATCH)
@@ -86,13 +85,22 @@ def _c_cases(size: int, seconds: float) -> dict[str, float]:
     lens = ffi.new("uint32_t[]", [size] * BATCH)
     for i in range(BATCH):
         ffi.memmove(buf + head + i * stride, _frame(size, i), size)
-    out_cap = (size + lib.VXDP_HDR_MAX) * BATCH
+    out_cap = (size + lib.VXDP_HDR_MAX + extra) * BATCH
     out = ffi.new("uint8_t[]", out_cap)
     out_lens = ffi.new("uint32_t[]", BATCH)
 
     def enc() -> int:
-        return int(lib.vxdp_encap(cdp, cnet, buf, stride * BATCH, offs, lens, BATCH, 1.0, out, out_cap,
+        return int(lib.vxdp_encap(cdp, net, buf, stride * BATCH, offs, lens, BATCH, 1.0, out, out_cap,
                                   out_lens, BATCH))
+    return enc, out, out_cap, out_lens
+
+
+def _c_cases(size: int, seconds: float) -> dict[str, float]:
+    """The C batch functions on preallocated buffers: no Python objects per packet."""
+    from .._fastpath import ffi, lib
+    dp, ep, net = _setup(backends()["c"])
+    cdp, cep = dp._dp, ep  # the bench drives the C handles directly
+    enc, out, out_cap, out_lens = _c_encoder(cdp, net, size, 0)
     n = enc()
     assert n == BATCH, f"C encap produced {n} packets for {BATCH} frames"
     # decap input: the outer packets minus IPv4 + UDP (what the UDP socket returns)
@@ -133,21 +141,7 @@ def _c_esp_cases(size: int, seconds: float, cipher: str) -> dict[str, float]:
     cls = backends()["c"]
     dp, ep, net = _setup(cls)
     dp.set_esp(net, cipher, {1: ESP_KEY}, 1, 0x0B0B0B)
-    cdp = dp._dp
-    head = lib.VXDP_HEADROOM
-    stride = head + size
-    buf = ffi.new("uint8_t[]", stride * BATCH)
-    offs = ffi.new("size_t[]", [head + i * stride for i in range(BATCH)])
-    lens = ffi.new("uint32_t[]", [size] * BATCH)
-    for i in range(BATCH):
-        ffi.memmove(buf + head + i * stride, _frame(size, i), size)
-    out_cap = (size + lib.VXDP_HDR_MAX + 64) * BATCH
-    out = ffi.new("uint8_t[]", out_cap)
-    out_lens = ffi.new("uint32_t[]", BATCH)
-
-    def enc() -> int:
-        return int(lib.vxdp_encap(cdp, net, buf, stride * BATCH, offs, lens, BATCH, 1.0, out, out_cap,
-                                  out_lens, BATCH))
+    enc, out, _, out_lens = _c_encoder(dp._dp, net, size, 64)   # 64: room for the ESP overhead
     assert enc() == BATCH
     e = _timeit(enc, seconds)
     # a pool of distinct sealed packets, as the UDP socket hands them up (minus IPv4 + UDP)

@@ -49,7 +49,7 @@ from .etcd_state import (Change, Keys, Ops, Publisher, StoreView, desired_for,
                          encode_member, plan_networks)
 
 __all__ = ["EtcdControl", "Endpoint", "parse_endpoint", "route_source", "new_client", "describe",
-           "authenticate", "run_keepalive", "run_sessions"]
+           "authenticate", "close_client", "run_keepalive", "run_sessions"]
 
 log = logging.getLogger("vxlan_dp.etcd")
 
@@ -166,10 +166,7 @@ class EtcdControl:
                 log.warning("etcd: could not revoke the lease (%s); it expires in %ds", _describe(e),
                             self.etcd.lease_ttl)
         if self._client is not None:
-            try:
-                await asyncio.wait_for(self._client.close(), 1.0)
-            except Exception:  # noqa: BLE001 - closing a dead channel
-                pass
+            await close_client(self._client)
             self._client = None
 
     def networks(self) -> dict[str, NetworkConfig]:
@@ -489,6 +486,14 @@ async def authenticate(etcd: EtcdConfig, client: Any) -> None:
     assert etcd.username is not None
     resp = await client.auth.authenticate(etcd.username, etcd.password or "", timeout=RPC_TIMEOUT)
     client.set_token(resp.token)
+
+
+async def close_client(client: Any) -> None:
+    """Close a client's channel within a second; a channel already dead is not an error."""
+    try:
+        await asyncio.wait_for(client.close(), 1.0)
+    except Exception:  # noqa: BLE001 - closing a dead channel
+        pass
 
 
 async def run_keepalive(client: Any, lease: int, ttl: int) -> None:

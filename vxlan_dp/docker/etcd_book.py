@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import EtcdConfig
-from ..control.etcd import run_keepalive, run_sessions
+from ..control.etcd import close_client, run_keepalive, run_sessions
 from .ipam import IpamError, Pool
 
 __all__ = ["EtcdBook"]
@@ -105,10 +105,7 @@ class EtcdBook:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._client is not None:
-            try:
-                await asyncio.wait_for(self._client.close(), 1.0)
-            except Exception:  # noqa: BLE001 - closing a dead channel
-                pass
+            await close_client(self._client)
             self._client = None
 
     async def _run(self) -> None:
