@@ -22,7 +22,7 @@ import pytest
 
 from vxlan_dp.wire import encode_vxlan
 
-__all__ = ["CI", "SCRIPTS", "require", "need_tool", "c_backend", "mac", "eth_frame", "vxlan_payload",
+__all__ = ["ones_sum", "CI", "SCRIPTS", "require", "need_tool", "c_backend", "mac", "eth_frame", "vxlan_payload",
            "wait_for", "until", "tshark_capture",
            "lab_with_daemons"]
 
@@ -163,3 +163,14 @@ def lab_with_daemons(make_lab: Callable[..., Any], backend: str, hosts: int = 2,
         lab.start_daemon(h, lab.network_toml(h, encap=encap, **network), backend=backend,
                          daemon_toml=daemon_toml(i) if callable(daemon_toml) else daemon_toml)
     return lab
+
+
+def ones_sum(data: bytes) -> int:
+    """The folded 16-bit ones'-complement sum of `data` (RFC 1071), an odd byte padded with zero:
+    the tests' own model of what a sender puts in a partial checksum field."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s

@@ -27,7 +27,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from helpers import need_tool, tshark_capture, lab_with_daemons
+from helpers import need_tool, tshark_capture, lab_with_daemons, ones_sum
 from vxlan_dp.lab import Lab
 from vxlan_dp.lab.lab import Container, Host
 
@@ -37,13 +37,7 @@ PEER_IP = "192.168.0.99"
 DPORT = 9000
 
 
-def _fold(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
+_fold = ones_sum  # the shared model (tests/helpers.py)
 
 
 def _datagrams(dst: Container) -> dict[str, bytes]:

@@ -21,7 +21,7 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
-from helpers import c_backend
+from helpers import c_backend, ones_sum
 from vxlan_dp.fastpath import NetworkParams, PureDataplane
 from vxlan_dp.wire import csum as W
 from vxlan_dp.wire import ENCAPS, encapsulate
@@ -46,13 +46,7 @@ def impl(request: pytest.FixtureRequest) -> Any:
 
 # --- an independent model of the sender ------------------------------------------------------
 
-def _sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
+_sum = ones_sum  # the shared model (tests/helpers.py)
 
 
 def _l4(frame: bytes) -> tuple[int, int, int, bytes, bytes]:
