@@ -138,12 +138,19 @@ int vxdp_csum_complete(uint8_t *f, uint32_t len)
 
 int vxdp_csum_peer(struct vxdp_dp *dp, int net, struct vxdp_addr *out)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
-    int r = !n ? -ENOENT : n->csum_peer.family != 0;
-    if (n)
-        *out = n->csum_peer;
-    pthread_mutex_unlock(&dp->lock);
+    int r = !n ? -ENOENT : 0;
+    double best = 0;
+    for (int q = 0; n && q < dp->main->nq; q++) {   /* the newest of the queues' */
+        const struct vxdp_net_q *nq = &n->q[q];
+        if (nq->csum_peer.family && (!r || nq->csum_at > best)) {
+            *out = nq->csum_peer;
+            best = nq->csum_at;
+            r = 1;
+        }
+    }
+    vxdp_wunlock(dp);
     return r;
 }
 

@@ -70,6 +70,8 @@ struct vxdp_esp {
     struct secrets *sec;
     struct sa sa[VXDP_ESP_SAS];
     uint64_t clock;
+    pthread_mutex_t lock;       /* pumps of several queues seal and open (internal.h "queues"):
+                                 * one EVP context, one sequence, one set of replay windows */
 };
 
 static const EVP_CIPHER *evp_cipher(int cipher)
@@ -254,6 +256,7 @@ void vxdp_esp_free(struct vxdp_esp *x)
         sa_clear(&x->sa[i]);
     EVP_CIPHER_CTX_free(x->tx);
     EVP_CIPHER_CTX_free(x->trial);
+    pthread_mutex_destroy(&x->lock);
     if (x->sec) {
         OPENSSL_cleanse(x->sec, sizeof *x->sec);
         munmap(x->sec, sizeof *x->sec);
@@ -289,6 +292,7 @@ int vxdp_esp_set(struct vxdp_esp **px, const struct vxdp_addr *local, int cipher
         x = calloc(1, sizeof *x);
         if (!x)
             return -ENOMEM;
+        pthread_mutex_init(&x->lock, NULL);
         x->sec = mmap(NULL, sizeof *x->sec, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (x->sec == MAP_FAILED) {
@@ -362,8 +366,20 @@ uint32_t vxdp_esp_overhead_max(void)
 
 /* The encrypted form of the outer packet {h[0..hlen), frame[0..len)} (IP header first),
  * as vxlan_dp.wire.esp.seal_packet builds it, at out; returns its length (0: failed). */
+static uint32_t seal_locked(struct vxdp_esp *x, int family, const uint8_t *h, int hlen,
+                            const uint8_t *frame, uint32_t len, uint8_t *out);
+
 uint32_t vxdp_esp_seal(struct vxdp_esp *x, int family, const uint8_t *h, int hlen,
                        const uint8_t *frame, uint32_t len, uint8_t *out)
+{
+    pthread_mutex_lock(&x->lock);
+    uint32_t r = seal_locked(x, family, h, hlen, frame, len, out);
+    pthread_mutex_unlock(&x->lock);
+    return r;
+}
+
+static uint32_t seal_locked(struct vxdp_esp *x, int family, const uint8_t *h, int hlen,
+                            const uint8_t *frame, uint32_t len, uint8_t *out)
 {
     int iphl = family == 4 ? 20 : 40;
     uint32_t inner = (uint32_t)(hlen - iphl) + len;     /* the plaintext UDP datagram */
@@ -499,8 +515,20 @@ static struct sa *sa_slot(struct vxdp_esp *x)
 
 /* After the source check. p[0..len) is the ESP packet, decrypted in place on success:
  * *off / *plen then give the VXLAN / GRE-in-UDP payload (after the inner UDP header). */
+static int open_locked(struct vxdp_esp *x, const struct vxdp_addr *src, uint8_t *p,
+                       uint32_t len, uint32_t *off, uint32_t *plen);
+
 int vxdp_esp_open(struct vxdp_esp *x, const struct vxdp_addr *src, uint8_t *p, uint32_t len,
                   uint32_t *off, uint32_t *plen)
+{
+    pthread_mutex_lock(&x->lock);
+    int r = open_locked(x, src, p, len, off, plen);
+    pthread_mutex_unlock(&x->lock);
+    return r;
+}
+
+static int open_locked(struct vxdp_esp *x, const struct vxdp_addr *src, uint8_t *p,
+                       uint32_t len, uint32_t *off, uint32_t *plen)
 {
     uint32_t spi = get32(p);
     int kid = p[1];

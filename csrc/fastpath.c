@@ -67,7 +67,7 @@
  * Ownership: the caller owns its buffers and every fd but the GSO pool's; the dp owns the
  * slab, the txq, the GSO batch, the GRO workspace and the rx arrays, all allocated by
  * vxdp_new. Nothing here allocates or calls Python per packet, and each public call holds
- * dp->lock for its whole batch.
+ * its view's lock for its whole batch (internal.h "queues").
  * Order of checks and counters: vxlan_dp/fastpath/api.py, identical to _pure.py.
  */
 #include <errno.h>
@@ -93,6 +93,7 @@
 /* ---- where a batch's outer packets go ------------------------------------------------ */
 
 struct sink {
+    struct vxdp_dp *dp;         /* the queue view running the batch (its pending learning) */
     struct vxdp_net *n;         /* the network whose tx counters move (send mode) */
     int fd;                     /* egress socket; -1: none configured */
     bool send;                  /* sendmmsg, or copy into out (vxdp_encap) */
@@ -104,7 +105,7 @@ struct sink {
 
 static void flush_send(struct vxdp_txq *q, struct sink *s)
 {
-    struct vxdp_net_counters *c = &s->n->c;
+    struct vxdp_net_counters *c = &NQ(s->n)->c;
     int i = 0;
     while (i < q->n) {
         if (s->fd < 0) {        /* like _pure: no egress socket, every packet is refused */
@@ -179,7 +180,7 @@ static void enqueue(struct vxdp_txq *q, struct sink *s, const struct vxdp_net *n
         uint8_t *out = q->esp + (size_t)k * VXDP_ESP_BUF;
         uint32_t sl = vxdp_esp_seal(n->esp, n->family, h, hlen, frame, len, out);
         if (!sl) {              /* libcrypto refused: nothing to send, counted as a send */
-            ((struct vxdp_net *)n)->c.drop_socket_error++;
+            NQ((struct vxdp_net *)n)->c.drop_socket_error++;
             return;
         }
         q->iov[k][0].iov_base = out;
@@ -208,15 +209,129 @@ static void enqueue(struct vxdp_txq *q, struct sink *s, const struct vxdp_net *n
         flush(q, s);
 }
 
+/* ---- learning from a pump (internal.h "queues") ---------------------------------------
+ *
+ * While a pump holds its view's lock no management call runs, so the FDB is stable and every
+ * queue's pump may read it at once; only the pumps' own learning could change it under the
+ * others. So a pump changes nothing shared here: a refresh (known MAC, same remote) is one
+ * aligned 8-byte store of `seen`; a full table is counted and left alone; a new or moved MAC
+ * is queued in the view, and the batch's end (qunlock) applies the queue under every view's
+ * lock with vxdp_fdb_learn, in arrival order. A MAC already queued in this batch queues
+ * again, so a MAC that flaps within a batch ends where it would have, with the same counters. */
+
+static bool queued(const struct vxdp_dp *dp, int32_t net, bool local, uint64_t mac)
+{
+    for (int i = 0; i < dp->npend; i++)
+        if (dp->pend[i].mac == mac && dp->pend[i].net == net && dp->pend[i].local == local)
+            return true;
+    return false;
+}
+
+static void apply_learned(struct vxdp_dp *dp)
+{
+    for (int i = 0; i < dp->npend; i++) {
+        const struct vxdp_learn *l = &dp->pend[i];
+        struct vxdp_net *n = vxdp_get_net(dp, l->net);
+        if (!n)
+            continue;           /* removed since: ids are never reused */
+        if (l->local) {
+            vxdp_fdb_learn(&n->local, l->mac, &l->remote, l->now);
+            continue;
+        }
+        struct vxdp_net_counters *c = &NQ(n)->c;
+        switch (vxdp_fdb_learn(&n->fdb, l->mac, &l->remote, l->now)) {
+        case VXDP_LEARN_NEW: c->fdb_learned++; break;       /* the repeats: refreshes */
+        case VXDP_LEARN_MOVED: c->fdb_moved++; break;
+        case VXDP_LEARN_FULL: c->fdb_full += l->reps; break;
+        default: break;
+        }
+    }
+    dp->npend = 0;
+}
+
+/* `local`: the local-MAC table (no counters), else the FDB. */
+static void learn(struct vxdp_dp *dp, struct vxdp_net *n, bool local, uint64_t mac,
+                  const struct vxdp_addr *remote, double now)
+{
+    struct vxdp_fdb *f = local ? &n->local : &n->fdb;
+    if (!dp->npend || !queued(dp, n->id, local, mac)) {
+        const struct vxdp_fdb_entry *e = vxdp_fdb_lookup(f, mac);
+        if (e && e->is_static)
+            return;
+        if (e && memcmp(&e->remote, remote, sizeof *remote) == 0) {
+            __atomic_store(&((struct vxdp_fdb_entry *)e)->seen, &now, __ATOMIC_RELAXED);
+            return;
+        }
+        if (!e && f->count >= f->max_entries) {
+            if (!local)
+                NQ(n)->c.fdb_full++;
+            return;
+        }
+    }
+    struct vxdp_learn *last = dp->npend ? &dp->pend[dp->npend - 1] : NULL;
+    if (last && last->mac == mac && last->net == n->id && last->local == local &&
+        memcmp(&last->remote, remote, sizeof *remote) == 0) {
+        last->reps++;           /* a super-frame's segments, a burst of one flow */
+        last->now = now;
+        return;
+    }
+    if (dp->npend == dp->dl_cap) {
+        if (!dp->wlocked)
+            return;             /* only the local table can get here (one FDB request per
+                                 * datagram, dl_cap per batch): its next frame records it */
+        apply_learned(dp);
+    }
+    dp->pend[dp->npend++] = (struct vxdp_learn){ .net = n->id, .local = local, .reps = 1,
+                                                 .mac = mac, .remote = *remote, .now = now };
+}
+
+/* A pump's batch on view dp: its own lock only (other queues' pumps run alongside). */
+static void qlock(struct vxdp_dp *dp)
+{
+    pthread_mutex_lock(&dp->lock);
+    vxdp_cur_q = dp->qid;
+}
+
+/* Ends it: queued learning is applied with every view's lock (this one's released first:
+ * the locks are taken in order, never while holding one). */
+static void qunlock(struct vxdp_dp *dp)
+{
+    if (dp->npend && dp->main->nq > 1) {
+        pthread_mutex_unlock(&dp->lock);
+        vxdp_wlock(dp);
+        apply_learned(dp);
+        vxdp_wunlock(dp);
+        return;
+    }
+    if (dp->npend)
+        apply_learned(dp);      /* one view: its lock is every lock */
+    pthread_mutex_unlock(&dp->lock);
+}
+
+/* The I/O-free calls (tests, benchmarks) hold every lock, learning applies when due. */
+static void iolock(struct vxdp_dp *dp)
+{
+    vxdp_wlock(dp);
+    vxdp_cur_q = dp->qid;
+    dp->wlocked = true;
+}
+
+static void iounlock(struct vxdp_dp *dp)
+{
+    apply_learned(dp);
+    dp->wlocked = false;
+    vxdp_wunlock(dp);
+}
+
 /* ---- egress: one wire frame ---------------------------------------------------------- */
 
 /* Counts one wire frame read from the TAP and decides where it goes: returns the number of
  * destinations (0: dropped and counted) and points *dsts at them. Only the headers of
  * `frame` are read, so a split segment passes its super-frame's start with its own length. */
-static int classify(struct vxdp_net *n, const uint8_t *frame, uint32_t len, double now,
+static int classify(struct vxdp_dp *dp, struct vxdp_net *n, const uint8_t *frame, uint32_t len, double now,
                     const struct vxdp_addr **dsts)
 {
-    struct vxdp_net_counters *c = &n->c;
+    struct vxdp_net_counters *c = &NQ(n)->c;
     c->tap_rx_frames++;
     c->tap_rx_bytes += len;
     if (len < VXDP_ETH_HLEN) {
@@ -226,7 +341,7 @@ static int classify(struct vxdp_net *n, const uint8_t *frame, uint32_t len, doub
     if (!vxdp_is_multicast(frame + 6)) {
         /* local-MAC table for the control plane; full -> not recorded, frame still sent */
         static const struct vxdp_addr none;
-        vxdp_fdb_learn(&n->local, vxdp_mac_key(frame + 6), &none, now);
+        learn(dp, n, true, vxdp_mac_key(frame + 6), &none, now);
     }
     /* the 16-bit IP length check only bites where the MTU is configured beyond what one
      * outer packet can carry: drop as too big rather than truncate the length field */
@@ -259,7 +374,7 @@ static void encap_frame(struct vxdp_txq *q, struct sink *s, struct vxdp_net *n,
                         uint8_t *frame, uint32_t len, double now)
 {
     const struct vxdp_addr *dsts;
-    int ndst = classify(n, frame, len, now, &dsts);
+    int ndst = classify(s->dp, n, frame, len, now, &dsts);
     if (!ndst)
         return;
     struct vxdp_outer o;
@@ -320,7 +435,7 @@ static void gso_send(struct vxdp_dp *dp, struct sink *s, struct vxdp_net *n,
 {
     struct vxdp_gsob *gb = dp->gsob;
     struct vxdp_txq *q = dp->txq;
-    struct vxdp_net_counters *c = &n->c;
+    struct vxdp_net_counters *c = &NQ(n)->c;
     int cnt = gb->n, d = 0, fam = n->family == 6;
     gb->n = 0;
     flush(q, s);                /* what was queued first leaves first: no flow reorders */
@@ -470,7 +585,7 @@ static void encap_super(struct vxdp_dp *dp, struct sink *s, struct vxdp_net *n,
             chunk = 0;
         uint32_t seglen = sp->hlen + chunk;
         const struct vxdp_addr *dsts;
-        int ndst = classify(n, frame, seglen, now, &dsts);
+        int ndst = classify(dp, n, frame, seglen, now, &dsts);
         if (!ndst)
             continue;
         const uint8_t *payload = frame + sp->poff + start;
@@ -514,9 +629,9 @@ static void encap_vnet(struct vxdp_dp *dp, struct sink *s, struct vxdp_net *n,
         return;
     }
     if (r < 0) {                /* as one frame read and dropped: wire.offload raised */
-        n->c.tap_rx_frames++;
-        n->c.tap_rx_bytes += len;
-        n->c.drop_malformed++;
+        NQ(n)->c.tap_rx_frames++;
+        NQ(n)->c.tap_rx_bytes += len;
+        NQ(n)->c.drop_malformed++;
         dp->ost.vnet_malformed++;
         return;
     }
@@ -528,8 +643,8 @@ static void encap_vnet(struct vxdp_dp *dp, struct sink *s, struct vxdp_net *n,
 /* A read shorter than the virtio-net header: a frame of nothing, malformed. */
 static void short_vnet(struct vxdp_dp *dp, struct vxdp_net *n)
 {
-    n->c.tap_rx_frames++;
-    n->c.drop_malformed++;
+    NQ(n)->c.tap_rx_frames++;
+    NQ(n)->c.drop_malformed++;
     dp->ost.vnet_malformed++;
 }
 
@@ -559,11 +674,11 @@ static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32
 static int esp_step(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32_t len,
                     const struct vxdp_addr *src, uint32_t *off, uint32_t *plen)
 {
-    struct vxdp_ep_counters *ec = &e->c;
+    struct vxdp_ep_counters *ec = &EQ(e)->c;
     struct vxdp_net *n = vxdp_get_net(dp, e->esp_net);
     int r = vxdp_esp_precheck(p, len);
     if (r == 0 && !n->p.allow_unknown_sources && !is_peer(n, src)) {
-        n->c.drop_unknown_source++;
+        NQ(n)->c.drop_unknown_source++;
         return -1;
     }
     if (r == 0)
@@ -585,7 +700,7 @@ static int esp_step(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32_t 
 static int decap_one(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32_t len,
                      const struct vxdp_addr *src, double now, uint32_t *off, uint32_t *flen)
 {
-    struct vxdp_ep_counters *ec = &e->c;
+    struct vxdp_ep_counters *ec = &EQ(e)->c;
     ec->rx_datagrams++;
     ec->rx_bytes += len;
     uint32_t base = 0;
@@ -605,7 +720,7 @@ static int decap_one(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32_t
 static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32_t len,
                        const struct vxdp_addr *src, double now, uint32_t *off)
 {
-    struct vxdp_ep_counters *ec = &e->c;
+    struct vxdp_ep_counters *ec = &EQ(e)->c;
     uint32_t key;
     switch (vxdp_decapsulate(e->kind, e->ipv4_header, p, len, &key, off)) {
     case VXDP_OK: break;
@@ -637,7 +752,7 @@ static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32
         memcpy(hdr_src.bytes, p + 12, 4);
         src = &hdr_src;
     }
-    struct vxdp_net_counters *c = &n->c;
+    struct vxdp_net_counters *c = &NQ(n)->c;
     if (!n->p.allow_unknown_sources && !is_peer(n, src)) {
         c->drop_unknown_source++;
         return -1;
@@ -657,21 +772,16 @@ static int decap_inner(struct vxdp_dp *dp, struct vxdp_ep *e, uint8_t *p, uint32
         }
         super = true;
     }
-    if (n->p.learning) {
-        switch (vxdp_fdb_learn(&n->fdb, vxdp_mac_key(frame + 6), src, now)) {
-        case VXDP_LEARN_NEW: c->fdb_learned++; break;
-        case VXDP_LEARN_MOVED: c->fdb_moved++; break;
-        case VXDP_LEARN_FULL: c->fdb_full++; break;
-        default: break;
-        }
-    }
+    if (n->p.learning)
+        learn(dp, n, false, vxdp_mac_key(frame + 6), src, now);
     c->rx_packets++;
     c->rx_bytes += len;
     if (super)                  /* its checksum is the segments' business (deliver_super) */
         dp->ost.rx_super_frames++;
     else if (vxdp_csum_complete(frame, flen)) { /* before GRO: completed segments coalesce */
         c->csum_completed++;
-        n->csum_peer = *src;
+        NQ(n)->csum_peer = *src;
+        NQ(n)->csum_at = now;
     }
     return id;
 }
@@ -693,13 +803,13 @@ static int encap_io_free(struct vxdp_dp *dp, int net, bool vnet, uint8_t *buf, s
 {
     if (n < 0 || !spans_ok(buflen, offs, lens, n, VXDP_HEADROOM))
         return -EINVAL;
-    pthread_mutex_lock(&dp->lock);
+    iolock(dp);
     struct vxdp_net *nw = vxdp_get_net(dp, net);
     if (!nw) {
-        pthread_mutex_unlock(&dp->lock);
+        iounlock(dp);
         return -ENOENT;
     }
-    struct sink s = { .n = nw, .fd = -1, .send = false, .out = out, .cap = out_cap,
+    struct sink s = { .dp = dp, .n = nw, .fd = -1, .send = false, .out = out, .cap = out_cap,
                       .out_lens = out_lens, .out_max = out_max };
     struct vxdp_txq *q = dp->txq;
     q->n = 0;
@@ -716,7 +826,7 @@ static int encap_io_free(struct vxdp_dp *dp, int net, bool vnet, uint8_t *buf, s
         }
     }
     flush(q, &s);
-    pthread_mutex_unlock(&dp->lock);
+    iounlock(dp);
     return s.err ? s.err : s.nout;
 }
 
@@ -744,10 +854,10 @@ int vxdp_decap(struct vxdp_dp *dp, int ep, uint8_t *buf, size_t buflen,
 {
     if (n < 0 || !spans_ok(buflen, offs, lens, n, 0))
         return -EINVAL;
-    pthread_mutex_lock(&dp->lock);
+    iolock(dp);
     struct vxdp_ep *e = vxdp_get_ep(dp, ep);
     if (!e) {
-        pthread_mutex_unlock(&dp->lock);
+        iounlock(dp);
         return -ENOENT;
     }
     int nd = 0;
@@ -762,7 +872,7 @@ int vxdp_decap(struct vxdp_dp *dp, int ep, uint8_t *buf, size_t buflen,
             nd++;
         }
     }
-    pthread_mutex_unlock(&dp->lock);
+    iounlock(dp);
     return nd;
 }
 
@@ -770,18 +880,18 @@ int vxdp_decap(struct vxdp_dp *dp, int ep, uint8_t *buf, size_t buflen,
 
 int vxdp_pump_tap(struct vxdp_dp *dp, int net, double now)
 {
-    pthread_mutex_lock(&dp->lock);
+    qlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     if (!n) {
-        pthread_mutex_unlock(&dp->lock);
+        qunlock(dp);
         return -ENOENT;
     }
     int got = 0, err = 0;
     bool vnet = n->vnet;
     while (got < dp->batch) {
         uint8_t *f = dp->slab + (size_t)got * VXDP_SLOT + VXDP_HEADROOM;
-        ssize_t r = vnet ? read(n->tap_fd, f - VXDP_VNET_HDR_LEN, VXDP_SUPER_MAX + VXDP_VNET_HDR_LEN)
-                         : read(n->tap_fd, f, VXDP_FRAME_MAX);
+        ssize_t r = vnet ? read(NQ(n)->tap_fd, f - VXDP_VNET_HDR_LEN, VXDP_SUPER_MAX + VXDP_VNET_HDR_LEN)
+                         : read(NQ(n)->tap_fd, f, VXDP_FRAME_MAX);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -794,8 +904,8 @@ int vxdp_pump_tap(struct vxdp_dp *dp, int net, double now)
         dp->lens[got++] = (uint32_t)r;
     }
     if (got) {
-        n->c.tap_rx_batches++;
-        struct sink s = { .n = n, .fd = dp->tx_fd[n->family == 6], .send = true };
+        NQ(n)->c.tap_rx_batches++;
+        struct sink s = { .dp = dp, .n = n, .fd = dp->tx_fd[n->family == 6], .send = true };
         struct vxdp_txq *q = dp->txq;
         q->n = 0;
         for (int i = 0; i < got; i++) {
@@ -809,7 +919,7 @@ int vxdp_pump_tap(struct vxdp_dp *dp, int net, double now)
         }
         flush(q, &s);
     }
-    pthread_mutex_unlock(&dp->lock);
+    qunlock(dp);
     return err && !got ? err : got;
 }
 
@@ -854,18 +964,18 @@ static void tap_write_one(struct vxdp_net *n, const uint8_t *frame, uint32_t len
         struct iovec iov[2] = { { (void *)&none, VXDP_VNET_HDR_LEN },
                                 { (void *)frame, len } };
         do
-            w = writev(n->tap_fd, iov, 2);
+            w = writev(NQ(n)->tap_fd, iov, 2);
         while (w < 0 && errno == EINTR);
     } else {
         do
-            w = write(n->tap_fd, frame, len);
+            w = write(NQ(n)->tap_fd, frame, len);
         while (w < 0 && errno == EINTR);
     }
     if (w < 0) {
-        n->c.drop_tap_write_error++;
+        NQ(n)->c.drop_tap_write_error++;
     } else {
-        n->c.tap_tx_frames++;
-        n->c.tap_tx_bytes += len;
+        NQ(n)->c.tap_tx_frames++;
+        NQ(n)->c.tap_tx_bytes += len;
     }
 }
 
@@ -878,7 +988,7 @@ static void deliver_super(struct vxdp_dp *dp, struct vxdp_net *n, uint8_t *frame
     int nseg = vxdp_super_frame(frame, len, n->p.mtu, &vh);
     struct vxdp_split sp;
     if (nseg < 1 || vxdp_split_init(&sp, &vh, frame, len) != 0) {
-        n->c.drop_tap_write_error++;    /* cannot happen: decap_one checked the same */
+        NQ(n)->c.drop_tap_write_error++;    /* cannot happen: decap_one checked the same */
         return;
     }
     dp->ost.rx_super_segments += (uint64_t)nseg;
@@ -888,15 +998,15 @@ static void deliver_super(struct vxdp_dp *dp, struct vxdp_net *n, uint8_t *frame
         struct iovec iov[2] = { { &vh, VXDP_VNET_HDR_LEN }, { frame, len } };
         ssize_t w;
         do
-            w = writev(n->tap_fd, iov, 2);
+            w = writev(NQ(n)->tap_fd, iov, 2);
         while (w < 0 && errno == EINTR);
         if (w >= 0) {
-            n->c.tap_tx_frames += (uint64_t)nseg;
-            n->c.tap_tx_bytes += (uint64_t)(nseg - 1) * sp.hlen + len;
+            NQ(n)->c.tap_tx_frames += (uint64_t)nseg;
+            NQ(n)->c.tap_tx_bytes += (uint64_t)(nseg - 1) * sp.hlen + len;
             return;
         }
         if (errno != EINVAL && errno != EOPNOTSUPP) {
-            n->c.drop_tap_write_error += (uint64_t)nseg;
+            NQ(n)->c.drop_tap_write_error += (uint64_t)nseg;
             return;
         }
         n->gro_types = 0;       /* the TAP refuses GSO frames: split them here from now on */
@@ -911,13 +1021,13 @@ static void deliver_super(struct vxdp_dp *dp, struct vxdp_net *n, uint8_t *frame
                                 { frame + sp.poff + i * sp.gso, chunk } };
         ssize_t w;
         do
-            w = n->vnet ? writev(n->tap_fd, iov, 3) : writev(n->tap_fd, iov + 1, 2);
+            w = n->vnet ? writev(NQ(n)->tap_fd, iov, 3) : writev(NQ(n)->tap_fd, iov + 1, 2);
         while (w < 0 && errno == EINTR);
         if (w < 0) {
-            n->c.drop_tap_write_error++;
+            NQ(n)->c.drop_tap_write_error++;
         } else {
-            n->c.tap_tx_frames++;
-            n->c.tap_tx_bytes += sp.hlen + chunk;
+            NQ(n)->c.tap_tx_frames++;
+            NQ(n)->c.tap_tx_bytes += sp.hlen + chunk;
         }
     }
 }
@@ -984,17 +1094,17 @@ static void deliver_run(struct vxdp_dp *dp, struct vxdp_net *n, const uint8_t *c
             }
             ssize_t w;
             do
-                w = writev(n->tap_fd, iov, m);
+                w = writev(NQ(n)->tap_fd, iov, m);
             while (w < 0 && errno == EINTR);
             if (w >= 0) {
-                n->c.tap_tx_frames += it->nsegs;
-                n->c.tap_tx_bytes += bytes;
+                NQ(n)->c.tap_tx_frames += it->nsegs;
+                NQ(n)->c.tap_tx_bytes += bytes;
                 dp->ost.coalesced_frames++;
                 dp->ost.coalesced_segments += it->nsegs;
                 continue;
             }
             if (errno != EINVAL && errno != EOPNOTSUPP) {
-                n->c.drop_tap_write_error += it->nsegs;
+                NQ(n)->c.drop_tap_write_error += it->nsegs;
                 continue;
             }
             n->gro_types = 0;   /* the TAP refuses GSO frames: write them as they came */
@@ -1030,11 +1140,11 @@ static void deliver(struct vxdp_dp *dp, int nd)
 
 int vxdp_pump_endpoint(struct vxdp_dp *dp, int ep, double now)
 {
-    pthread_mutex_lock(&dp->lock);
+    qlock(dp);
     struct vxdp_ep *e = vxdp_get_ep(dp, ep);
-    int r = !e ? -ENOENT : e->fd < 0 ? -ENOTCONN : 0;
+    int r = !e ? -ENOENT : EQ(e)->fd < 0 ? -ENOTCONN : 0;
     if (r < 0) {
-        pthread_mutex_unlock(&dp->lock);
+        qunlock(dp);
         return r;
     }
     for (int i = 0; i < dp->batch; i++) {
@@ -1052,20 +1162,20 @@ int vxdp_pump_endpoint(struct vxdp_dp *dp, int ep, double now)
         }
     }
     do
-        r = recvmmsg(e->fd, dp->rx_msg, (unsigned)dp->batch, MSG_DONTWAIT, NULL);
+        r = recvmmsg(EQ(e)->fd, dp->rx_msg, (unsigned)dp->batch, MSG_DONTWAIT, NULL);
     while (r < 0 && errno == EINTR);
     if (r < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             r = 0;
         else {
             r = -errno;
-            e->c.drop_socket_error++;
+            EQ(e)->c.drop_socket_error++;
         }
-        pthread_mutex_unlock(&dp->lock);
+        qunlock(dp);
         return r;
     }
     if (r > 0)
-        e->c.rx_batches++;
+        EQ(e)->c.rx_batches++;
     int nd = 0;
     for (int i = 0; i < r; i++) {
         struct vxdp_addr src;
@@ -1099,6 +1209,6 @@ int vxdp_pump_endpoint(struct vxdp_dp *dp, int ep, double now)
         } while (at < mlen);
     }
     deliver(dp, nd);
-    pthread_mutex_unlock(&dp->lock);
+    qunlock(dp);
     return r;
 }

@@ -48,6 +48,7 @@
 #define VXDP_HDR_MAX 56         /* largest outer header: IPv6 40 + UDP 8 + VXLAN/GRE 8 */
 #define VXDP_FRAME_MAX 65535    /* largest frame or datagram one read returns */
 #define VXDP_BATCH_MAX 1024     /* UIO_MAXIOV: the most messages one sendmmsg/recvmmsg takes */
+#define VXDP_QUEUES_MAX 16      /* queue views (pump threads, TAP queues) per dp */
 
 #define VXDP_SUPER_MAX 65600    /* largest frame a vnet-header TAP read returns: 64 KiB GSO */
 #define VXDP_VNET_HDR_LEN 10    /* sizeof(struct virtio_net_hdr), linux/virtio_net.h */
@@ -232,6 +233,15 @@ int vxdp_decap(struct vxdp_dp *dp, int ep, uint8_t *buf, size_t buflen,
                const size_t *offs, const uint32_t *lens, const struct vxdp_addr *srcs, int n,
                double now, int32_t *out_idx, int32_t *out_net, uint32_t *out_off,
                uint32_t *out_len);
+
+/* Queues (internal.h "queues"): vxdp_set_queues makes n views (grow only); vxdp_queue is
+ * view q, a struct vxdp_dp every pump and I/O-free call takes in place of the dp (management
+ * calls take the dp). Queue q of a network reads and writes tap fd q, of an endpoint socket q
+ * (queue 0's are the ones add_network / add_endpoint / set_tap_vnet set). */
+int vxdp_set_queues(struct vxdp_dp *dp, int n);
+struct vxdp_dp *vxdp_queue(struct vxdp_dp *dp, int q);
+int vxdp_set_tap_queue(struct vxdp_dp *dp, int net, int q, int fd);
+int vxdp_set_endpoint_queue(struct vxdp_dp *dp, int ep, int q, int fd);
 
 int vxdp_pump_tap(struct vxdp_dp *dp, int net, double now);
 int vxdp_pump_endpoint(struct vxdp_dp *dp, int ep, double now);

@@ -132,6 +132,54 @@ uint64_t vxdp_mac_key(const uint8_t *mac);
 
 /* ---- fastpath.c / manage.c: the objects -------------------------------------------- */
 
+/* ---- queues (multi-queue TAPs, one pump thread each) ----------------------------------
+ *
+ * With [daemon] queues = N the dp has N queue views (vxdp_set_queues): view 0 is the dp
+ * itself, views 1..N-1 are struct vxdp_dp too, with their own batch buffers, GSO pool and
+ * lock, and `main` pointing at view 0, which alone holds the networks and endpoints. Each
+ * pump thread works on its own view, so the hot path shares no buffer and no lock:
+ * - a pump holds its view's lock for one batch (vxdp_qlock); a management call holds every
+ *   view's lock, in order (vxdp_wlock): the Linux lglock pattern (one lock per CPU for
+ *   readers, all of them for a writer). While any pump runs, the shared state (networks,
+ *   FDB, peers, keymaps) is therefore read-only, for all of them at once;
+ * - what a pump writes lives per queue: the counters and the TAP / socket fd of each network
+ *   and endpoint (struct vxdp_net_q / vxdp_ep_q, one cache line apart), summed when read;
+ * - FDB and local-MAC learning: a refresh (known MAC, same remote) is one aligned 8-byte
+ *   store of `seen`, done in place; a new or moved MAC is queued in the view (vxdp_learn)
+ *   and applied at the end of the batch under vxdp_wlock, in arrival order, with the very
+ *   vxdp_fdb_learn a single pump used to call inline: same entries, same counters;
+ * - the few per-network objects pumps must change as they go take their own short lock:
+ *   an encrypted network's ESP state (sequence numbers, replay windows) and the ARP/ND
+ *   table when snooping or answering.
+ * vxdp_cur_q says which view the calling thread is running: set by every entry point that
+ * pumps (vxdp_qlock), read through NQ() / EQ(). */
+extern _Thread_local int vxdp_cur_q;
+
+struct vxdp_net_q {
+    int tap_fd;                 /* this queue's fd of the (multi-queue) TAP; -1: none */
+    struct vxdp_net_counters c;
+    struct vxdp_addr csum_peer; /* source of the last completed checksum (family 0: none) */
+    double csum_at;             /* when: the newest of all queues is the answer */
+} __attribute__((aligned(64)));
+
+struct vxdp_ep_q {
+    int fd;                     /* this queue's SO_REUSEPORT socket (queue 0: the endpoint's) */
+    struct vxdp_ep_counters c;
+} __attribute__((aligned(64)));
+
+#define NQ(n) (&(n)->q[vxdp_cur_q])
+#define EQ(e) (&(e)->q[vxdp_cur_q])
+
+/* A new or moved MAC seen by a pump, applied at the end of its batch (commit_learned). */
+struct vxdp_learn {
+    int32_t net;
+    bool local;                 /* the local-MAC table, else the FDB */
+    uint32_t reps;              /* consecutive identical requests folded into this one */
+    uint64_t mac;
+    struct vxdp_addr remote;
+    double now;
+};
+
 struct vxdp_keymap {            /* sorted by key: VNI / VSID -> network id */
     struct { uint32_t key; int32_t net; } *v;
     int n, cap;
@@ -142,15 +190,14 @@ struct vxdp_esp;
 struct vxdp_ep {
     int kind;                   /* VXDP_ENCAP_* */
     int esp_net;                /* the one network of an encrypted endpoint, else -1 */
-    int fd;
     bool ipv4_header;           /* raw IPv4 GRE socket: datagrams start with the IP header */
     bool gro;                   /* UDP_GRO on: a message may hold several datagrams */
     struct vxdp_keymap plain, nvgre;
-    struct vxdp_ep_counters c;
+    struct vxdp_ep_q q[VXDP_QUEUES_MAX];
 };
 
 struct vxdp_net {
-    int id, ep, tap_fd;
+    int id, ep;
     bool vnet;                  /* the TAP fd carries a struct vxdp_vnet_hdr per frame */
     unsigned gro_types;         /* VXDP_TAP_* that writes to the TAP may coalesce into */
     struct vxdp_net_params p;
@@ -163,9 +210,8 @@ struct vxdp_net {
     struct vxdp_fdb fdb;
     struct vxdp_fdb local;      /* local-MAC table: TAP source MACs, last seen (no remote) */
     struct vxdp_esp *esp;       /* encrypted network (esp.c), else NULL */
-    struct vxdp_net_counters c;
     struct vxdp_neigh *neigh;   /* ARP/ND suppression (neigh.c); NULL until first used */
-    struct vxdp_addr csum_peer; /* source of the last completed checksum (family 0: none) */
+    struct vxdp_net_q q[VXDP_QUEUES_MAX];
 };
 
 /* The per-frame part of an outer header: everything except the destination address. */
@@ -208,7 +254,14 @@ struct vxdp_gso_sock {          /* a UDP_SEGMENT send socket bound to (local, po
 };
 
 struct vxdp_dp {
-    pthread_mutex_t lock;
+    pthread_mutex_t lock;       /* this view's: its pump holds it for a batch */
+    struct vxdp_dp *main;       /* view 0, the owner of networks and endpoints (itself there) */
+    int qid;                    /* this view's queue */
+    int nq;                     /* view 0: how many views (1..VXDP_QUEUES_MAX) */
+    struct vxdp_dp *qs[VXDP_QUEUES_MAX];    /* view 0: the views, qs[0] == itself */
+    struct vxdp_learn *pend;    /* learning to apply at the end of the batch, dl_cap of them */
+    int npend;
+    bool wlocked;               /* an I/O-free call holds every lock: learning applies at once */
     int batch;
     int tx_fd[2];               /* egress raw sockets: [0] IPv4, [1] IPv6 */
     struct vxdp_net **nets;     /* by id; NULL once removed */
@@ -278,7 +331,9 @@ int vxdp_gso_socket(struct vxdp_dp *dp, const struct vxdp_addr *local, uint16_t 
                     double now);
 void vxdp_gso_close(struct vxdp_dp *dp, int family);   /* 0: every family */
 
-struct vxdp_net *vxdp_get_net(struct vxdp_dp *dp, int id);
+struct vxdp_net *vxdp_get_net(struct vxdp_dp *dp, int id);     /* any view: main's networks */
+void vxdp_wlock(struct vxdp_dp *dp);    /* every view's lock, in order (management) */
+void vxdp_wunlock(struct vxdp_dp *dp);
 struct vxdp_ep *vxdp_get_ep(struct vxdp_dp *dp, int id);
 int vxdp_keymap_find(const struct vxdp_keymap *m, uint32_t key);
 

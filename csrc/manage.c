@@ -3,8 +3,9 @@
  * peers, static FDB entries, dumps and counter snapshots. These calls are rare and may
  * allocate; they prepare everything the pumps need so the pumps never do.
  *
- * Every public function takes dp->lock; ids are indexes into grow-only pointer arrays and
- * are never reused, matching the pure-Python backend.
+ * Every public function holds every queue view's lock (vxdp_wlock, internal.h "queues"), so
+ * no pump runs meanwhile; ids are indexes into grow-only pointer arrays and are never reused,
+ * matching the pure-Python backend.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -23,26 +24,46 @@ const char *vxdp_version(void)
     return VXDP_VERSION;
 }
 
+_Thread_local int vxdp_cur_q;
+
 struct vxdp_net *vxdp_get_net(struct vxdp_dp *dp, int id)
 {
+    dp = dp->main;
     return id >= 0 && id < dp->nnets ? dp->nets[id] : NULL;
 }
 
 struct vxdp_ep *vxdp_get_ep(struct vxdp_dp *dp, int id)
 {
+    dp = dp->main;
     return id >= 0 && id < dp->neps ? dp->eps[id] : NULL;
+}
+
+void vxdp_wlock(struct vxdp_dp *dp)
+{
+    dp = dp->main;
+    for (int q = 0; q < dp->nq; q++)
+        pthread_mutex_lock(&dp->qs[q]->lock);
+}
+
+void vxdp_wunlock(struct vxdp_dp *dp)
+{
+    dp = dp->main;
+    for (int q = dp->nq - 1; q >= 0; q--)
+        pthread_mutex_unlock(&dp->qs[q]->lock);
 }
 
 /* ---- the data plane ------------------------------------------------------------------ */
 
-struct vxdp_dp *vxdp_new(int batch)
+static void free_view(struct vxdp_dp *dp);
+
+/* A view's own part: lock, batch buffers, GSO pool (each view of a dp has one). */
+static struct vxdp_dp *new_view(int batch)
 {
-    if (batch < 1 || batch > VXDP_BATCH_MAX)
-        return NULL;
     struct vxdp_dp *dp = calloc(1, sizeof *dp);
     if (!dp)
         return NULL;
     pthread_mutex_init(&dp->lock, NULL);
+    dp->main = dp;
     dp->batch = batch;
     dp->tx_fd[0] = dp->tx_fd[1] = -1;
     /* batch * 64 KiB of address space; only the pages frames actually touch get memory */
@@ -65,14 +86,27 @@ struct vxdp_dp *vxdp_new(int batch)
     dp->gro_frames = calloc((size_t)dp->dl_cap, sizeof *dp->gro_frames);
     dp->gro_lens = calloc((size_t)dp->dl_cap, sizeof *dp->gro_lens);
     dp->gsob = calloc(1, sizeof *dp->gsob);
+    dp->pend = calloc((size_t)dp->dl_cap, sizeof *dp->pend);
     for (int i = 0; i < VXDP_GSO_SOCKS; i++)
         dp->gso_socks[i].fd = -1;
     bool gro_ok = vxdp_gro_init(&dp->gro, dp->dl_cap) == 0;
     if (!dp->slab || !dp->lens || !dp->rx_msg || !dp->rx_iov || !dp->rx_sa || !dp->dl_net ||
         !dp->dl_ptr || !dp->dl_len || !dp->txq || !dp->vh || !dp->rx_ctl || !dp->gro_frames ||
-        !dp->gro_lens || !dp->gsob || !gro_ok) {
-        vxdp_free(dp);
+        !dp->gro_lens || !dp->gsob || !dp->pend || !gro_ok) {
+        free_view(dp);
         return NULL;
+    }
+    return dp;
+}
+
+struct vxdp_dp *vxdp_new(int batch)
+{
+    if (batch < 1 || batch > VXDP_BATCH_MAX)
+        return NULL;
+    struct vxdp_dp *dp = new_view(batch);
+    if (dp) {
+        dp->nq = 1;
+        dp->qs[0] = dp;
     }
     return dp;
 }
@@ -99,6 +133,8 @@ void vxdp_free(struct vxdp_dp *dp)
 {
     if (!dp)
         return;
+    for (int q = 1; q < dp->nq; q++)
+        free_view(dp->qs[q]);
     for (int i = 0; i < dp->nnets; i++)
         if (dp->nets[i])
             free_net(dp->nets[i]);
@@ -107,6 +143,11 @@ void vxdp_free(struct vxdp_dp *dp)
             free_ep(dp->eps[i]);
     free(dp->nets);
     free(dp->eps);
+    free_view(dp);
+}
+
+static void free_view(struct vxdp_dp *dp)
+{
     if (dp->slab)
         munmap(dp->slab, dp->slab_len);
     free(dp->lens);
@@ -124,6 +165,7 @@ void vxdp_free(struct vxdp_dp *dp)
     free(dp->gro_frames);
     free(dp->gro_lens);
     free(dp->gsob);
+    free(dp->pend);
     vxdp_gro_free(&dp->gro);
     vxdp_gso_close(dp, 0);
     pthread_mutex_destroy(&dp->lock);
@@ -134,9 +176,10 @@ int vxdp_set_tx_socket(struct vxdp_dp *dp, int family, int fd)
 {
     if (family != 4 && family != 6)
         return -EINVAL;
-    pthread_mutex_lock(&dp->lock);
-    dp->tx_fd[family == 6] = fd < 0 ? -1 : fd;
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wlock(dp);
+    for (int q = 0; q < dp->nq; q++)
+        dp->qs[q]->tx_fd[family == 6] = fd < 0 ? -1 : fd;
+    vxdp_wunlock(dp);
     return 0;
 }
 
@@ -168,11 +211,13 @@ int vxdp_add_endpoint(struct vxdp_dp *dp, int kind, int fd, int ipv4_header)
         return -ENOMEM;
     e->kind = kind;
     e->esp_net = -1;
-    e->fd = fd < 0 ? -1 : fd;
+    for (int q = 0; q < VXDP_QUEUES_MAX; q++)
+        e->q[q].fd = -1;
+    e->q[0].fd = fd < 0 ? -1 : fd;
     e->ipv4_header = ipv4_header != 0;
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     int id = append((void ***)&dp->eps, &dp->neps, &dp->eps_cap, e);
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     if (id < 0)
         free(e);
     return id;
@@ -180,7 +225,7 @@ int vxdp_add_endpoint(struct vxdp_dp *dp, int kind, int fd, int ipv4_header)
 
 int vxdp_remove_endpoint(struct vxdp_dp *dp, int ep)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_ep *e = vxdp_get_ep(dp, ep);
     int r = 0;
     if (!e)
@@ -191,7 +236,7 @@ int vxdp_remove_endpoint(struct vxdp_dp *dp, int ep)
         dp->eps[ep] = NULL;
         free_ep(e);
     }
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
@@ -261,7 +306,9 @@ int vxdp_add_network(struct vxdp_dp *dp, const struct vxdp_net_params *params, i
     if (!n)
         return -ENOMEM;
     n->p = *p;
-    n->tap_fd = tap_fd < 0 ? -1 : tap_fd;
+    for (int q = 0; q < VXDP_QUEUES_MAX; q++)
+        n->q[q].tap_fd = -1;
+    n->q[0].tap_fd = tap_fd < 0 ? -1 : tap_fd;
     n->ep = ep;
     n->family = p->local.family;
     n->iphl = n->family == 4 ? 20 : 40;
@@ -276,7 +323,7 @@ int vxdp_add_network(struct vxdp_dp *dp, const struct vxdp_net_params *params, i
         return r;
     }
 
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_ep *e = vxdp_get_ep(dp, ep);
     struct vxdp_keymap *m = NULL;
     if (!e)
@@ -298,7 +345,7 @@ int vxdp_add_network(struct vxdp_dp *dp, const struct vxdp_net_params *params, i
                 keymap_remove(m, p->vni);
         }
     }
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     if (r < 0)
         free_net(n);
     return r;
@@ -306,10 +353,10 @@ int vxdp_add_network(struct vxdp_dp *dp, const struct vxdp_net_params *params, i
 
 int vxdp_remove_network(struct vxdp_dp *dp, int net)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     if (!n) {
-        pthread_mutex_unlock(&dp->lock);
+        vxdp_wunlock(dp);
         return -ENOENT;
     }
     struct vxdp_ep *e = vxdp_get_ep(dp, n->ep);
@@ -319,15 +366,28 @@ int vxdp_remove_network(struct vxdp_dp *dp, int net)
             e->esp_net = -1;
     }
     dp->nets[net] = NULL;
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     free_net(n);
+    return 0;
+}
+
+/* The sealed-packet slots of a view's txq, mapped once the first network encrypts. */
+static int view_esp(struct vxdp_dp *v)
+{
+    if (v->txq->esp)
+        return 0;
+    void *m = mmap(NULL, (size_t)VXDP_TXQ * VXDP_ESP_BUF, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return -ENOMEM;
+    v->txq->esp = m;
     return 0;
 }
 
 int vxdp_set_esp(struct vxdp_dp *dp, int net, int cipher, const uint8_t *ids,
                  const uint8_t *keys, int n, int send_id, uint32_t boot)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *nw = vxdp_get_net(dp, net);
     struct vxdp_ep *e = nw ? vxdp_get_ep(dp, nw->ep) : NULL;
     int r = 0;
@@ -337,19 +397,13 @@ int vxdp_set_esp(struct vxdp_dp *dp, int net, int cipher, const uint8_t *ids,
         r = -EINVAL;            /* ESP in UDP: vxlan and gre-udp networks only */
     else if (e->plain.n + e->nvgre.n != 1)
         r = -EBUSY;             /* the SPI names no network: one per encrypted endpoint */
-    if (r == 0 && !dp->txq->esp) {
-        void *m = mmap(NULL, (size_t)VXDP_TXQ * VXDP_ESP_BUF, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED)
-            r = -ENOMEM;
-        else
-            dp->txq->esp = m;
-    }
+    for (int q = 0; r == 0 && q < dp->nq; q++)
+        r = view_esp(dp->qs[q]);
     if (r == 0)
         r = vxdp_esp_set(&nw->esp, &nw->p.local, cipher, ids, keys, n, send_id, boot);
     if (r == 0)
         e->esp_net = net;
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
@@ -357,10 +411,13 @@ int vxdp_set_tap_vnet(struct vxdp_dp *dp, int net, int fd, int vnet_hdr, unsigne
 {
     if (!vnet_hdr && offload)
         return -EINVAL;         /* GSO frames need the header that describes them */
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     if (n) {
-        n->tap_fd = fd < 0 ? -1 : fd;
+        if (fd < 0)             /* the TAP is gone: every queue of it */
+            for (int q = 0; q < VXDP_QUEUES_MAX; q++)
+                n->q[q].tap_fd = -1;
+        n->q[0].tap_fd = fd < 0 ? -1 : fd;
         n->vnet = vnet_hdr != 0;
         /* what may be written: TCP GSO where the TAP took TSO, UDP_L4 where it took USO */
         n->gro_types = offload & (VXDP_TAP_TSO4 | VXDP_TAP_TSO6 | VXDP_TAP_USO);
@@ -369,27 +426,27 @@ int vxdp_set_tap_vnet(struct vxdp_dp *dp, int net, int fd, int vnet_hdr, unsigne
         if (!(offload & VXDP_TAP_CSUM))
             n->gro_types = 0;   /* every GSO frame is CHECKSUM_PARTIAL */
     }
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return n ? 0 : -ENOENT;
 }
 
 int vxdp_tap_offload(struct vxdp_dp *dp, int net)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     int r = n ? (int)n->gro_types : -ENOENT;
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
 int vxdp_set_endpoint_gro(struct vxdp_dp *dp, int ep, int on)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_ep *e = vxdp_get_ep(dp, ep);
     int r = !e ? -ENOENT : (on && e->kind == VXDP_ENCAP_GRE) ? -EINVAL : 0;
     if (r == 0)
         e->gro = on != 0;
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
@@ -397,12 +454,15 @@ int vxdp_set_tx_gso(struct vxdp_dp *dp, int family, int on)
 {
     if (family != 4 && family != 6)
         return -EINVAL;
-    pthread_mutex_lock(&dp->lock);
-    dp->tx_gso[family == 6] = on != 0;
-    dp->tx_gso_retry[family == 6] = 0;      /* what the caller says wins over a re-probe */
-    if (!on)
-        vxdp_gso_close(dp, family);
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wlock(dp);
+    for (int q = 0; q < dp->nq; q++) {
+        struct vxdp_dp *v = dp->qs[q];
+        v->tx_gso[family == 6] = on != 0;
+        v->tx_gso_retry[family == 6] = 0;   /* what the caller says wins over a re-probe */
+        if (!on)
+            vxdp_gso_close(v, family);
+    }
+    vxdp_wunlock(dp);
     return 0;
 }
 
@@ -410,10 +470,10 @@ int vxdp_inject_gso_error(struct vxdp_dp *dp, int err, int count)
 {
     if (err <= 0 || count < 0)
         return -EINVAL;
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     dp->gso_fail_err = err;
     dp->gso_fail_count = count;
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return 0;
 }
 
@@ -421,17 +481,28 @@ int vxdp_tx_gso(struct vxdp_dp *dp, int family)
 {
     if (family != 4 && family != 6)
         return -EINVAL;
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     int r = dp->tx_gso[family == 6];
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
 int vxdp_offload_stats(struct vxdp_dp *dp, struct vxdp_offload_stats *out)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     *out = dp->ost;
-    pthread_mutex_unlock(&dp->lock);
+    for (int q = 1; q < dp->nq; q++) {      /* every field adds up but the last errnos */
+        const struct vxdp_offload_stats *o = &dp->qs[q]->ost;
+        const uint64_t *from = (const uint64_t *)o;
+        uint64_t *to = (uint64_t *)out;
+        for (size_t i = 0; i < offsetof(struct vxdp_offload_stats, tx_gso_errno) / 8; i++)
+            to[i] += from[i];
+        if (o->tx_gso_errno)
+            out->tx_gso_errno = o->tx_gso_errno;
+        if (o->tap_gso_errno)
+            out->tap_gso_errno = o->tap_gso_errno;
+    }
+    vxdp_wunlock(dp);
     return 0;
 }
 
@@ -455,7 +526,7 @@ int vxdp_set_peers(struct vxdp_dp *dp, int net, const struct vxdp_addr *peers, i
     memcpy(sorted, peers, (size_t)count * sizeof *peers);
     qsort(sorted, (size_t)count, sizeof *sorted, addr_cmp);
 
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     int r = n ? 0 : -ENOENT;
     for (int i = 0; r == 0 && i < count; i++)
@@ -469,7 +540,7 @@ int vxdp_set_peers(struct vxdp_dp *dp, int net, const struct vxdp_addr *peers, i
         list = old;
         sorted = old_sorted;
     }
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     free(list);
     free(sorted);
     return r;
@@ -479,7 +550,7 @@ int vxdp_set_peers(struct vxdp_dp *dp, int net, const struct vxdp_addr *peers, i
 
 int vxdp_fdb_add(struct vxdp_dp *dp, int net, const uint8_t *mac, const struct vxdp_addr *remote)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     int r;
     if (!n)
@@ -488,7 +559,7 @@ int vxdp_fdb_add(struct vxdp_dp *dp, int net, const uint8_t *mac, const struct v
         r = -EINVAL;
     else
         r = vxdp_fdb_set_static(&n->fdb, vxdp_mac_key(mac), remote);
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
@@ -497,7 +568,7 @@ int vxdp_fdb_load(struct vxdp_dp *dp, int net, const uint8_t *macs, const uint32
 {
     if (n < 0 || nremotes < 0)
         return -EINVAL;
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *nw = vxdp_get_net(dp, net);
     int r = nw ? 0 : -ENOENT;
     for (int k = 0; r == 0 && k < nremotes; k++)
@@ -510,25 +581,25 @@ int vxdp_fdb_load(struct vxdp_dp *dp, int net, const uint8_t *macs, const uint32
      * the entries before it in place, as that many vxdp_fdb_add calls would */
     for (int i = 0; r == 0 && i < n; i++)
         r = vxdp_fdb_set_static(&nw->fdb, vxdp_mac_key(macs + 6 * (size_t)i), &remotes[idx[i]]);
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r < 0 ? r : n;
 }
 
 int vxdp_fdb_remove(struct vxdp_dp *dp, int net, const uint8_t *mac)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     int r = n ? vxdp_fdb_del(&n->fdb, vxdp_mac_key(mac)) : -ENOENT;
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
 int vxdp_fdb_count(struct vxdp_dp *dp, int net)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     int r = n ? (int)n->fdb.count : -ENOENT;
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
@@ -540,10 +611,10 @@ static int row_cmp(const void *a, const void *b)
 
 int vxdp_fdb_dump(struct vxdp_dp *dp, int net, double now, struct vxdp_fdb_row *rows, int max)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     if (!n) {
-        pthread_mutex_unlock(&dp->lock);
+        vxdp_wunlock(dp);
         return -ENOENT;
     }
     int k = 0;
@@ -558,7 +629,7 @@ int vxdp_fdb_dump(struct vxdp_dp *dp, int net, double now, struct vxdp_fdb_row *
         double age = now - e->seen;
         r->age = e->is_static || !(age > 0.0) ? 0.0 : age;  /* Python: max(0.0, now - seen) */
     }
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     qsort(rows, (size_t)k, sizeof *rows, row_cmp);      /* fdb.py sorts by MAC bytes */
     return k;
 }
@@ -566,37 +637,37 @@ int vxdp_fdb_dump(struct vxdp_dp *dp, int net, double now, struct vxdp_fdb_row *
 int64_t vxdp_age(struct vxdp_dp *dp, double now)
 {
     int64_t total = 0;
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     for (int i = 0; i < dp->nnets; i++) {
         struct vxdp_net *n = dp->nets[i];
         if (!n)
             continue;
         uint32_t aged = vxdp_fdb_age(&n->fdb, now);
-        n->c.fdb_aged += aged;
+        n->q[0].c.fdb_aged += aged;     /* counters add up over the queues */
         total += aged;
         vxdp_fdb_age(&n->local, now);  /* forgotten silently: not FDB entries, not counted */
         vxdp_neigh_age(n->neigh, now); /* counted in its own counters, not returned */
     }
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return total;
 }
 
 int vxdp_local_count(struct vxdp_dp *dp, int net)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     int r = n ? (int)n->local.count : -ENOENT;
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
 /* MACs seen less than `ageing` ago (older ones wait for the next age() sweep), by MAC. */
 int vxdp_local_macs(struct vxdp_dp *dp, int net, double now, struct vxdp_fdb_row *rows, int max)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     if (!n) {
-        pthread_mutex_unlock(&dp->lock);
+        vxdp_wunlock(dp);
         return -ENOENT;
     }
     int k = 0;
@@ -611,29 +682,106 @@ int vxdp_local_macs(struct vxdp_dp *dp, int net, double now, struct vxdp_fdb_row
             r->mac[b] = (uint8_t)(e->mac >> (40 - 8 * b));
         r->age = age > 0.0 ? age : 0.0;
     }
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     qsort(rows, (size_t)k, sizeof *rows, row_cmp);
     return k;
 }
 
 /* ---- counters: consistent snapshots, taken between batches --------------------------- */
 
+/* out = the sum of nq structs of uint64_t fields (size bytes) found `stride` bytes apart. */
+static void sum_u64(void *out, const void *first, size_t size, size_t stride, int nq)
+{
+    uint64_t *to = out;
+    memset(out, 0, size);
+    for (int q = 0; q < nq; q++) {
+        const uint64_t *from = (const uint64_t *)((const uint8_t *)first + (size_t)q * stride);
+        for (size_t i = 0; i < size / 8; i++)
+            to[i] += from[i];
+    }
+}
+
 int vxdp_net_counters(struct vxdp_dp *dp, int net, struct vxdp_net_counters *out)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     if (n)
-        *out = n->c;
-    pthread_mutex_unlock(&dp->lock);
+        sum_u64(out, &n->q[0].c, sizeof n->q[0].c, sizeof n->q[0], dp->nq);
+    vxdp_wunlock(dp);
     return n ? 0 : -ENOENT;
 }
 
 int vxdp_ep_counters(struct vxdp_dp *dp, int ep, struct vxdp_ep_counters *out)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_ep *e = vxdp_get_ep(dp, ep);
     if (e)
-        *out = e->c;
-    pthread_mutex_unlock(&dp->lock);
+        sum_u64(out, &e->q[0].c, sizeof e->q[0].c, sizeof e->q[0], dp->nq);
+    vxdp_wunlock(dp);
+    return e ? 0 : -ENOENT;
+}
+
+/* ---- queues ------------------------------------------------------------------------- */
+
+int vxdp_set_queues(struct vxdp_dp *dp, int n)
+{
+    if (dp->main != dp || n < 1 || n > VXDP_QUEUES_MAX)
+        return -EINVAL;
+    int r = 0;
+    vxdp_wlock(dp);
+    int have = dp->nq;
+    for (int q = have; q < n && r == 0; q++) {
+        struct vxdp_dp *v = new_view(dp->batch);
+        if (!v) {
+            r = -ENOMEM;
+            break;
+        }
+        v->main = dp;
+        v->qid = q;
+        memcpy(v->tx_fd, dp->tx_fd, sizeof v->tx_fd);
+        memcpy(v->tx_gso, dp->tx_gso, sizeof v->tx_gso);
+        if (dp->txq->esp && view_esp(v) < 0) {
+            free_view(v);
+            r = -ENOMEM;
+            break;
+        }
+        dp->qs[q] = v;
+    }
+    int nq = dp->nq;
+    while (nq < n && dp->qs[nq])
+        nq++;
+    dp->nq = nq;                /* no pump runs on a new view yet: nobody holds its lock */
+    for (int q = have - 1; q >= 0; q--)     /* unlock what vxdp_wlock took */
+        pthread_mutex_unlock(&dp->qs[q]->lock);
+    return r < 0 ? r : nq;
+}
+
+struct vxdp_dp *vxdp_queue(struct vxdp_dp *dp, int q)
+{
+    dp = dp->main;
+    return q >= 0 && q < dp->nq ? dp->qs[q] : NULL;
+}
+
+int vxdp_set_tap_queue(struct vxdp_dp *dp, int net, int q, int fd)
+{
+    if (q < 0 || q >= VXDP_QUEUES_MAX)
+        return -EINVAL;
+    vxdp_wlock(dp);
+    struct vxdp_net *n = vxdp_get_net(dp, net);
+    if (n)
+        n->q[q].tap_fd = fd < 0 ? -1 : fd;
+    vxdp_wunlock(dp);
+    return n ? 0 : -ENOENT;
+}
+
+int vxdp_set_endpoint_queue(struct vxdp_dp *dp, int ep, int q, int fd)
+{
+    if (q < 0 || q >= VXDP_QUEUES_MAX)
+        return -EINVAL;
+    vxdp_wlock(dp);
+    struct vxdp_ep *e = vxdp_get_ep(dp, ep);
+    if (e)
+        e->q[q].fd = fd < 0 ? -1 : fd;
+    vxdp_wunlock(dp);
     return e ? 0 : -ENOENT;
 }

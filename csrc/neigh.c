@@ -48,6 +48,7 @@ struct vxdp_neigh {
     double ageing;
     uint64_t seed;
     struct vxdp_neigh_counters c;
+    pthread_mutex_t lock;       /* pumps of several queues snoop and answer (internal.h) */
 };
 
 /* What one frame says, as wire/neigh.py's NeighMsg. */
@@ -148,6 +149,7 @@ static struct vxdp_neigh *table(struct vxdp_net *n)
         if (!t)
             return NULL;
         t->ageing = n->p.ageing;
+        pthread_mutex_init(&t->lock, NULL);
         if (getrandom(&t->seed, sizeof t->seed, GRND_NONBLOCK) != sizeof t->seed)
             t->seed = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL ^ (uintptr_t)t;
         n->neigh = t;
@@ -228,6 +230,7 @@ uint32_t vxdp_neigh_age(struct vxdp_neigh *t, double now)
 void vxdp_neigh_free(struct vxdp_neigh *t)
 {
     if (t) {
+        pthread_mutex_destroy(&t->lock);
         free(t->slot);
         free(t);
     }
@@ -415,23 +418,22 @@ static uint32_t answer(const struct vxdp_neigh *t, const uint8_t *f, const struc
 
 static bool tap_write(const struct vxdp_net *n, const uint8_t *frame, uint32_t len)
 {
-    if (n->tap_fd < 0)
+    int fd = NQ(n)->tap_fd;
+    if (fd < 0)
         return false;
     static const struct vxdp_vnet_hdr none;
     struct iovec iov[2] = { { (void *)&none, VXDP_VNET_HDR_LEN }, { (void *)frame, len } };
     ssize_t w;
     do
-        w = n->vnet ? writev(n->tap_fd, iov, 2) : write(n->tap_fd, frame, len);
+        w = n->vnet ? writev(fd, iov, 2) : write(fd, frame, len);
     while (w < 0 && errno == EINTR);
     return w >= 0;
 }
 
-bool vxdp_neigh_egress(struct vxdp_net *n, const uint8_t *frame, uint32_t len, double now)
+static bool egress_locked(struct vxdp_net *n, struct vxdp_neigh *t, const uint8_t *frame,
+                          const struct msg *mp, double now)
 {
-    struct vxdp_neigh *t = n->neigh;
-    struct msg m;
-    if (!(t->suppress || t->snoop) || !parse(frame, len, &m))
-        return false;
+    const struct msg m = *mp;
     const struct vxdp_addr *ip;
     const uint8_t *mac;
     if (t->snoop && announcement(&m, &ip, &mac))
@@ -456,6 +458,18 @@ bool vxdp_neigh_egress(struct vxdp_net *n, const uint8_t *frame, uint32_t len, d
     return true;
 }
 
+bool vxdp_neigh_egress(struct vxdp_net *n, const uint8_t *frame, uint32_t len, double now)
+{
+    struct vxdp_neigh *t = n->neigh;
+    struct msg m;
+    if (!(t->suppress || t->snoop) || !parse(frame, len, &m))
+        return false;
+    pthread_mutex_lock(&t->lock);
+    bool r = egress_locked(n, t, frame, &m, now);
+    pthread_mutex_unlock(&t->lock);
+    return r;
+}
+
 /* ---- management ---------------------------------------------------------------------- */
 
 static bool ip_ok(const struct vxdp_addr *ip)
@@ -467,7 +481,7 @@ static bool ip_ok(const struct vxdp_addr *ip)
 
 int vxdp_neigh_mode(struct vxdp_dp *dp, int net, int suppress, int snoop, uint32_t max_learned)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     struct vxdp_neigh *t = n ? table(n) : NULL;
     int r = !n ? -ENOENT : !t ? -ENOMEM : 0;
@@ -478,7 +492,7 @@ int vxdp_neigh_mode(struct vxdp_dp *dp, int net, int suppress, int snoop, uint32
         t->snoop = snoop != 0;
         t->max_learned = max_learned;
     }
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
@@ -486,7 +500,7 @@ int vxdp_neigh_set(struct vxdp_dp *dp, int net, const struct vxdp_addr *ip, cons
 {
     if (!ip_ok(ip) || vxdp_is_multicast(mac))
         return -EINVAL;
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     struct vxdp_neigh *t = n ? table(n) : NULL;
     int r = !n ? -ENOENT : !t ? -ENOMEM : 0;
@@ -506,13 +520,13 @@ int vxdp_neigh_set(struct vxdp_dp *dp, int net, const struct vxdp_addr *ip, cons
         e->is_static = true;
         e->seen = 0.0;
     }
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
 int vxdp_neigh_remove(struct vxdp_dp *dp, int net, const struct vxdp_addr *ip)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     int r = n ? 0 : -ENOENT;
     struct vxdp_neigh *t = n ? n->neigh : NULL;
@@ -524,16 +538,16 @@ int vxdp_neigh_remove(struct vxdp_dp *dp, int net, const struct vxdp_addr *ip)
             r = 1;
         }
     }
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
 int vxdp_neigh_count(struct vxdp_dp *dp, int net)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     int r = !n ? -ENOENT : n->neigh ? (int)n->neigh->count : 0;
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }
 
@@ -545,10 +559,10 @@ static int row_cmp(const void *a, const void *b)
 
 int vxdp_neigh_dump(struct vxdp_dp *dp, int net, double now, struct vxdp_neigh_row *rows, int max)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     if (!n) {
-        pthread_mutex_unlock(&dp->lock);
+        vxdp_wunlock(dp);
         return -ENOENT;
     }
     const struct vxdp_neigh *t = n->neigh;
@@ -565,14 +579,14 @@ int vxdp_neigh_dump(struct vxdp_dp *dp, int net, double now, struct vxdp_neigh_r
         double age = now - e->seen;
         r->age = e->is_static || !(age > 0.0) ? 0.0 : age;
     }
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     qsort(rows, (size_t)k, sizeof *rows, row_cmp);  /* IPv4 first, then by address */
     return k;
 }
 
 int vxdp_neigh_counters(struct vxdp_dp *dp, int net, struct vxdp_neigh_counters *out)
 {
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     if (n) {
         if (n->neigh)
@@ -580,7 +594,7 @@ int vxdp_neigh_counters(struct vxdp_dp *dp, int net, struct vxdp_neigh_counters 
         else
             memset(out, 0, sizeof *out);
     }
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return n ? 0 : -ENOENT;
 }
 
@@ -589,13 +603,13 @@ int vxdp_neigh_answer(struct vxdp_dp *dp, int net, const uint8_t *frame, uint32_
 {
     if (cap < VXDP_NEIGH_REPLY_MAX)
         return -EINVAL;
-    pthread_mutex_lock(&dp->lock);
+    vxdp_wlock(dp);
     struct vxdp_net *n = vxdp_get_net(dp, net);
     int r = n ? 0 : -ENOENT;
     struct msg m;
     bool unknown;
     if (n && parse(frame, len, &m))
         r = (int)answer(n->neigh, frame, &m, out, &unknown);
-    pthread_mutex_unlock(&dp->lock);
+    vxdp_wunlock(dp);
     return r;
 }

@@ -22,8 +22,9 @@
  *   An empty poll while spinning (adaptive, busy) yields the CPU to any other runnable task
  *   first: on a machine with fewer cores than busy tasks, a spinning pump would otherwise
  *   delay the very processes it waits for.
- * Management calls from the asyncio thread and the pumps serialise on dp->lock, which the
- * pumps hold for one batch at a time, never while waiting.
+ * With [daemon] queues = N there are N such threads, each on its own queue view of the dp
+ * (internal.h "queues"): a pump holds its view's lock for one batch at a time, never while
+ * waiting; a management call from the asyncio thread holds every view's lock.
  *
  * Tokens (epoll_event.data.u64): kind << 32 | id; for VXDP_POLL_WAKE the id is the eventfd.
  */

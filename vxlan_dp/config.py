@@ -65,6 +65,8 @@ IFNAME_MAX = IFNAMSIZ - 1
 POLL_MODES = ("interrupt", "adaptive", "busy")
 POLL_SPIN_MAX_US = 10_000   # a spin is a latency aid, never a way to hold a core: busy does that
 BATCH_MAX = UIO_MAXIOV              # fastpath.api.BATCH_MAX (not imported: checking a config loads no backend)
+QUEUES_MAX = 16                     # fastpath.api.QUEUES_MAX, likewise (tests/unit/test_config.py compares)
+QUEUES_AUTO_MAX = 4                 # "auto": one queue per usable CPU, at most this many (README: why)
 FDB_ENTRIES_MAX = 1 << 24
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CONTROLS = ("static", "etcd")
@@ -213,6 +215,7 @@ class DaemonConfig:
     offload: bool = True                    # TAP TSO/GRO, UDP_SEGMENT, UDP_GRO where probed to work
     poll: str = "interrupt"                 # "interrupt" | "adaptive" | "busy" (datapath/poll.py)
     poll_spin_us: int = 100                 # adaptive: how long to keep polling after traffic
+    queues: int = 1                         # TAP queues and pump threads ("auto" resolved at parse)
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -396,7 +399,7 @@ def _convert(field: str, convert: Callable[[Any], T], value: Any) -> T:
 
 def _daemon(raw: Any) -> DaemonConfig:
     t = _Table(raw, "daemon", ("metrics", "control", "batch", "log_level", "fdb_sweep", "offload", "poll",
-                               "poll_spin_us"))
+                               "poll_spin_us", "queues"))
     return DaemonConfig(
         metrics=t.take("metrics", _metrics, DaemonConfig.metrics),
         control=t.take("control", _choice(CONTROLS), "static"),
@@ -406,7 +409,18 @@ def _daemon(raw: Any) -> DaemonConfig:
         offload=t.take("offload", _bool, True),
         poll=t.take("poll", _choice(POLL_MODES), DaemonConfig.poll),
         poll_spin_us=t.take("poll_spin_us", _int(1, POLL_SPIN_MAX_US), DaemonConfig.poll_spin_us),
+        queues=t.take("queues", _queues, DaemonConfig.queues),
     )
+
+
+def _queues(v: Any) -> int:
+    """[daemon] queues: 1..QUEUES_MAX, or "auto": one per CPU this process may run on, at
+    most QUEUES_AUTO_MAX (a queue is a pump thread: more threads than CPUs only take turns)."""
+    if v == "auto":
+        return max(1, min(len(os.sched_getaffinity(0)), QUEUES_AUTO_MAX))
+    if isinstance(v, str):
+        raise ValueError(f"{_show(v)} is neither \"auto\" nor a number of queues 1..{QUEUES_MAX}")
+    return _int(1, QUEUES_MAX)(v)
 
 
 def _etcd(raw: Any) -> EtcdConfig:

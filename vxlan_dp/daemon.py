@@ -69,7 +69,7 @@ class Daemon:
         # offloads: probed once; a restart applies a changed `offload` (datapath/offload.py)
         self.offload: OffloadPlan = probe_offloads(enabled=config.daemon.offload, backend=BACKEND)
         self.networks = Networks(self.dp, self.offload, poll=config.daemon.poll,
-                                 poll_spin_us=config.daemon.poll_spin_us)
+                                 poll_spin_us=config.daemon.poll_spin_us, queues=config.daemon.queues)
         self.runtime: dict[str, NetworkConfig] = {}  # added by front-ends (add_network): Docker's
         self.control: ControlPlane = make_control(config)
         self.reload_stats = ReloadStats()
@@ -197,6 +197,8 @@ class Daemon:
         if (new.daemon.poll, new.daemon.poll_spin_us) != (old.poll, old.poll_spin_us):
             log.warning("daemon.poll %s (spin %d us) -> %s (spin %d us) takes effect at the next restart",
                         old.poll, old.poll_spin_us, new.daemon.poll, new.daemon.poll_spin_us)
+        if new.daemon.queues != old.queues:
+            log.warning("daemon.queues %d -> %d takes effect at the next restart", old.queues, new.daemon.queues)
         if new.daemon.control != old.control:
             log.warning("daemon.control %s -> %s takes effect at the next restart", old.control, new.daemon.control)
         if new.daemon.log_level != old.log_level and not self.log_level_locked:

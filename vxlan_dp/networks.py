@@ -11,7 +11,11 @@ Invariants:
   Egress sockets live until `close()`.
 - A TAP deleted under the running daemon is noticed by its pump (a negative errno), logged
   once, and re-created every second until it is back; the other networks never stop, and
-  while it is away the Dataplane holds fd -1 for it.
+  while it is away the Dataplane holds fd -1 for it (every queue's).
+- Queues (`[daemon] queues` = N): every TAP is opened with N queues and every UDP endpoint
+  with N sockets sharing the port (SO_REUSEPORT: the kernel spreads datagrams over them by
+  flow); queue q's fds go to the Dataplane's queue q and to pump q. A raw GRE endpoint keeps
+  one socket (each raw socket would see every packet), served by queue 0.
 - Only this class changes a `Network` or `Endpoint`, on the event loop; the view (view.py)
   reads them there too. A TAP failure seen by a pump thread reaches `_tap_lost` on the loop.
 - `converge` runs exactly the networks asked for; one network that cannot start is logged
@@ -35,7 +39,7 @@ from .core.fdbtable import FdbTable
 from .datapath.offload import OffloadPlan
 from .datapath.poll import Pumps, ThreadPumps, make_pumps
 from .datapath.tap import Tap
-from .datapath.underlay import gro_enabled, open_endpoint, open_tx_socket, underlay_mtu
+from .datapath.underlay import gro_enabled, open_endpoints, open_tx_socket, underlay_mtu
 from .fastpath.api import Dataplane
 from .core.keys import KeyRing, load_key_file, new_boot_id
 from .neighbours import Neighbours
@@ -64,6 +68,11 @@ class Endpoint:
     sock: socket.socket
     handle: int
     users: set[str] = field(default_factory=set)
+    queue_socks: list[socket.socket] = field(default_factory=list)     # queues 1..
+
+    @property
+    def fds(self) -> list[int]:
+        return [self.sock.fileno(), *(s.fileno() for s in self.queue_socks)]
 
 
 @dataclass
@@ -83,10 +92,14 @@ class Network:
 class Networks:
     """The running networks, their endpoints and egress sockets, on the running event loop."""
 
-    def __init__(self, dp: Dataplane, offload: OffloadPlan, *, poll: str = "interrupt", poll_spin_us: int = 100) -> None:
+    def __init__(self, dp: Dataplane, offload: OffloadPlan, *, poll: str = "interrupt", poll_spin_us: int = 100,
+                 queues: int = 1) -> None:
         self.dp = dp
         self.offload = offload
         self.poll, self.poll_spin_us = poll, poll_spin_us
+        self.queues = queues
+        if dp.queues < queues:
+            dp.set_queues(queues)
         self._pumps: Pumps | None = None
         self._nets: dict[str, Network] = {}
         self._endpoints: dict[EndpointKey, Endpoint] = {}
@@ -142,7 +155,7 @@ class Networks:
         under: dict[str, int | None] = {}
         mtus = [self._mtu(cfg, under) for cfg, _ in items]
         taps = Tap.open_many([(cfg.tap, mtu, cfg.bridge) for (cfg, _), mtu in zip(items, mtus)],
-                             offload=self._tap_offload())
+                             offload=self._tap_offload(), queues=self.queues)
         for k, ((cfg, desired), mtu, tap) in enumerate(zip(items, mtus, taps)):
             try:
                 if isinstance(tap, Exception):
@@ -187,9 +200,11 @@ class Networks:
             raise
         try:
             if tap is None:
-                tap = Tap.open(cfg.tap, mtu, cfg.bridge, offload=self._tap_offload())
+                tap = Tap.open(cfg.tap, mtu, cfg.bridge, offload=self._tap_offload(), queues=self.queues)
             handle = self.dp.add_network(cfg.params(mtu), ep.handle, tap.fd, vnet_hdr=tap.vnet_hdr,
                                          offload=tap.offload)
+            for q, fd in enumerate(tap.queue_fds, 1):
+                self.dp.set_tap_queue(handle, q, fd)
             ring = None
             if cfg.encrypt:     # before any reader: an encrypted network never sends in the clear
                 ring = KeyRing()
@@ -212,7 +227,7 @@ class Networks:
             net.keys, net.boot_id = ring, boot
             net.key_seen = {kid: time.monotonic() for kid in ring.keys}
         self.apply(cfg.name, desired)
-        self._watch_tap(net, tap.fd)
+        self._watch_tap(net, tap)
         log.info("network %s up: vni %d %s tap %s mtu %d peers %d", cfg.name, cfg.vni, cfg.encap, cfg.tap,
                  mtu, len(desired.peers))
 
@@ -225,7 +240,7 @@ class Networks:
             net.recovering.cancel()
         if net.tap is not None:
             if net.tap.fd >= 0:
-                self.pumps.remove_tap(net.handle, net.tap.fd)
+                self.pumps.remove_tap(net.handle, net.tap.fds)
             if closing is None:
                 net.tap.close()
             else:
@@ -343,12 +358,20 @@ class Networks:
         key = (net.encap, net.local, net.port)
         ep = self._endpoints.get(key)
         if ep is None:
-            sock = open_endpoint(net.encap, net.local, net.port, gro=self.offload.rx_gro)
+            n = 1 if net.encap == "gre" else self.queues
+            socks = open_endpoints(net.encap, net.local, net.port, n, gro=self.offload.rx_gro)
             ipv4_header = net.encap == "gre" and not net.ipv6
-            handle = self.dp.add_endpoint(net.encap, sock.fileno(), ipv4_header=ipv4_header,
-                                          gro=gro_enabled(sock))
-            ep = self._endpoints[key] = Endpoint(sock, handle)
-            self.pumps.add_endpoint(handle, sock.fileno())
+            try:
+                handle = self.dp.add_endpoint(net.encap, socks[0].fileno(), ipv4_header=ipv4_header,
+                                              gro=gro_enabled(socks[0]))
+                for q, sock in enumerate(socks[1:], 1):
+                    self.dp.set_endpoint_queue(handle, q, sock.fileno())
+            except Exception:
+                for sock in socks:
+                    sock.close()
+                raise
+            ep = self._endpoints[key] = Endpoint(socks[0], handle, queue_socks=socks[1:])
+            self.pumps.add_endpoint(handle, ep.fds)
             log.info("listening for %s on %s", net.encap, f"{net.local}:{net.port}" if net.port else net.local)
         return key, ep
 
@@ -356,9 +379,10 @@ class Networks:
         ep = self._endpoints[key]
         ep.users.discard(name)
         if not ep.users:
-            self.pumps.remove_endpoint(ep.handle, ep.sock.fileno())
+            self.pumps.remove_endpoint(ep.handle, ep.fds)
             self.dp.remove_endpoint(ep.handle)
-            ep.sock.close()
+            for sock in [ep.sock, *ep.queue_socks]:
+                sock.close()
             del self._endpoints[key]
 
     def _tx_socket(self, version: int) -> None:
@@ -376,22 +400,24 @@ class Networks:
         """Who waits on our fds and calls the pumps ([daemon] poll, datapath/poll.py); made on
         first use, on the running loop: with the C backend, a thread of its own in C."""
         if self._pumps is None:
-            self._pumps = make_pumps(self.dp, self.poll, self.poll_spin_us, asyncio.get_running_loop())
+            self._pumps = make_pumps(self.dp, self.poll, self.poll_spin_us, asyncio.get_running_loop(),
+                                     self.queues)
             self._pumps.start()
-            log.info("poll mode %s%s, %s", self.poll,
+            log.info("poll mode %s%s, %d queue%s, %s", self.poll,
                      f" (spin {self.poll_spin_us} us)" if self.poll == "adaptive" else "",
-                     "C pump thread" if isinstance(self._pumps, ThreadPumps) else "event loop")
+                     self.queues, "s" if self.queues > 1 else "",
+                     "a C pump thread each" if isinstance(self._pumps, ThreadPumps) else "event loop")
         return self._pumps
 
-    def _watch_tap(self, net: Network, fd: int) -> None:
-        self.pumps.add_tap(net.handle, fd, lambda err: self._tap_lost(net, err))
+    def _watch_tap(self, net: Network, tap: Tap) -> None:
+        self.pumps.add_tap(net.handle, tap.fds, lambda err: self._tap_lost(net, err))
 
     def _tap_lost(self, net: Network, err: int) -> None:
         if net.tap is None or self._nets.get(net.cfg.name) is not net:
             return                  # already being re-created, or the network is gone
         loop = asyncio.get_running_loop()
         log.error("network %s: TAP %s failed (%s); re-creating it", net.cfg.name, net.cfg.tap, os.strerror(err))
-        self.pumps.remove_tap(net.handle, net.tap.fd)
+        self.pumps.remove_tap(net.handle, net.tap.fds)
         self.dp.set_tap(net.handle, -1)
         net.tap.close()
         net.tap = None
@@ -400,14 +426,17 @@ class Networks:
     async def _recover_tap(self, net: Network) -> None:
         while True:
             try:
-                tap = Tap.open(net.cfg.tap, net.mtu, net.cfg.bridge, offload=self._tap_offload())
+                tap = Tap.open(net.cfg.tap, net.mtu, net.cfg.bridge, offload=self._tap_offload(),
+                               queues=self.queues)
             except Exception as e:  # noqa: BLE001 - keep trying; say why once a second at most
                 log.debug("network %s: TAP not back yet: %s", net.cfg.name, e)
                 await asyncio.sleep(TAP_RETRY)
                 continue
             net.tap = tap
             self.dp.set_tap(net.handle, tap.fd, vnet_hdr=tap.vnet_hdr, offload=tap.offload)
-            self._watch_tap(net, tap.fd)
+            for q, fd in enumerate(tap.queue_fds, 1):
+                self.dp.set_tap_queue(net.handle, q, fd)
+            self._watch_tap(net, tap)
             net.recovering = None
             log.info("network %s: TAP %s is back", net.cfg.name, tap.name)
             return

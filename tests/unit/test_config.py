@@ -304,6 +304,10 @@ BAD: list[tuple[str, str, str]] = [
     ("[daemon]\npoll = 1\n" + net(), "daemon.poll", ""),
     ("[daemon]\npoll_spin_us = 0\n" + net(), "daemon.poll_spin_us", "0 is out of range 1..10000"),
     ("[daemon]\npoll_spin_us = 20000\n" + net(), "daemon.poll_spin_us", "20000 is out of range 1..10000"),
+    ("[daemon]\nqueues = 0\n" + net(), "daemon.queues", "0 is out of range 1..16"),
+    ("[daemon]\nqueues = 17\n" + net(), "daemon.queues", "17 is out of range 1..16"),
+    ('[daemon]\nqueues = "all"\n' + net(), "daemon.queues", '"all" is neither "auto" nor a number of queues 1..16'),
+    ("[daemon]\nqueues = true\n" + net(), "daemon.queues", "expected an integer, got true"),
     # etcd
     (net() + "[etcd]\nprefix = '/x'\n", "etcd.endpoints", "required key missing"),
     (net() + "[etcd]\nendpoints = []\n", "etcd.endpoints", "needs at least one endpoint"),
@@ -454,6 +458,18 @@ def test_poll_defaults_to_interrupt_and_takes_each_mode() -> None:
     for mode in ("interrupt", "adaptive", "busy"):
         assert parse_config(f'[daemon]\npoll = "{mode}"\n' + net()).daemon.poll == mode
     assert parse_config("[daemon]\npoll_spin_us = 250\n" + net()).daemon.poll_spin_us == 250
+
+
+def test_queues_default_to_one_and_auto_is_one_per_cpu_up_to_four() -> None:
+    import os
+
+    from vxlan_dp import config
+    from vxlan_dp.fastpath import api
+    assert parse_config(net()).daemon.queues == 1
+    assert parse_config("[daemon]\nqueues = 2\n" + net()).daemon.queues == 2
+    cpus = len(os.sched_getaffinity(0))
+    assert parse_config('[daemon]\nqueues = "auto"\n' + net()).daemon.queues == min(cpus, 4)
+    assert config.QUEUES_MAX == api.QUEUES_MAX      # the one number config cannot import
 
 
 def test_offload_is_on_unless_turned_off() -> None:

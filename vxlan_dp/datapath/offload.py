@@ -10,10 +10,8 @@ packages do the same), so that every combination still moves frames:
   USO, then checksums alone, then no vnet header at all.
 - UDP_SEGMENT (udp(7), Linux 4.18+) on send sockets: one sendmsg for up to 64 datagrams.
 - UDP_GRO (Linux 5.0+) on the endpoint sockets: one receive may return many datagrams.
-IFF_MULTI_QUEUE is probed and reported (`multi_queue`) but not used yet: the pumps share one
-event loop and one Dataplane lock, so a pump per queue needs per-queue batch buffers and a
-split lock first; and in the 2-core lab both cores are already busy with the two hosts'
-network stacks and iperf3, where a second pump thread could only take turns.
+IFF_MULTI_QUEUE is probed and reported (`multi_queue`, informational): `[daemon] queues`
+uses it (datapath/tap.py), with a pump thread per queue (datapath/poll.py).
 
 `probe()` finds what this kernel accepts without touching the host: socket options on
 throwaway sockets, and the TAP flags on a TAP made inside a network namespace of a short-lived

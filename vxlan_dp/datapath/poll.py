@@ -8,14 +8,20 @@ Modes, the same for both backends:
   machine this project is measured on, the spin costs bulk throughput (the CPU it burns is
   the CPU iperf3 and the kernel need) for a few microseconds of request/response latency;
   bench/README.md has the figures.
-- "busy": never sleep. Holds ONE core whatever the number of networks: the one pump thread
-  (C backend) or the event loop (Python backend) polls without pause.
+- "busy": never sleep. Holds ONE core per queue whatever the number of networks: each pump
+  thread (C backend) or the event loop (Python backend, all queues) polls without pause.
+
+Queues (`[daemon] queues` = N): every TAP has N fds (a multi-queue TAP, datapath/tap.py) and
+every UDP endpoint N SO_REUSEPORT sockets (datapath/underlay.py); queue q of each is pumped
+as queue q of the Dataplane. The C backend runs one thread per queue, each with its own epoll
+set and wake eventfd and its own Dataplane view (no lock shared on the hot path: csrc/internal.h
+"queues"), so N queues use up to N cores; the Python backend serves every queue from the loop.
 
 Two implementations of one interface (`make_pumps` picks by backend):
-- `ThreadPumps` (C backend): one thread runs csrc/poll.c's loop, which waits in epoll and
-  calls the C pumps itself, without the GIL: no Python frame between readiness and a pump.
+- `ThreadPumps` (C backend): one thread per queue runs csrc/poll.c's loop, which waits in epoll
+  and calls the C pumps itself, without the GIL: no Python frame between readiness and a pump.
   Python hears from it only when a TAP fails (its callback runs on the event loop) or at stop.
-  Management calls on the event loop and the pumps serialise on the Dataplane's own lock.
+  A management call on the event loop waits for every queue's batch in progress (C locks).
 - `LoopPumps` (Python backend): the asyncio loop's readers call the pumps, as the reference
   backend always did; adaptive spins and busy polls as tasks on the same loop.
 
@@ -31,6 +37,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Callable
 
 __all__ = ["POLL_MODES", "Pumps", "ThreadPumps", "LoopPumps", "make_pumps"]
@@ -42,25 +49,29 @@ OnFail = Callable[[int], None]      # called with the errno on the event loop's 
 
 
 class Pumps:
-    """What the networks room needs: register fds with their pump, start, stop."""
+    """What the networks room needs: register fds with their pump, start, stop. A TAP or an
+    endpoint comes with one fd per queue, queue 0 first (an endpoint may have fewer: a raw
+    GRE socket is never duplicated, every raw socket would get a copy of every packet)."""
 
-    def __init__(self, dp: Any, mode: str, spin_us: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, dp: Any, mode: str, spin_us: int, loop: asyncio.AbstractEventLoop,
+                 queues: int = 1) -> None:
         if mode not in POLL_MODES:
             raise ValueError(f"poll mode {mode!r} is not one of {', '.join(POLL_MODES)}")
         self.dp, self.mode, self.spin = dp, mode, spin_us / 1e6
         self.loop = loop
+        self.queues = queues
         self._tap_fail: dict[int, OnFail] = {}
 
-    def add_tap(self, net: int, fd: int, on_fail: OnFail) -> None:
+    def add_tap(self, net: int, fds: Sequence[int], on_fail: OnFail) -> None:
         raise NotImplementedError
 
-    def remove_tap(self, net: int, fd: int) -> None:
+    def remove_tap(self, net: int, fds: Sequence[int]) -> None:
         raise NotImplementedError
 
-    def add_endpoint(self, ep: int, fd: int) -> None:
+    def add_endpoint(self, ep: int, fds: Sequence[int]) -> None:
         raise NotImplementedError
 
-    def remove_endpoint(self, ep: int, fd: int) -> None:
+    def remove_endpoint(self, ep: int, fds: Sequence[int]) -> None:
         raise NotImplementedError
 
     def start(self) -> None:
@@ -70,102 +81,137 @@ class Pumps:
         raise NotImplementedError
 
     def _failed(self, net: int, err: int) -> None:
-        """A TAP read failed; on the event loop. Once per failure: the fd is out already."""
+        """A TAP read failed; on the event loop. Once per failure (every queue of the TAP may
+        report it: the first one wins); the failing fd is out of its set already."""
         cb = self._tap_fail.pop(net, None)
         if cb is not None:
             cb(err)
 
 
-class ThreadPumps(Pumps):
-    def __init__(self, dp: Any, mode: str, spin_us: int, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(dp, mode, spin_us, loop)
-        self._ep = select.epoll()
-        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._tap_fds: dict[int, int] = {}
-        dp.poll_ctl(self._ep.fileno(), True, self._wake, dp.POLL_WAKE, self._wake)
+class _PumpThread:
+    """One queue's thread: its epoll set, its wake eventfd, the TAP fds it watches."""
 
-    def add_tap(self, net: int, fd: int, on_fail: OnFail) -> None:
-        self._tap_fail[net] = on_fail
-        self._tap_fds[net] = fd
-        self.dp.poll_ctl(self._ep.fileno(), True, fd, self.dp.POLL_TAP, net)
+    def __init__(self, owner: "ThreadPumps", queue: int) -> None:
+        self.owner, self.queue = owner, queue
+        self.ep = select.epoll()
+        self.wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.tap_fds: dict[int, int] = {}
+        self.thread: threading.Thread | None = None
+        owner.dp.poll_ctl(self.ep.fileno(), True, self.wake, owner.dp.POLL_WAKE, self.wake)
 
-    def remove_tap(self, net: int, fd: int) -> None:
-        self._tap_fail.pop(net, None)
-        self._tap_fds.pop(net, None)
-        self._del(fd)
+    def add(self, fd: int, kind: int, ident: int) -> None:
+        self.owner.dp.poll_ctl(self.ep.fileno(), True, fd, kind, ident)
 
-    def add_endpoint(self, ep: int, fd: int) -> None:
-        self.dp.poll_ctl(self._ep.fileno(), True, fd, self.dp.POLL_EP, ep)
-
-    def remove_endpoint(self, ep: int, fd: int) -> None:
-        self._del(fd)
-
-    def _del(self, fd: int) -> None:
+    def delete(self, fd: int) -> None:
         try:
-            self.dp.poll_ctl(self._ep.fileno(), False, fd, 0, 0)
+            self.owner.dp.poll_ctl(self.ep.fileno(), False, fd, 0, 0)
         except OSError as e:
             if e.errno not in (errno.ENOENT, errno.EBADF):  # out already, or closed (out with it)
                 raise
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"vxdp-pump-{self.mode}", daemon=True)
-        self._thread.start()
+        o = self.owner
+        self.thread = threading.Thread(target=self.run, name=f"vxdp-pump{self.queue}-{o.mode}", daemon=True)
+        self.thread.start()
 
-    def _run(self) -> None:
-        spin_ns = int(self.spin * 1e9)
-        while not self._stopping:
-            r, net, err = self.dp.poll_run(self._ep.fileno(), self.mode, spin_ns)
+    def run(self) -> None:
+        o = self.owner
+        spin_ns = int(o.spin * 1e9)
+        while not o._stopping:
+            r, net, err = o.dp.poll_run(self.ep.fileno(), o.mode, spin_ns, self.queue)
             if r == 1:
-                fd = self._tap_fds.pop(net, None)
+                fd = self.tap_fds.pop(net, None)
                 if fd is not None:          # level-triggered: it would be reported again
-                    self._del(fd)
+                    self.delete(fd)
                 try:
-                    self.loop.call_soon_threadsafe(self._failed, net, err)
+                    o.loop.call_soon_threadsafe(o._failed, net, err)
                 except RuntimeError:        # the loop is closed: we are stopping anyway
                     return
             elif r < 0:
-                log.error("pump thread: epoll failed (%s); packets are no longer moved", os.strerror(-r))
+                log.error("pump thread %d: epoll failed (%s); its packets are no longer moved",
+                          self.queue, os.strerror(-r))
                 return
 
     def stop(self) -> None:
+        if self.thread is not None:
+            os.eventfd_write(self.wake, 1)
+            self.thread.join(10)
+            self.thread = None
+        self.ep.close()
+        os.close(self.wake)
+
+
+class ThreadPumps(Pumps):
+    def __init__(self, dp: Any, mode: str, spin_us: int, loop: asyncio.AbstractEventLoop,
+                 queues: int = 1) -> None:
+        super().__init__(dp, mode, spin_us, loop, queues)
+        self._stopping = False
+        self._threads = [_PumpThread(self, q) for q in range(queues)]
+
+    def add_tap(self, net: int, fds: Sequence[int], on_fail: OnFail) -> None:
+        self._tap_fail[net] = on_fail
+        for t, fd in zip(self._threads, fds):
+            t.tap_fds[net] = fd
+            t.add(fd, self.dp.POLL_TAP, net)
+
+    def remove_tap(self, net: int, fds: Sequence[int]) -> None:
+        self._tap_fail.pop(net, None)
+        for t, fd in zip(self._threads, fds):
+            t.tap_fds.pop(net, None)
+            t.delete(fd)
+
+    def add_endpoint(self, ep: int, fds: Sequence[int]) -> None:
+        for t, fd in zip(self._threads, fds):
+            t.add(fd, self.dp.POLL_EP, ep)
+
+    def remove_endpoint(self, ep: int, fds: Sequence[int]) -> None:
+        for t, fd in zip(self._threads, fds):
+            t.delete(fd)
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
         self._stopping = True
-        if self._thread is not None:
-            os.eventfd_write(self._wake, 1)
-            self._thread.join(10)
-            self._thread = None
-        self._ep.close()
-        os.close(self._wake)
+        for t in self._threads:
+            t.stop()
 
 
 class LoopPumps(Pumps):
-    def __init__(self, dp: Any, mode: str, spin_us: int, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(dp, mode, spin_us, loop)
-        self._taps: dict[int, int] = {}
-        self._eps: dict[int, int] = {}
+    """Every queue from the event loop: (net, queue) and (ep, queue) are the units here."""
+
+    def __init__(self, dp: Any, mode: str, spin_us: int, loop: asyncio.AbstractEventLoop,
+                 queues: int = 1) -> None:
+        super().__init__(dp, mode, spin_us, loop, queues)
+        self._taps: dict[tuple[int, int], int] = {}
+        self._eps: dict[tuple[int, int], int] = {}
         self._task: asyncio.Task[None] | None = None
         self._spinning = False
 
-    def add_tap(self, net: int, fd: int, on_fail: OnFail) -> None:
+    def add_tap(self, net: int, fds: Sequence[int], on_fail: OnFail) -> None:
         self._tap_fail[net] = on_fail
-        self._taps[net] = fd
-        if self.mode != "busy":
-            self.loop.add_reader(fd, self._on_tap, net)
+        for q, fd in enumerate(fds):
+            self._taps[net, q] = fd
+            if self.mode != "busy":
+                self.loop.add_reader(fd, self._on_tap, net, q)
 
-    def remove_tap(self, net: int, fd: int) -> None:
+    def remove_tap(self, net: int, fds: Sequence[int]) -> None:
         self._tap_fail.pop(net, None)
-        if self._taps.pop(net, None) is not None and self.mode != "busy":
-            self.loop.remove_reader(fd)
+        for q in range(len(fds)):
+            self._drop_tap(net, q)
 
-    def add_endpoint(self, ep: int, fd: int) -> None:
-        self._eps[ep] = fd
-        if self.mode != "busy":
-            self.loop.add_reader(fd, self._on_endpoint, ep)
+    def add_endpoint(self, ep: int, fds: Sequence[int]) -> None:
+        for q, fd in enumerate(fds):
+            self._eps[ep, q] = fd
+            if self.mode != "busy":
+                self.loop.add_reader(fd, self._on_endpoint, ep, q)
 
-    def remove_endpoint(self, ep: int, fd: int) -> None:
-        if self._eps.pop(ep, None) is not None and self.mode != "busy":
-            self.loop.remove_reader(fd)
+    def remove_endpoint(self, ep: int, fds: Sequence[int]) -> None:
+        for q in range(len(fds)):
+            fd = self._eps.pop((ep, q), None)
+            if fd is not None and self.mode != "busy":
+                self.loop.remove_reader(fd)
 
     def start(self) -> None:
         if self.mode == "busy":
@@ -175,39 +221,40 @@ class LoopPumps(Pumps):
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        for net, fd in list(self._taps.items()):
-            self.remove_tap(net, fd)
-        for ep, fd in list(self._eps.items()):
-            self.remove_endpoint(ep, fd)
+        for net, q in list(self._taps):
+            self._drop_tap(net, q)
+        for ep, q in list(self._eps):
+            fd = self._eps.pop((ep, q))
+            if self.mode != "busy":
+                self.loop.remove_reader(fd)
 
-    def _pump_tap(self, net: int) -> int:
-        n: int = self.dp.pump_tap(net, time.monotonic())
+    def _pump_tap(self, net: int, q: int) -> int:
+        n: int = self.dp.pump_tap(net, time.monotonic(), q)
         if n < 0:
-            fd = self._taps.get(net)
-            if fd is not None:
-                self._drop_tap(net, fd)
+            self._drop_tap(net, q)
             self._failed(net, -n)
             return 0
         return n
 
-    def _drop_tap(self, net: int, fd: int) -> None:
-        if self._taps.pop(net, None) is not None and self.mode != "busy":
+    def _drop_tap(self, net: int, q: int) -> None:
+        fd = self._taps.pop((net, q), None)
+        if fd is not None and self.mode != "busy":
             self.loop.remove_reader(fd)
 
-    def _on_tap(self, net: int) -> None:
-        if self._pump_tap(net) > 0:
+    def _on_tap(self, net: int, q: int) -> None:
+        if self._pump_tap(net, q) > 0:
             self._kick()
 
-    def _on_endpoint(self, ep: int) -> None:
-        if self.dp.pump_endpoint(ep, time.monotonic()) > 0:
+    def _on_endpoint(self, ep: int, q: int) -> None:
+        if self.dp.pump_endpoint(ep, time.monotonic(), q) > 0:
             self._kick()
 
     def _round(self) -> bool:
         moved = False
-        for net in list(self._taps):
-            moved = self._pump_tap(net) > 0 or moved
-        for ep in list(self._eps):
-            moved = self.dp.pump_endpoint(ep, time.monotonic()) > 0 or moved
+        for net, q in list(self._taps):
+            moved = self._pump_tap(net, q) > 0 or moved
+        for ep, q in list(self._eps):
+            moved = self.dp.pump_endpoint(ep, time.monotonic(), q) > 0 or moved
         return moved
 
     def _kick(self) -> None:
@@ -231,7 +278,8 @@ class LoopPumps(Pumps):
             await asyncio.sleep(0)
 
 
-def make_pumps(dp: Any, mode: str, spin_us: int, loop: asyncio.AbstractEventLoop) -> Pumps:
+def make_pumps(dp: Any, mode: str, spin_us: int, loop: asyncio.AbstractEventLoop,
+               queues: int = 1) -> Pumps:
     """ThreadPumps where the backend has the C poll loop, LoopPumps otherwise."""
     cls = ThreadPumps if hasattr(dp, "poll_run") else LoopPumps
-    return cls(dp, mode, spin_us, loop)
+    return cls(dp, mode, spin_us, loop, queues)

@@ -10,6 +10,14 @@ with IFF_VNET_HDR and TUNSETOFFLOAD gets the flags or the largest fallback the k
 `vnet_hdr` and `offload` say what the TAP really has. If it takes not even TUN_F_CSUM, the fd
 is re-attached without the header. Without offloads the TAP's offload flags are cleared, so an
 adopted TAP never keeps handing out super-frames from an earlier daemon's settings.
+
+Queues (`queues=` N > 1, [daemon] queues): the device is made with IFF_MULTI_QUEUE and attached
+N times, `fd` being queue 0 and `queue_fds` queues 1..N-1; the kernel spreads the frames it
+sends through the TAP over the queues by flow (drivers/net/tun.c tun_automq_select_queue), and
+a frame written to any queue enters the stack alike. Header, offloads and vnet header size are
+the device's, not a queue's: queue 0 settles them, the others attach with the same flags. A TAP
+left with the other queue mode (a daemon run with another `queues`) cannot be attached
+(tun_set_iff refuses a mismatch with EINVAL): it is removed and made again.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from .netlink import netlink_call
-from ..linux import IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUNSETIFF, TUNSETVNETHDRSZ
+from ..linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUNSETIFF, TUNSETVNETHDRSZ
 from ..wire.offload import VNET_HDR_LEN
 from .offload import set_tap_offload
 
@@ -51,12 +59,15 @@ class _Link:
     index: int
     kind: str | None
     alias: str | None
+    multi_queue: bool = False
 
     @staticmethod
     def of(link: Any) -> "_Link":
         kind = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
         alias = link.get("IFLA_IFALIAS")
-        return _Link(int(link["index"]), None if kind is None else str(kind), None if alias is None else str(alias))
+        mq = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_TUN_MULTI_QUEUE")
+        return _Link(int(link["index"]), None if kind is None else str(kind), None if alias is None else str(alias),
+                     bool(mq))
 
 
 def _wait_all_up(ipr: IPRoute, taps: Sequence["Tap"], timeout: float = 3.0) -> None:
@@ -82,44 +93,67 @@ def _wait_all_up(ipr: IPRoute, taps: Sequence["Tap"], timeout: float = 3.0) -> N
         log.warning("TAP %s not operationally up after %.0fs; continuing", name, timeout)
 
 
-def _attach(name: str, offload: int) -> tuple[int, bool, int]:
-    """Open /dev/net/tun on TAP `name`: (fd, vnet_hdr, offload flags granted)."""
+def _attach(name: str, offload: int, queues: int = 1) -> tuple[list[int], bool, int]:
+    """Open /dev/net/tun on TAP `name` `queues` times: (fds, vnet_hdr, offload flags granted)."""
+    mq = IFF_MULTI_QUEUE if queues > 1 else 0
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         if offload:
             try:
                 fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(),
-                                                       IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+                                                       IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | mq))
                 fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
                 granted = set_tap_offload(fd, offload)
                 if granted:
-                    return fd, True, granted
+                    return _more_queues(name, fd, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | mq, queues), True, granted
             except OSError as e:
                 log.info("TAP %s: no virtio-net header (%s); offloads off", name, e.strerror or e)
             os.close(fd)        # the header without offloads is no use: attach plainly
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | mq))
         set_tap_offload(fd, 0)
     except Exception:
         os.close(fd)
         raise
-    return fd, False, 0
+    return _more_queues(name, fd, IFF_TAP | IFF_NO_PI | mq, queues), False, 0
+
+
+def _more_queues(name: str, fd: int, flags: int, queues: int) -> list[int]:
+    """[fd] and queues 1..queues-1 of the same device, attached with the same flags."""
+    fds = [fd]
+    try:
+        for _ in range(1, queues):
+            q = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            fds.append(q)
+            fcntl.ioctl(q, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+    except Exception:
+        for q in fds:
+            os.close(q)
+        raise
+    return fds
 
 
 class Tap:
     def __init__(self, name: str, fd: int, index: int, bridge: str | None, own_bridge: bool,
-                 vnet_hdr: bool = False, offload: int = 0) -> None:
+                 vnet_hdr: bool = False, offload: int = 0, queue_fds: Sequence[int] = ()) -> None:
         self.name = name
-        self.fd = fd
+        self.fd = fd                        # queue 0
+        self.queue_fds = list(queue_fds)    # queues 1.. of a multi-queue TAP
         self.index = index
         self.bridge = bridge
         self._own_bridge = own_bridge
         self.vnet_hdr = vnet_hdr
         self.offload = offload
 
+    @property
+    def fds(self) -> list[int]:
+        """Every queue's fd, queue 0 first."""
+        return [self.fd, *self.queue_fds]
+
     @classmethod
-    def open(cls, name: str, mtu: int, bridge: str | None = None, *, offload: int = 0) -> "Tap":
-        got = cls.open_many([(name, mtu, bridge)], offload=offload)[0]
+    def open(cls, name: str, mtu: int, bridge: str | None = None, *, offload: int = 0,
+             queues: int = 1) -> "Tap":
+        got = cls.open_many([(name, mtu, bridge)], offload=offload, queues=queues)[0]
         if isinstance(got, Exception):
             raise got
         return got
@@ -127,7 +161,7 @@ class Tap:
     @classmethod
     @netlink_call
     def open_many(cls, specs: Sequence[tuple[str, int, str | None]], *,
-                  offload: int = 0) -> list["Tap | Exception"]:
+                  offload: int = 0, queues: int = 1) -> list["Tap | Exception"]:
         """`open` for many TAPs at once, (name, mtu, bridge) each, in one netlink session: one
         dump of the links instead of a lookup per device, MTU + master + up in one request
         per TAP, and one wait for all of them to come up (linkwatch reports carrier changes
@@ -138,7 +172,7 @@ class Tap:
             links = {str(link.get("IFLA_IFNAME")): _Link.of(link) for link in ipr.get_links()}
             for name, mtu, bridge in specs:
                 try:
-                    out.append(cls._open_one(ipr, links, name, mtu, bridge, offload))
+                    out.append(cls._open_one(ipr, links, name, mtu, bridge, offload, queues))
                 except Exception as e:  # noqa: BLE001 - handed back: one TAP must not sink the batch
                     out.append(e)
             _wait_all_up(ipr, [t for t in out if isinstance(t, Tap)])
@@ -146,22 +180,33 @@ class Tap:
 
     @classmethod
     def _open_one(cls, ipr: IPRoute, links: dict[str, "_Link"], name: str, mtu: int, bridge: str | None,
-                  offload: int) -> "Tap":
+                  offload: int, queues: int = 1) -> "Tap":
         own_bridge = False
+        mq = queues > 1
         have = links.get(name)
+        if have is not None and have.kind == "tun" and have.multi_queue != mq:
+            log.info("TAP %s was left %s; making it again %s", name,
+                     *(("multi-queue", "single-queue") if have.multi_queue else ("single-queue", "multi-queue")))
+            _delete(ipr, name)
+            links.pop(name)
+            have = None
         if have is not None:
             if have.kind != "tun":
                 raise TapError(f"{name} exists and is not a TAP device")
             index = have.index
             log.info("adopting existing TAP %s", name)
         else:
-            ipr.link("add", ifname=name, kind="tuntap", mode="tap")
+            if mq:
+                ipr.link("add", ifname=name, kind="tuntap", mode="tap", ifr={"multi_queue": 1})
+            else:
+                ipr.link("add", ifname=name, kind="tuntap", mode="tap")
             found = _link_index(ipr, name)
             if found is None:
                 raise TapError(f"TAP {name} vanished right after creation")
             index = found
-            links[name] = _Link(index, "tun", None)
-        fd, vnet_hdr, granted = _attach(name, offload)
+            links[name] = _Link(index, "tun", None, mq)
+        fds, vnet_hdr, granted = _attach(name, offload, queues)
+        fd = fds[0]
         try:
             change: dict[str, Any] = {"mtu": mtu, "state": "up"}
             if bridge:
@@ -183,9 +228,10 @@ class Tap:
                 change["master"] = bidx
             ipr.link("set", index=index, **change)   # do_setlink: MTU, then master, then up
         except Exception:
-            os.close(fd)
+            for q in fds:
+                os.close(q)
             raise
-        return cls(name, fd, index, bridge, own_bridge, vnet_hdr, granted)
+        return cls(name, fd, index, bridge, own_bridge, vnet_hdr, granted, fds[1:])
 
     @netlink_call
     def close(self) -> None:
@@ -202,6 +248,9 @@ class Tap:
             if t.fd >= 0:
                 os.close(t.fd)
                 t.fd = -1
+            for q in t.queue_fds:
+                os.close(q)
+            t.queue_fds = []
         with IPRoute() as ipr:
             for t in taps:
                 _delete(ipr, t.name)

@@ -24,7 +24,7 @@ from ..linux import (IP_FREEBIND, IPPROTO_GRE, IPV6_FREEBIND, SO_RCVBUFFORCE, SO
                      UDP_NO_CHECK6_RX)
 from .netlink import netlink_call
 
-__all__ = ["open_endpoint", "open_tx_socket", "underlay_mtu", "gro_enabled", "UnderlayError"]
+__all__ = ["open_endpoint", "open_endpoints", "open_tx_socket", "underlay_mtu", "gro_enabled", "UnderlayError"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,26 @@ def _bufsize(sock: socket.socket, rcv: bool) -> None:
         sock.setsockopt(socket.SOL_SOCKET, fallback, _BUF)
 
 
-def open_endpoint(kind: str, local: str, port: int, *, gro: bool = False) -> socket.socket:
+def open_endpoints(kind: str, local: str, port: int, n: int, *, gro: bool = False) -> list[socket.socket]:
+    """`n` receive sockets on one (local, port), one per queue: with n > 1 each has SO_REUSEPORT,
+    and the kernel hands each datagram to one of them by a hash of its addresses and ports
+    (net/ipv4/udp.c, reuseport_select_sock), so every flow stays on one queue, in order.
+    Only for UDP kinds: a raw GRE socket gets a copy of every packet, never a share."""
+    if n > 1 and kind == "gre":
+        raise ValueError("a raw GRE endpoint has one socket")
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            socks.append(open_endpoint(kind, local, port, gro=gro, reuseport=n > 1))
+    except Exception:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+def open_endpoint(kind: str, local: str, port: int, *, gro: bool = False,
+                  reuseport: bool = False) -> socket.socket:
     """The receive socket; with `gro` (UDP kinds) UDP_GRO is asked for: `gro_enabled(sock)`
     says whether the kernel took it (the Dataplane must then be told to split what it returns)."""
     fam = _family(local)
@@ -70,6 +89,8 @@ def open_endpoint(kind: str, local: str, port: int, *, gro: bool = False) -> soc
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         _bufsize(sock, rcv=True)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((local, 0 if kind == "gre" else port))
         if gro and kind != "gre":
             try:

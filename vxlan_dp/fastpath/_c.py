@@ -32,9 +32,9 @@ from ..wire.offload import VNET_HDR_LEN, VnetHdr, decode_vnet_hdr
 from ..core.fdbtable import FdbTable
 from ..core.neigh import NEIGH_COUNTERS
 from ..wire.esp import CIPHERS, REPLAY_WINDOW
-from .api import (NEIGH_LEARN_MAX, OFFLOAD_STATS, SUPER_MAX, FdbRow, NeighRow, NetworkParams, check_batch,
+from .api import (NEIGH_LEARN_MAX, OFFLOAD_STATS, QUEUES_MAX, SUPER_MAX, FdbRow, NeighRow, NetworkParams, check_batch,
                   check_endpoint_args, check_esp_args, check_family, check_fdb_table, check_neigh_entry,
-                  check_neigh_mode, check_network_args, check_shared_with_c,
+                  check_neigh_mode, check_network_args, check_queue, check_shared_with_c,
                   check_tap_args)
 
 try:
@@ -138,10 +138,33 @@ class Dataplane:
         if p == ffi.NULL:
             raise MemoryError("vxlan-dp fast path: cannot allocate the batch buffers")
         self._dp = ffi.gc(p, lib.vxdp_free)
+        self._views = [self._dp]    # queue q's view (csrc/internal.h "queues"); view 0 is the dp
         self._nets: dict[int, _Net] = {}
         self._eps: dict[int, _Endpoint] = {}
 
     # --- management -------------------------------------------------------------------
+    @property
+    def queues(self) -> int:
+        return len(self._views)
+
+    def set_queues(self, n: int) -> None:
+        """n queues from now on (grow only): each one's pump has its own buffers and lock."""
+        check_queue(n - 1, QUEUES_MAX)
+        if n < len(self._views):
+            raise ValueError(f"queues only grow: {len(self._views)} already")
+        got = _check(lib.vxdp_set_queues(self._dp, n))
+        self._views = [lib.vxdp_queue(self._dp, q) for q in range(got)]
+
+    def set_tap_queue(self, net: int, queue: int, fd: int) -> None:
+        self._nets[net]
+        check_queue(queue, len(self._views))
+        _check(lib.vxdp_set_tap_queue(self._dp, net, queue, fd))
+
+    def set_endpoint_queue(self, ep: int, queue: int, fd: int) -> None:
+        self._eps[ep]
+        check_queue(queue, len(self._views))
+        _check(lib.vxdp_set_endpoint_queue(self._dp, ep, queue, fd))
+
     def set_tx_socket(self, family: int, fd: int) -> None:
         check_family(family)
         _check(lib.vxdp_set_tx_socket(self._dp, family, fd))
@@ -427,15 +450,17 @@ class Dataplane:
                 for k in range(got)]
 
     # --- one readiness event, with I/O --------------------------------------------------
-    def pump_tap(self, net: int, now: float) -> int:
+    def pump_tap(self, net: int, now: float, queue: int = 0) -> int:
         """Read up to `batch` frames from the TAP, send them; returns frames read or -errno."""
         self._nets[net]
-        return int(lib.vxdp_pump_tap(self._dp, net, now))
+        check_queue(queue, len(self._views))
+        return int(lib.vxdp_pump_tap(self._views[queue], net, now))
 
-    def pump_endpoint(self, ep: int, now: float) -> int:
+    def pump_endpoint(self, ep: int, now: float, queue: int = 0) -> int:
         """Receive up to `batch` datagrams, deliver them; returns datagrams read or -errno."""
         self._eps[ep]
-        return int(lib.vxdp_pump_endpoint(self._dp, ep, now))
+        check_queue(queue, len(self._views))
+        return int(lib.vxdp_pump_endpoint(self._views[queue], ep, now))
 
     # --- a pump thread's loop in C (csrc/poll.c); C backend only, datapath/poll.py uses it ---
     POLL_MODES = {"interrupt": lib.VXDP_POLL_INTERRUPT, "adaptive": lib.VXDP_POLL_ADAPTIVE,
@@ -447,12 +472,12 @@ class Dataplane:
         """Add `fd` to (or take it out of) the epoll set `epfd` with token (kind, ident)."""
         _check(lib.vxdp_poll_ctl(epfd, int(add), fd, kind, ident))
 
-    def poll_run(self, epfd: int, mode: str, spin_ns: int) -> tuple[int, int, int]:
-        """Pump whatever `epfd` reports until woken (0, ...) or a TAP fails (1, net, errno).
-
-        Blocks the calling thread without the GIL; -errno if epoll itself failed."""
+    def poll_run(self, epfd: int, mode: str, spin_ns: int, queue: int = 0) -> tuple[int, int, int]:
+        """Pump `queue` for whatever `epfd` reports until woken (0, ...) or a TAP fails
+        (1, net, errno). Blocks the calling thread without the GIL; -errno if epoll failed."""
+        check_queue(queue, len(self._views))
         failed = ffi.new("int32_t[2]")
-        r = int(lib.vxdp_poll_run(self._dp, epfd, self.POLL_MODES[mode], spin_ns, failed))
+        r = int(lib.vxdp_poll_run(self._views[queue], epfd, self.POLL_MODES[mode], spin_ns, failed))
         return r, int(failed[0]), int(failed[1])
 
 

@@ -31,9 +31,10 @@ from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, VNET_HDR
                             decode_vnet_hdr, encode_vnet_hdr, split)
 from ..wire.esp import ESP_EXTRA
 from ._pure_gso import GsoSender
-from .api import (FRAME_MAX, NEIGH_LEARN_MAX, OFFLOAD_STATS, SUPER_MAX, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow,
+from .api import (FRAME_MAX, NEIGH_LEARN_MAX, OFFLOAD_STATS, QUEUES_MAX, SUPER_MAX, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow,
                   NeighRow, NetworkParams, check_batch, check_endpoint_args, check_esp_args, check_family,
-                  check_fdb_table, check_neigh_entry, check_neigh_mode, check_network_args, check_tap_args,
+                  check_fdb_table, check_neigh_entry, check_neigh_mode, check_network_args, check_queue,
+                  check_tap_args,
                   gro_types)
 
 __all__ = ["Dataplane"]
@@ -52,6 +53,7 @@ class _Net:
     local: bytes
     family: int
     tap_fd: int = -1
+    tap_queues: dict[int, int] = field(default_factory=dict)   # queue >= 1 -> its TAP fd
     peers: list[str] = field(default_factory=list)
     packed: dict[str, bytes] = field(default_factory=dict)
     fdb: Fdb = field(default_factory=Fdb)
@@ -93,6 +95,7 @@ class _Endpoint:
     nets: dict[int, int] = field(default_factory=dict)        # key -> net (plain)
     nvgre_nets: dict[int, int] = field(default_factory=dict)  # VSID -> net
     esp_net: int = -1           # the one network of an encrypted endpoint
+    queue_socks: dict[int, socket.socket] = field(default_factory=dict)  # queue >= 1 -> socket
     c: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EP_COUNTERS, 0))
 
 
@@ -109,6 +112,44 @@ class Dataplane:
         self._next_ep = 0
         self._ost = dict.fromkeys(OFFLOAD_STATS, 0)
         self._gso = GsoSender(self._ost)   # test-only mirror of C's UDP_SEGMENT sends
+        self._queues = 1
+        self._q = 0                 # the queue being pumped: frames for a TAP go out through its fd
+
+    def _wfd(self, n: _Net) -> int:
+        return n.tap_queues.get(self._q, -1) if self._q else n.tap_fd
+
+    # --- queues: one event loop serves them all here (the order of work is the only difference)
+    @property
+    def queues(self) -> int:
+        return self._queues
+
+    def set_queues(self, n: int) -> None:
+        check_queue(n - 1, QUEUES_MAX)
+        if n < self._queues:
+            raise ValueError(f"queues only grow: {self._queues} already")
+        self._queues = n
+
+    def set_tap_queue(self, net: int, queue: int, fd: int) -> None:
+        n = self._nets[net]
+        check_queue(queue, self._queues)
+        if queue == 0:
+            n.tap_fd = fd
+        elif fd < 0:
+            n.tap_queues.pop(queue, None)
+        else:
+            n.tap_queues[queue] = fd
+
+    def set_endpoint_queue(self, ep: int, queue: int, fd: int) -> None:
+        e = self._eps[ep]
+        check_queue(queue, self._queues)
+        old = e.sock if queue == 0 else e.queue_socks.pop(queue, None)
+        if old is not None:
+            old.detach()
+        sock = socket.socket(fileno=fd) if fd >= 0 else None
+        if queue == 0:
+            e.sock = sock
+        elif sock is not None:
+            e.queue_socks[queue] = sock
 
     # --- management -------------------------------------------------------------------
     def set_tx_socket(self, family: int, fd: int) -> None:
@@ -131,8 +172,9 @@ class Dataplane:
         e = self._eps[ep]
         if e.nets or e.nvgre_nets:
             raise ValueError("endpoint still has networks")
-        if e.sock is not None:
-            e.sock.detach()
+        for sock in [e.sock, *e.queue_socks.values()]:
+            if sock is not None:
+                sock.detach()
         del self._eps[ep]
 
     def add_network(self, params: NetworkParams, endpoint: int, tap_fd: int = -1, *,
@@ -182,6 +224,8 @@ class Dataplane:
         n = self._nets[net]
         check_tap_args(vnet_hdr, offload)
         n.tap_fd = fd
+        if fd < 0:              # the TAP is gone: every queue of it
+            n.tap_queues.clear()
         n.vnet = vnet_hdr
         n.gro = gro_types(offload) if vnet_hdr else 0
 
@@ -338,12 +382,13 @@ class Dataplane:
             return False
         nc["arp_suppressed" if m.kind == wneigh.ARP_REQUEST else "nd_suppressed"] += 1
         try:
-            if n.tap_fd < 0:
+            fd = self._wfd(n)
+            if fd < 0:
                 raise OSError(errno.EBADF, "no TAP")
             if n.vnet:
-                os.writev(n.tap_fd, [_NO_VNET, reply])
+                os.writev(fd, [_NO_VNET, reply])
             else:
-                os.write(n.tap_fd, reply)
+                os.write(fd, reply)
         except OSError:
             nc["reply_errors"] += 1
         else:
@@ -505,15 +550,24 @@ class Dataplane:
         return out
 
     # --- one readiness event, with I/O --------------------------------------------------
-    def pump_tap(self, net: int, now: float) -> int:
+    def pump_tap(self, net: int, now: float, queue: int = 0) -> int:
         """Read up to `batch` frames from the TAP, send them; returns frames read or -errno."""
         n = self._nets[net]
+        check_queue(queue, self._queues)
+        self._q = queue
+        try:
+            return self._pump_tap(n, now, queue)
+        finally:
+            self._q = 0
+
+    def _pump_tap(self, n: _Net, now: float, queue: int) -> int:
+        fd = n.tap_fd if queue == 0 else n.tap_queues.get(queue, -1)
         frames: list[bytes] = []
         err = 0
         size = SUPER_MAX + VNET_HDR_LEN if n.vnet else FRAME_MAX
         for _ in range(self.batch):
             try:
-                frames.append(os.read(n.tap_fd, size))
+                frames.append(os.read(fd, size))
             except BlockingIOError:
                 break
             except OSError as e:
@@ -546,10 +600,19 @@ class Dataplane:
             c["tx_packets"] += 1
             c["tx_bytes"] += len(pkt)
 
-    def pump_endpoint(self, ep: int, now: float) -> int:
+    def pump_endpoint(self, ep: int, now: float, queue: int = 0) -> int:
         """Receive up to `batch` datagrams, deliver them; returns datagrams read or -errno."""
         e = self._eps[ep]
-        if e.sock is None:
+        check_queue(queue, self._queues)
+        self._q = queue
+        try:
+            return self._pump_endpoint(ep, e, now, queue)
+        finally:
+            self._q = 0
+
+    def _pump_endpoint(self, ep: int, e: _Endpoint, now: float, queue: int) -> int:
+        sock = e.sock if queue == 0 else e.queue_socks.get(queue)
+        if sock is None:
             return -errno.ENOTCONN
         got: list[tuple[str, bytes]] = []
         err = 0
@@ -557,9 +620,9 @@ class Dataplane:
         for _ in range(self.batch):
             try:
                 if e.gro:
-                    data, anc, _flags, addr = e.sock.recvmsg(FRAME_MAX, socket.CMSG_SPACE(4))
+                    data, anc, _flags, addr = sock.recvmsg(FRAME_MAX, socket.CMSG_SPACE(4))
                 else:
-                    data, addr = e.sock.recvfrom(FRAME_MAX)
+                    data, addr = sock.recvfrom(FRAME_MAX)
                     anc = []
             except BlockingIOError:
                 break
@@ -608,7 +671,7 @@ class Dataplane:
         tso = TAP_TSO4 if hdr.gso_type & ~GSO_ECN == GSO_TCPV4 else TAP_TSO6
         if n.vnet and n.gro & tso:
             try:
-                os.writev(n.tap_fd, [encode_vnet_hdr(hdr), super_partial(frame, hdr)])
+                os.writev(self._wfd(n), [encode_vnet_hdr(hdr), super_partial(frame, hdr)])
             except OSError as ex:
                 if ex.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                     n.c["drop_tap_write_error"] += nseg
@@ -638,7 +701,7 @@ class Dataplane:
                 continue
             if n.gro:
                 try:
-                    os.writev(n.tap_fd, [encode_vnet_hdr(hdr), frame])
+                    os.writev(self._wfd(n), [encode_vnet_hdr(hdr), frame])
                 except OSError as ex:
                     if ex.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                         n.c["drop_tap_write_error"] += len(idx)
@@ -658,9 +721,9 @@ class Dataplane:
     def _tap_write(self, n: _Net, frame: bytes) -> None:
         try:
             if n.vnet:
-                os.writev(n.tap_fd, [_NO_VNET, frame])
+                os.writev(self._wfd(n), [_NO_VNET, frame])
             else:
-                os.write(n.tap_fd, frame)
+                os.write(self._wfd(n), frame)
         except OSError:
             n.c["drop_tap_write_error"] += 1
             return

@@ -63,6 +63,16 @@ Offloads (vxlan_dp/wire/offload.py has the rules, csrc/offload.c the same in C):
   read returns them; the I/O-free twin of the vnet pump_tap (raw-socket packets only).
 - `offload_stats()`: counters of the whole Dataplane, named by OFFLOAD_STATS.
 
+Queues (multi-queue TAPs, `[daemon] queues`): `set_queues(n)` (grow only, 1..QUEUES_MAX) gives
+the Dataplane n queues; queue q of a network reads and writes the TAP fd `set_tap_queue(net,
+q, fd)` gave it (queue 0: the one of add_network / set_tap), queue q of an endpoint receives
+on the socket `set_endpoint_queue(ep, q, fd)` gave it (a SO_REUSEPORT sibling of the first).
+`pump_tap(net, now, q)` / `pump_endpoint(ep, now, q)` pump one queue; in the C backend the
+queues' pumps may run at once in different threads (csrc/internal.h "queues" says how they
+share the tables). Whatever the queue, every rule above holds and the counters are the
+network's and endpoint's own, summed over queues. `set_tap(net, -1)` (the TAP is gone) drops
+every queue's fd.
+
 Neighbour suppression (vxlan_dp/wire/neigh.py has the message rules, core/neigh.py the
 table's, csrc/neigh.c the same in C): each network may hold an IP -> MAC table
 (`neigh_set` / `neigh_remove`: static entries; snooping adds learned ones).
@@ -112,7 +122,7 @@ from ..wire import offload as _w
 
 __all__ = ["NetworkParams", "FdbRow", "NeighRow", "Dataplane", "NEIGH_LEARN_MAX", "OFFLOAD_STATS", "TAP_CSUM",
            "TAP_TSO4", "TAP_TSO6", "TAP_USO", "gro_types", "FRAME_MAX", "SUPER_MAX", "BATCH_MAX", "GSO_SEGS",
-           "GSO_SOCKS", "GSO_RETRY_S", "GSO_REPROBE", "check_batch", "shared_with_c", "check_shared_with_c"]
+           "GSO_SOCKS", "GSO_RETRY_S", "GSO_REPROBE", "QUEUES_MAX", "check_batch", "check_queue", "shared_with_c", "check_shared_with_c"]
 
 # TUN_F_* of linux/if_tun.h, as TUNSETOFFLOAD takes them; USO is TUN_F_USO4 | TUN_F_USO6
 TAP_CSUM, TAP_TSO4, TAP_TSO6, TAP_USO = TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4 | TUN_F_USO6
@@ -127,6 +137,7 @@ GSO_SEGS = UDP_MAX_SEGMENTS  # datagrams per UDP_SEGMENT send
 GSO_SOCKS = 64              # UDP_SEGMENT send sockets a Dataplane keeps open at most
 GSO_RETRY_S = 10            # seconds before a send socket whose bind failed is tried again
 GSO_REPROBE = 10            # seconds before UDP_SEGMENT is tried again on a path that refused it
+QUEUES_MAX = 16             # queues (TAP queues, pump threads) a Dataplane serves at most
 
 # struct vxdp_offload_stats (csrc/fastpath.h), in order
 OFFLOAD_STATS = (
@@ -239,8 +250,13 @@ class Dataplane(Protocol):
     def encap(self, net: int, frames: Sequence[bytes], now: float, *,
               vnet_hdr: bool = False) -> list[tuple[str, bytes]]: ...
     def decap(self, ep: int, datagrams: Sequence[tuple[str, bytes]], now: float) -> list[tuple[int, bytes]]: ...
-    def pump_tap(self, net: int, now: float) -> int: ...
-    def pump_endpoint(self, ep: int, now: float) -> int: ...
+    def pump_tap(self, net: int, now: float, queue: int = 0) -> int: ...
+    def pump_endpoint(self, ep: int, now: float, queue: int = 0) -> int: ...
+    @property
+    def queues(self) -> int: ...
+    def set_queues(self, n: int) -> None: ...
+    def set_tap_queue(self, net: int, queue: int, fd: int) -> None: ...
+    def set_endpoint_queue(self, ep: int, queue: int, fd: int) -> None: ...
     def counters(self, net: int) -> dict[str, int]: ...
     def csum_peer(self, net: int) -> str | None: ...
     def endpoint_counters(self, ep: int) -> dict[str, int]: ...
@@ -253,12 +269,18 @@ def check_batch(batch: int) -> None:
         raise ValueError(f"batch must be 1..{BATCH_MAX}")
 
 
+def check_queue(queue: int, queues: int) -> None:
+    if not 0 <= queue < queues:
+        raise ValueError(f"queue {queue} is not one of this Dataplane's 0..{queues - 1}")
+
+
 def shared_with_c() -> dict[str, int]:
     """Every number the C fast path and the Python reference must agree on: cdef name ->
     the Python side's value (limits, the virtio-net header of wire/offload.py, TAP_*)."""
     return {
         "VXDP_FRAME_MAX": FRAME_MAX, "VXDP_SUPER_MAX": SUPER_MAX, "VXDP_BATCH_MAX": BATCH_MAX,
         "VXDP_GSO_SEGS": GSO_SEGS, "VXDP_GSO_SOCKS": GSO_SOCKS, "VXDP_GSO_RETRY_S": GSO_RETRY_S, "VXDP_GSO_REPROBE": GSO_REPROBE,
+        "VXDP_QUEUES_MAX": QUEUES_MAX,
         "VXDP_HDR_MAX": max(encap_overhead(e, True) for e in ENCAPS),
         "VXDP_VNET_HDR_LEN": _w.VNET_HDR_LEN, "VXDP_VNET_F_NEEDS_CSUM": _w.F_NEEDS_CSUM,
         "VXDP_VNET_F_DATA_VALID": _w.F_DATA_VALID, "VXDP_GSO_NONE": _w.GSO_NONE,
