@@ -587,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "control plane at scale")
     b.add_argument("what", choices=["encap", "e2e", "soak", "scale", "etcd", "kernel-peer", "profile"])
     b.add_argument("--seconds", type=float, help="per measurement (default 1 for encap, 5 for e2e)")
-    b.add_argument("--variants", help="e2e tunnels, comma-separated (default kernel,kernel-txoff,c,c-adaptive,"
+    b.add_argument("--variants", help="e2e tunnels, comma-separated (default kernel,kernel-txoff,c,c-mq2,c-adaptive,"
                                           "c-busy,python,socat)")
     b.add_argument("--minutes", type=float, default=10.0,
                    help="soak: how long to run under full iperf3 load (default 10)")

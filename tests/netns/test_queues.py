@@ -4,15 +4,39 @@ sockets and (C backend) a pump thread per queue, as a user runs them.
 One lab per backend checks what a user would: the kernel reports the TAP with two queues,
 ping and TCP cross the overlay both ways (two streams each way, so that flows can land on
 both queues), nothing is dropped as malformed or refused, and a TAP deleted under the daemon
-comes back with its two queues and carries pings again. That frames on either queue are
-tunnelled and that the counters add up over queues is tests/unit/test_poll.py (each queue fed
-on purpose, and two C pump threads at once).
+comes back with its two queues and carries pings again.
+
+A frame on either queue of a real TAP is tunnelled: tests/scripts/tap_queues.py, in a private
+namespace, detaches one queue so that the kernel must pick the other, for each queue in turn,
+on both backends. Counters adding up over queues with two C pump threads at once, and fake
+TAP queues fed one by one, are tests/unit/test_poll.py.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 from helpers import lab_with_daemons, until
 from vxlan_dp.lab import netns
+from vxlan_dp.wire import encode_vxlan
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def test_a_frame_on_either_queue_of_a_real_tap_is_tunnelled(backend):
+    proc = subprocess.run(["unshare", "-n", sys.executable, str(SCRIPTS / "tap_queues.py"), backend],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout)
+    for q in (0, 1):
+        r = got[f"queue{q}"]
+        assert r["pumped"] == 1, got
+        assert r["payload"] == (encode_vxlan(42) + bytes.fromhex(r["frame"])).hex(), got
+    c = got["counters"]
+    assert (c["tap_rx_frames"], c["flood_frames"], c["tx_packets"]) == (2, 2, 2), c
 
 
 def _tun_queues(ns: str, name: str) -> tuple[int, int] | None:
