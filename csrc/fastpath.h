@@ -285,6 +285,9 @@ int vxdp_csum_peer(struct vxdp_dp *dp, int net, struct vxdp_addr *out);
 
 uint32_t vxdp_flow_hash(const uint8_t *frame, size_t len);
 uint16_t vxdp_checksum(const uint8_t *data, size_t len);
+/* tests: 0 turns the vector checksum off, 1 back to what the CPU has, -1 asks; returns 1
+ * when checksums now use it */
+int vxdp_csum_vector(int on);
 /* cdef-end */
 
 #endif /* VXDP_FASTPATH_H */
