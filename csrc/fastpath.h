@@ -212,6 +212,16 @@ int vxdp_fdb_add(struct vxdp_dp *dp, int net, const uint8_t *mac, const struct v
 int vxdp_fdb_load(struct vxdp_dp *dp, int net, const uint8_t *macs, const uint32_t *idx, int n,
                   const struct vxdp_addr *remotes, int nremotes);
 int vxdp_fdb_remove(struct vxdp_dp *dp, int net, const uint8_t *mac);
+/* A control plane's batch in one call: first the `ndel` MACs of `del` are removed (whatever
+ * entry they hold), then the n entries of (macs, idx, remotes) are set static as vxdp_fdb_load
+ * does; with `replace`, every other static entry is removed as well (a resynchronisation: the
+ * table is then the network's whole static set). Returns the static entries now held, or
+ * -errno with nothing changed when an index or a remote's family is wrong. */
+int vxdp_fdb_update(struct vxdp_dp *dp, int net, const uint8_t *del, int ndel, const uint8_t *macs,
+                    const uint32_t *idx, int n, const struct vxdp_addr *remotes, int nremotes, int replace);
+int vxdp_fdb_statics(struct vxdp_dp *dp, int net);
+/* One entry: 1 and *row filled (age at `now`) if `mac` has one, 0 if not. */
+int vxdp_fdb_get(struct vxdp_dp *dp, int net, const uint8_t *mac, double now, struct vxdp_fdb_row *row);
 int vxdp_fdb_count(struct vxdp_dp *dp, int net);
 int vxdp_fdb_dump(struct vxdp_dp *dp, int net, double now, struct vxdp_fdb_row *rows, int max);
 int64_t vxdp_age(struct vxdp_dp *dp, double now);

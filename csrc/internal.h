@@ -106,6 +106,7 @@ struct vxdp_fdb_entry {
     double seen;                /* time of the last frame from this MAC (learned only) */
     struct vxdp_addr remote;
     bool is_static;
+    bool mark;                  /* vxdp_fdb_update(replace): named in the new table */
 };
 
 struct vxdp_fdb {

@@ -563,10 +563,18 @@ int vxdp_fdb_add(struct vxdp_dp *dp, int net, const uint8_t *mac, const struct v
     return r;
 }
 
-int vxdp_fdb_load(struct vxdp_dp *dp, int net, const uint8_t *macs, const uint32_t *idx, int n,
-                  const struct vxdp_addr *remotes, int nremotes)
+static uint32_t fdb_statics(const struct vxdp_fdb *f)
 {
-    if (n < 0 || nremotes < 0)
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < f->count; i++)
+        k += f->ent[i].is_static;
+    return k;
+}
+
+int vxdp_fdb_update(struct vxdp_dp *dp, int net, const uint8_t *del, int ndel, const uint8_t *macs,
+                    const uint32_t *idx, int n, const struct vxdp_addr *remotes, int nremotes, int replace)
+{
+    if (n < 0 || nremotes < 0 || ndel < 0)
         return -EINVAL;
     vxdp_wlock(dp);
     struct vxdp_net *nw = vxdp_get_net(dp, net);
@@ -577,12 +585,69 @@ int vxdp_fdb_load(struct vxdp_dp *dp, int net, const uint8_t *macs, const uint32
     for (int i = 0; r == 0 && i < n; i++)
         if (idx[i] >= (uint32_t)nremotes)
             r = -EINVAL;
+    if (r == 0) {
+        struct vxdp_fdb *f = &nw->fdb;
+        for (int i = 0; i < ndel; i++)
+            vxdp_fdb_del(f, vxdp_mac_key(del + 6 * (size_t)i));
+        if (replace)
+            for (uint32_t k = 0; k < f->count; k++)
+                f->ent[k].mark = false;
+        for (int i = 0; r == 0 && i < n; i++) {
+            uint64_t mac = vxdp_mac_key(macs + 6 * (size_t)i);
+            r = vxdp_fdb_set_static(f, mac, &remotes[idx[i]]);
+            if (r == 0 && replace)
+                ((struct vxdp_fdb_entry *)vxdp_fdb_lookup(f, mac))->mark = true;
+        }
+        /* after an ENOMEM half-way nothing more is removed: what is held stays usable */
+        for (uint32_t k = 0; r == 0 && replace && k < f->count;) {
+            const struct vxdp_fdb_entry *e = &f->ent[k];
+            if (e->is_static && !e->mark)
+                vxdp_fdb_del(f, e->mac);    /* moves the last entry into k: look at k again */
+            else
+                k++;
+        }
+        if (r == 0)
+            r = (int)fdb_statics(f);
+    }
+    vxdp_wunlock(dp);
+    return r;
+}
+
+int vxdp_fdb_load(struct vxdp_dp *dp, int net, const uint8_t *macs, const uint32_t *idx, int n,
+                  const struct vxdp_addr *remotes, int nremotes)
+{
     /* checked first, so a bad table changes nothing; growth failing half-way (ENOMEM) leaves
      * the entries before it in place, as that many vxdp_fdb_add calls would */
-    for (int i = 0; r == 0 && i < n; i++)
-        r = vxdp_fdb_set_static(&nw->fdb, vxdp_mac_key(macs + 6 * (size_t)i), &remotes[idx[i]]);
-    vxdp_wunlock(dp);
+    int r = vxdp_fdb_update(dp, net, NULL, 0, macs, idx, n, remotes, nremotes, 0);
     return r < 0 ? r : n;
+}
+
+int vxdp_fdb_get(struct vxdp_dp *dp, int net, const uint8_t *mac, double now, struct vxdp_fdb_row *row)
+{
+    vxdp_wlock(dp);
+    struct vxdp_net *n = vxdp_get_net(dp, net);
+    int r = n ? 0 : -ENOENT;
+    const struct vxdp_fdb_entry *e = n ? vxdp_fdb_lookup(&n->fdb, vxdp_mac_key(mac)) : NULL;
+    if (e) {
+        memset(row, 0, sizeof *row);
+        memcpy(row->mac, mac, 6);
+        row->is_static = e->is_static;
+        row->remote = e->remote;
+        double age = now - e->seen;
+        row->age = e->is_static || !(age > 0.0) ? 0.0 : age;
+        r = 1;
+    }
+    vxdp_wunlock(dp);
+    return r;
+}
+
+int vxdp_fdb_statics(struct vxdp_dp *dp, int net)
+{
+    vxdp_wlock(dp);
+    struct vxdp_net *n = vxdp_get_net(dp, net);
+    int r = n ? (int)fdb_statics(&n->fdb) : -ENOENT;
+    vxdp_wunlock(dp);
+    return r;
 }
 
 int vxdp_fdb_remove(struct vxdp_dp *dp, int net, const uint8_t *mac)

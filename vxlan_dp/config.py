@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from .core.fdbtable import FdbStatic, FdbTable, _Builder
+from .core.fdbtable import FdbStatic, FdbTable, FdbBuilder
 from .linux import IFNAMSIZ, UIO_MAXIOV
 from .wire import ENCAPS, GRE_UDP_PORT, VNI_MAX, VXLAN_PORT, is_multicast, mac_to_bytes
 
@@ -588,7 +588,7 @@ def _network(raw: Any, path: str) -> NetworkConfig:
     learning = t.take("learning", _bool, True)
     if local is _BAD:   # peers and FDB remotes are judged against local: not without it
         peers: tuple[str, ...] = ()
-        fdb: tuple[FdbTable, tuple[NeighStatic, ...], dict[str, str]] = (_Builder().table(), (), {})
+        fdb: tuple[FdbTable, tuple[NeighStatic, ...], dict[str, str]] = (FdbBuilder().table(), (), {})
     else:
         peers = _unique(t.field("peers"), t.take("peers", _array, []), _peer(local))
         fdb = _fdb(t.field("fdb"), t.take("fdb", _array, []), local)
@@ -661,7 +661,7 @@ def _fdb(path: str, raw: list[Any], local: Address) -> tuple[FdbTable, tuple[Nei
     seen before) is checked without building anything per entry but its packed bytes; any
     other entry goes through the general checks, which name the field and the reason.
     """
-    out = _Builder()
+    out = FdbBuilder()
     seen: dict[bytes, int] = {}
     remotes: dict[str, str] = {}        # raw remote text -> validated compressed text
     ips: list[NeighStatic] = []

@@ -38,6 +38,7 @@ from typing import Any
 from . import __version__
 from .config import Config, ConfigError, NetworkConfig, check_networks, load_config
 from .control import ControlPlane, Desired, make_control
+from .core.fdbtable import FdbTable
 from .datapath.offload import OffloadPlan
 from .datapath.offload import probe as probe_offloads
 from .fastpath import BACKEND, Dataplane
@@ -89,6 +90,14 @@ class Daemon:
 
     def local_macs(self, name: str, now: float) -> list[tuple[str, float]]:
         return self.networks.local_macs(name, now)
+
+    def update_entries(self, name: str, fdb: FdbTable, fdb_remove: bytes = b"",
+                       neigh: Sequence[tuple[str, str]] = (), neigh_remove: Sequence[str] = (), *,
+                       replace: bool = False) -> None:
+        self.networks.update_entries(name, fdb, fdb_remove, neigh, neigh_remove, replace=replace)
+
+    def local_neigh(self, name: str, now: float) -> list[tuple[str, str, float]]:
+        return self.networks.local_neigh(name, now)
 
     # --- steering (frontend.Steer) --------------------------------------------------------
     def request_stop(self) -> None:

@@ -30,12 +30,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from .config import NetworkConfig
 from .control import Desired
-from .core.fdbtable import FdbTable
+from .core.fdbtable import FdbBuilder, FdbTable
 from .datapath.offload import OffloadPlan
 from .datapath.poll import Pumps, ThreadPumps, make_pumps
 from .datapath.tap import Tap
@@ -87,6 +87,7 @@ class Network:
     keys: KeyRing | None = None     # encrypted network: key ids only are kept here
     boot_id: int = 0
     key_seen: dict[int, float] = field(default_factory=dict)   # key id -> when first installed
+    static_fdb: int = 0             # static FDB entries in the data plane (file's and store's)
 
 
 class Networks:
@@ -259,6 +260,7 @@ class Networks:
             pass
         elif not len(net.desired.fdb) and isinstance(desired.fdb, FdbTable):
             self.dp.fdb_load(net.handle, desired.fdb)   # a new network: the whole table, one call
+            net.static_fdb = self.dp.fdb_statics(net.handle)
         else:
             old, new = dict(net.desired.fdb), dict(desired.fdb)
             for mac in old.keys() - new.keys():
@@ -266,8 +268,33 @@ class Networks:
             for mac, remote in new.items():
                 if old.get(mac) != remote:
                     self.dp.fdb_add(net.handle, mac, remote)
+            net.static_fdb = self.dp.fdb_statics(net.handle)
         self.neigh.apply(name, net.cfg, desired.neigh)
         net.desired = desired
+
+    def update_entries(self, name: str, fdb: FdbTable, fdb_remove: bytes = b"",
+                       neigh: Sequence[tuple[str, str]] = (), neigh_remove: Sequence[str] = (), *,
+                       replace: bool = False) -> None:
+        """A store's entries (control.ControlSink.update_entries): one fast-path call for the FDB
+        part; the file's entries (`desired`) win for a MAC both name."""
+        net = self._nets[name]
+        file = net.desired.fdb
+        if not isinstance(file, FdbTable):
+            file = FdbTable.from_pairs(file)
+        if replace:
+            fdb = fdb + file                    # the file's last: the fast path keeps the last one
+        elif len(file):
+            kept = FdbBuilder()
+            for e in fdb:
+                if (raw := bytes.fromhex(e.mac.replace(":", ""))) not in file:
+                    kept.add(raw, e.remote)
+            fdb = kept.table()
+            fdb_remove = b"".join(fdb_remove[i:i + 6] for i in range(0, len(fdb_remove), 6)
+                                  if fdb_remove[i:i + 6] not in file)
+        if replace or len(fdb) or fdb_remove:
+            net.static_fdb = self.dp.fdb_update(net.handle, fdb, fdb_remove, replace=replace)
+        if replace or neigh or neigh_remove:
+            self.neigh.store_update(name, neigh, neigh_remove, replace=replace)
 
     # --- keys of encrypted networks (key management front-ends steer through these) -------
     def reload_keys(self) -> None:
@@ -333,6 +360,13 @@ class Networks:
         """(mac, age) seen leaving network `name`'s TAP, for the control plane to publish."""
         net = self._nets.get(name)
         return [] if net is None else self.dp.local_macs(net.handle, now)
+
+    def local_neigh(self, name: str, now: float) -> list[tuple[str, str, float]]:
+        """(ip, mac, age) of network `name`'s local endpoints, for the control plane to publish."""
+        net = self._nets.get(name)
+        if net is None:
+            return []
+        return self.neigh.local(name, now, {m for m, _ in self.dp.local_macs(net.handle, now)})
 
     def close(self) -> None:
         """Stop every network and close the egress sockets: after this no fd of ours is open."""

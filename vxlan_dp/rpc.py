@@ -3,7 +3,9 @@
 A unix stream socket (mode 0600, root only) so `vxlan-dp status` and `vxlan-dp fdb` read a
 running daemon from any network namespace. Requests: {"cmd": "status"} and
 {"cmd": "fdb", "network": NAME} (with "neigh": true, the network's ARP / ND suppression
-table instead of its forwarding entries). Answers carry "ok": true/false; a bad request gets an error
+table instead of its forwarding entries), {"cmd": "summary"} (per network: counts only) and
+{"cmd": "lookup", "items": [[NET, "mac", MAC] | [NET, "peer", ADDR], ...]} (what benches poll:
+one entry or flood-list member each, without a dump). Answers carry "ok": true/false; a bad request gets an error
 answer, never a dropped daemon.
 
 `RpcFrontEnd` is the daemon's front-end (frontend.py): it reads the daemon only through
@@ -28,7 +30,7 @@ __all__ = ["RpcFrontEnd", "StatusSource", "start", "request", "DEFAULT_SOCKET"]
 log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = "/run/vxlan-dp/vxlan-dp.sock"
-_MAX_REQUEST = 4096
+_MAX_REQUEST = 65536  # a lookup of a few hundred items; asyncio readline stops at 64 KiB anyway
 
 
 class StatusSource(Protocol):
@@ -40,8 +42,14 @@ class StatusSource(Protocol):
 
     def neigh_rows(self, name: str) -> list[dict[str, Any]] | None: ...
 
+    def summary(self) -> dict[str, Any]: ...
+
+    def lookup(self, items: list[Any]) -> list[Any]: ...
+
 
 def _answer(daemon: StatusSource, req: Any) -> dict[str, Any]:
+    if req == "too long":
+        return {"ok": False, "error": f"request longer than {_MAX_REQUEST} bytes"}
     if not isinstance(req, dict):
         return {"ok": False, "error": "request must be a JSON object"}
     if req.get("cmd") == "status":
@@ -53,6 +61,18 @@ def _answer(daemon: StatusSource, req: Any) -> dict[str, Any]:
         if rows is None:
             return {"ok": False, "error": f"no network named {name!r}"}
         return {"ok": True, "network": name, "neigh" if neigh else "fdb": rows}
+    if req.get("cmd") == "summary":
+        return {"ok": True, **daemon.summary()}
+    if req.get("cmd") == "lookup":
+        items = req.get("items")
+        if not isinstance(items, list) or not all(
+                isinstance(i, list) and len(i) == 3 and i[1] in ("mac", "peer") and all(isinstance(x, str) for x in i)
+                for i in items):
+            return {"ok": False, "error": 'items: expected [[network, "mac" | "peer", value], ...]'}
+        try:
+            return {"ok": True, "found": daemon.lookup(items)}
+        except ValueError as e:
+            return {"ok": False, "error": f"items: {e}"}
     return {"ok": False, "error": f"unknown command {req.get('cmd')!r}"}
 
 
@@ -64,7 +84,10 @@ async def start(daemon: StatusSource, path: str) -> asyncio.AbstractServer:
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 5.0)
+            try:
+                line = await asyncio.wait_for(reader.readline(), 5.0)
+            except ValueError:      # longer than the stream's limit (64 KiB): say so, do not drop
+                line = b'"too long"'
             try:
                 ans = _answer(daemon, json.loads(line[:_MAX_REQUEST] or b"null"))
             except ValueError as e:

@@ -96,7 +96,7 @@ class View:
 
     def metric_networks(self) -> list[NetworkView]:
         return [NetworkView(name, n.handle, n.cfg.vni, n.cfg.encap, n.cfg.tap, n.tap is not None, n.mtu,
-                            n.cfg.max_fdb_entries, len(n.desired.fdb))
+                            n.cfg.max_fdb_entries, n.static_fdb)
                 for name, n in self.networks.items()]
 
     def metric_endpoints(self) -> list[EndpointView]:
@@ -122,6 +122,32 @@ class View:
         if net is None:
             return None
         return [r._asdict() for r in self.dp.fdb_dump(net.handle, time.monotonic())]
+
+    def summary(self) -> dict[str, Any]:
+        """Per network, counts only (peers, FDB entries, static ones): cheap at 1,000 networks."""
+        dp = self.dp
+        return {"control": self.control.health(),
+                "networks": {name: {"peers": len(dp.peers(n.handle)), "fdb": dp.fdb_size(n.handle),
+                                    "static_fdb": n.static_fdb} for name, n in self.networks.items()}}
+
+    def lookup(self, items: list[Any]) -> list[Any]:
+        """[network, "mac", MAC] -> the entry's remote (or None); [network, "peer", address]
+        -> whether it is in the flood list; None where the network is not running."""
+        out: list[Any] = []
+        now = time.monotonic()
+        peers: dict[str, set[str]] = {}
+        for name, kind, what in items:
+            net = self.networks.get(name)
+            if net is None:
+                out.append(None)
+            elif kind == "mac":
+                row = self.dp.fdb_get(net.handle, what, now)
+                out.append(None if row is None else row.remote)
+            else:
+                if name not in peers:
+                    peers[name] = set(self.dp.peers(net.handle))
+                out.append(what in peers[name])
+        return out
 
     def neigh_rows(self, name: str) -> list[dict[str, Any]] | None:
         """One network's ARP / ND suppression table, or None when there is no such network."""

@@ -19,9 +19,11 @@ import pytest
 from helpers import eth_frame
 from vxlan_dp.config import ConfigError, EtcdConfig, parse_config, store_network
 from vxlan_dp.control import Desired, StaticControl, make_control
-from vxlan_dp.control.etcd import Endpoint, EtcdControl, _describe, parse_endpoint
-from vxlan_dp.control.etcd_state import (Change, Keys, Publisher, StoreView, decode_fdb, decode_neigh,
-                                         desired_for, encode_fdb, encode_neigh, plan_networks)
+from vxlan_dp.control.etcd import Endpoint, EtcdControl, _describe, _still_ours, parse_endpoint
+from vxlan_dp.control.etcd_state import (FDB, NEIGH, Change, Keys, Publisher, StoreView, decode_fdb,
+                                         decode_neigh, desired_for, encode_fdb, encode_neigh, installable,
+                                         plan_networks)
+from vxlan_dp.core.fdbtable import FdbBuilder
 from vxlan_dp.fastpath import NetworkParams, PureDataplane
 
 A, B, C, D = "198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"
@@ -35,8 +37,12 @@ NOW = 1000.0
 
 def _view(*kvs: tuple[str, Any]) -> StoreView:
     v = StoreView(K)
-    v.load([(k.encode(), json.dumps(val).encode()) for k, val in kvs], NOW)
+    v.load([(k.encode(), json.dumps(val).encode()) for k, val in kvs])
     return v
+
+
+def _raw(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
 
 
 def _blue(local: str = A, **kw: Any):
@@ -66,52 +72,58 @@ def test_fdb_values_decode_to_normalised_unicast_addresses() -> None:
             decode_fdb(bad)
 
 
-# --- the mirrored store ---------------------------------------------------------------------
+# --- what is kept of the store: definitions and members; entries become operations ---------
 
 def test_view_follows_puts_and_deletes_and_reports_what_changed() -> None:
     v = StoreView(K)
-    assert v.put(K.network("blue"), b'{"vni": 42}', NOW) == Change(networks=True, dirty={"blue"})
-    assert v.put(K.network("blue"), b'{"vni": 42}', NOW) == Change()          # same value: nothing
-    assert v.put(K.member("blue", B), b"{}", NOW) == Change(dirty={"blue"})
-    assert v.put(K.member("blue", B), b"{}", NOW) == Change()
-    assert v.put(K.fdb("blue", M1), encode_fdb(B), NOW) == Change(dirty={"blue"})
-    assert v.owner("blue", M1) == B and v.changed_at[("blue", M1)] == NOW
-    assert v.put(K.fdb("blue", M1), encode_fdb(C), NOW + 1) == Change(dirty={"blue"})
-    assert v.changed_at[("blue", M1)] == NOW + 1
-    assert len(v) == 3
-    assert v.delete(K.fdb("blue", M1), NOW) == Change(dirty={"blue"})
-    assert v.delete(K.fdb("blue", M1), NOW) == Change()
-    assert v.delete(K.member("blue", B), NOW) == Change(dirty={"blue"})
-    assert v.delete(K.network("blue"), NOW) == Change(networks=True, dirty={"blue"})
-    assert len(v) == 0 and not v.changed_at
+    assert v.put(K.network("blue"), b'{"vni": 42}') == Change(networks=True, dirty={"blue"})
+    assert v.put(K.network("blue"), b'{"vni": 42}') == Change()          # same value: nothing
+    assert v.put(K.member("blue", B), b"{}") == Change(dirty={"blue"})
+    assert v.put(K.member("blue", B), b"{}") == Change()
+    assert v.put(K.fdb("blue", M1), encode_fdb(B)) == Change(fdb={"blue": {_raw(M1): B}})
+    assert v.put(K.fdb("blue", M1), encode_fdb(C)) == Change(fdb={"blue": {_raw(M1): C}})
+    assert len(v) == 2                                         # entries are not kept: no mirror
+    assert v.delete(K.fdb("blue", M1)) == Change(fdb={"blue": {_raw(M1): None}})
+    assert v.delete(K.member("blue", B)) == Change(dirty={"blue"})
+    assert v.delete(K.member("blue", B)) == Change()
+    assert v.delete(K.network("blue")) == Change(networks=True, dirty={"blue"})
+    assert len(v) == 0
+    c = Change()    # a burst coalesces: the last word per entry
+    for val in (encode_fdb(B), encode_fdb(C)):
+        c |= v.put(K.fdb("blue", M1), val)
+    c |= v.delete(K.fdb("blue", M2))
+    assert c.fdb == {"blue": {_raw(M1): C, _raw(M2): None}} and c.entries() == {"blue"}
 
 
 def test_bad_keys_are_remembered_and_ignored_never_fatal() -> None:
     v = StoreView(K)
-    v.put(K.fdb("blue", M1), encode_fdb(B), NOW)
-    assert v.put(K.fdb("blue", M1), b'{"remote": "nope"}', NOW) == Change(dirty={"blue"})  # old value gone
-    assert v.owner("blue", M1) is None and "not an IP address" in v.bad[K.fdb("blue", M1)]
-    v.put(K.fdb("blue", "02:42:C0:A8:00:01"), encode_fdb(B), NOW)
-    v.put(K.fdb("blue", "ff:ff:ff:ff:ff:ff"), encode_fdb(B), NOW)
-    v.put(K.member("blue", "2001:db8:0::1"), b"{}", NOW)
-    v.put(b"/vxlan-dp/junk", b"{}", NOW)
-    v.put(K.network("red"), b"not json", NOW)
+    v.put(K.fdb("blue", M1), encode_fdb(B))
+    assert v.put(K.fdb("blue", M1), b'{"remote": "nope"}') == Change(fdb={"blue": {_raw(M1): None}})  # old value gone
+    assert "not an IP address" in v.bad[K.fdb("blue", M1)]
+    v.put(K.fdb("blue", "02:42:C0:A8:00:01"), encode_fdb(B))
+    v.put(K.fdb("blue", "ff:ff:ff:ff:ff:ff"), encode_fdb(B))
+    v.put(K.member("blue", "2001:db8:0::1"), b"{}")
+    v.put(b"/vxlan-dp/junk", b"{}")
+    v.put(K.network("red"), b"not json")
     assert len(v.bad) == 6 and len(v) == 0
-    assert v.put(K.fdb("blue", M1), encode_fdb(C), NOW) == Change(dirty={"blue"})  # fixed: back
+    assert v.put(K.fdb("blue", M1), encode_fdb(C)) == Change(fdb={"blue": {_raw(M1): C}})  # fixed: back
     assert len(v.bad) == 5
 
 
-def test_full_reload_keeps_change_times_of_unchanged_entries() -> None:
-    v = _view((f"{P}/fdb/blue/{M1}", {"remote": B}), (f"{P}/fdb/blue/{M2}", {"remote": B}),
-              (f"{P}/members/blue/{B}", {}))
-    change = v.load([(K.fdb("blue", M1), encode_fdb(B)), (K.fdb("blue", M2), encode_fdb(C)),
-                     (K.member("blue", B), b"{}"), (K.member("red", C), b"{}")], NOW + 50)
-    assert change == Change(networks=False, dirty={"blue", "red"})
-    assert v.changed_at == {("blue", M1): NOW, ("blue", M2): NOW + 50}
-    assert v.load(list((k, val) for k, val in [(K.fdb("blue", M1), encode_fdb(B)),
-                                               (K.fdb("blue", M2), encode_fdb(C)),
-                                               (K.member("blue", B), b"{}"),
-                                               (K.member("red", C), b"{}")]), NOW + 60) == Change()
+def test_a_full_read_is_packed_tables_and_says_which_flood_lists_changed() -> None:
+    v = _view((f"{P}/fdb/blue/{M1}", {"remote": B}), (f"{P}/members/blue/{B}", {}))
+    change, snap = v.load([(K.fdb("blue", M1), encode_fdb(B)), (K.fdb("blue", M2), encode_fdb(C)),
+                           (K.fdb("red", M3), encode_fdb(B)), (K.member("blue", B), b"{}"),
+                           (K.member("red", C), b"{}"), (K.fdb("blue", "nope"), b"{}")])
+    assert change == Change(networks=False, dirty={"red"})
+    assert isinstance(snap.fdb["blue"], FdbBuilder) and snap.fdb["blue"].table() == ((M1, B), (M2, C))
+    assert snap.remote_of("blue", _raw(M2)) == C and snap.remote_of("blue", _raw(M3)) is None
+    assert list(v.bad) == [K.fdb("blue", "nope")]
+    assert v.load([(K.member("blue", B), b"{}"), (K.member("red", C), b"{}")])[0] == Change()
+    # a network's own range read: entries only, definitions and members stay
+    loader = v.loader(entries_only=True)
+    loader.feed([(K.fdb("blue", M3), encode_fdb(D))])
+    assert loader.finish()[1].fdb["blue"].table() == ((M3, D),) and v.members == {"blue": {B}, "red": {C}}
 
 
 # --- Desired state --------------------------------------------------------------------------
@@ -123,8 +135,10 @@ def test_desired_is_the_other_members_and_their_macs_never_our_own() -> None:
               (f"{P}/fdb/blue/{M1}", {"remote": A}), (f"{P}/fdb/blue/{M2}", {"remote": B}),
               (f"{P}/fdb/blue/{M3}", {"remote": B6}))
     d = desired_for(v, _blue())
-    assert d == Desired((B, C, "198.18.0.10"), ((M2, B),))  # address order, IPv4 only, not A
+    assert d == Desired((B, C, "198.18.0.10"), ())           # address order, IPv4 only, not A
     assert desired_for(v, _blue()) == d                       # equal inputs, equal outputs
+    # the store's entries a network takes: other hosts' of its family, never its own
+    assert [installable(_blue(), r) for r in (A, B, B6)] == [False, True, False]
 
 
 def test_file_networks_add_static_peers_and_entries_that_win() -> None:
@@ -133,7 +147,8 @@ def test_file_networks_add_static_peers_and_entries_that_win() -> None:
                        f'peers = ["{D}"]\nfdb = [{{ mac = "{M2}", remote = "{D}" }}]\n')
     v = _view((f"{P}/members/blue/{B}", {}), (f"{P}/fdb/blue/{M2}", {"remote": B}),
               (f"{P}/fdb/blue/{M3}", {"remote": B}))
-    assert desired_for(v, cfg.networks[0]) == Desired((B, D), ((M2, D), (M3, B)))
+    assert desired_for(v, cfg.networks[0]) == Desired((B, D), ((M2, D),))
+    # the store's M2 loses to the file's in the data plane (test_etcd_entries_reach_the_data_plane...)
 
 
 def test_plan_networks_file_shadows_store_and_bad_definitions_are_reported() -> None:
@@ -154,47 +169,64 @@ def test_plan_networks_file_shadows_store_and_bad_definitions_are_reported() -> 
     assert not nets and "set etcd.local" in problems["blue"]
 
 
-# --- publishing local MACs --------------------------------------------------------------------
+# --- publishing local MACs and addresses ------------------------------------------------------
 
 def test_publisher_claims_new_macs_once_and_withdraws_them_when_they_age_out() -> None:
-    v, pub = StoreView(K), Publisher(K)
-    ops = pub.plan("blue", A, [(M1, 0.5), (M2, 3.0)], v, NOW)
-    assert ops.puts == [(K.fdb("blue", M1), encode_fdb(A)), (K.fdb("blue", M2), encode_fdb(A))]
+    pub, mine = Publisher(K), encode_fdb(A)
+    ops = pub.plan(FDB, "blue", [(M1, mine, 0.5), (M2, mine, 3.0)], NOW)
+    assert ops.puts == [(K.fdb("blue", M1), mine), (K.fdb("blue", M2), mine)]
     assert not ops.deletes
-    for k, val in ops.puts:  # what etcd.py does after a successful write
-        v.put(k, val, NOW)
-    assert not pub.plan("blue", A, [(M1, 1.5), (M2, 4.0)], v, NOW + 1)        # already ours: quiet
-    ops = pub.plan("blue", A, [(M1, 2.5)], v, NOW + 2)                         # M2 aged out here
-    assert ops.deletes == [(K.fdb("blue", M2), encode_fdb(A))] and not ops.puts  # delete if still ours
+    for mac in (M1, M2):  # the watch echoes our own writes
+        pub.note(FDB, "blue", mac, True, NOW)
+    assert not pub.plan(FDB, "blue", [(M1, mine, 1.5), (M2, mine, 4.0)], NOW + 1)    # already ours: quiet
+    ops = pub.plan(FDB, "blue", [(M1, mine, 2.5)], NOW + 2)                          # M2 aged out here
+    assert ops.deletes == [(K.fdb("blue", M2), mine)] and not ops.puts  # delete if still ours
     assert pub.count() == 1
-    v.delete(K.fdb("blue", M1), NOW + 3)                                       # someone deleted ours
-    assert pub.plan("blue", A, [(M1, 0.1)], v, NOW + 3).puts == [(K.fdb("blue", M1), encode_fdb(A))]
+    pub.note(FDB, "blue", M1, None, NOW + 3)                                        # someone deleted ours
+    assert pub.plan(FDB, "blue", [(M1, mine, 0.1)], NOW + 3).puts == [(K.fdb("blue", M1), mine)]
 
 
 def test_a_mac_that_moved_away_is_left_to_its_new_host_until_seen_here_again() -> None:
-    v, pub = StoreView(K), Publisher(K)
-    for k, val in pub.plan("blue", A, [(M1, 0.0)], v, NOW).puts:
-        v.put(k, val, NOW)
-    v.put(K.fdb("blue", M1), encode_fdb(B), NOW + 5)   # B saw it after we last did: it moved
-    assert not pub.plan("blue", A, [(M1, 5.5)], v, NOW + 5.5)                  # last seen NOW < NOW + 5
+    pub, mine = Publisher(K), encode_fdb(A)
+    assert pub.plan(FDB, "blue", [(M1, mine, 0.0)], NOW).puts
+    pub.note(FDB, "blue", M1, False, NOW + 5)   # B saw it after we last did: it moved
+    assert not pub.plan(FDB, "blue", [(M1, mine, 5.5)], NOW + 5.5)                 # last seen NOW < NOW + 5
     assert pub.count() == 0
-    assert not pub.plan("blue", A, [], v, NOW + 400)                           # aged out: nothing to withdraw
+    assert not pub.plan(FDB, "blue", [], NOW + 400)                                # aged out: nothing to withdraw
     # it comes back: seen here after B's claim, so A claims it again
-    assert pub.plan("blue", A, [(M1, 0.2)], v, NOW + 10).puts == [(K.fdb("blue", M1), encode_fdb(A))]
+    assert pub.plan(FDB, "blue", [(M1, mine, 0.2)], NOW + 10).puts == [(K.fdb("blue", M1), mine)]
     # B's claim arriving *after* A's last sighting never makes A delete B's entry
-    v.put(K.fdb("blue", M1), encode_fdb(B), NOW + 11)
-    ops = pub.plan("blue", A, [], v, NOW + 12)
+    pub.note(FDB, "blue", M1, False, NOW + 11)
+    ops = pub.plan(FDB, "blue", [], NOW + 12)
     assert not ops.deletes
+    # seen again after B's claim while still tracked: A takes it back
+    pub.plan(FDB, "blue", [(M1, mine, 0.0)], NOW + 13)
+    pub.note(FDB, "blue", M1, False, NOW + 14)
+    assert not pub.plan(FDB, "blue", [(M1, mine, 1.0)], NOW + 15)                  # seen at 14: not after
+    assert pub.plan(FDB, "blue", [(M1, mine, 0.5)], NOW + 16).puts                 # seen at 15.5: after
 
 
 def test_renew_rebinds_only_claims_the_store_still_shows_as_ours_and_forget_withdraws() -> None:
-    v, pub = StoreView(K), Publisher(K)
-    for k, val in pub.plan("blue", A, [(M1, 0.0), (M2, 0.0)], v, NOW).puts:
-        v.put(k, val, NOW)
-    v.put(K.fdb("blue", M2), encode_fdb(B), NOW + 1)
-    assert pub.renew(v).puts == [(K.fdb("blue", M1), encode_fdb(A))]
-    ops = pub.forget("blue", v)
-    assert ops.deletes == [(K.fdb("blue", M1), encode_fdb(A))] and pub.count() == 0
+    pub, mine = Publisher(K), encode_fdb(A)
+    pub.plan(FDB, "blue", [(M1, mine, 0.0), (M2, mine, 0.0), (M3, mine, 0.0)], NOW)
+    pub.note(FDB, "blue", M2, False, NOW + 1)
+    # a full read shows M3 taken by C while we were away
+    _, snap = StoreView(K).load([(K.fdb("blue", M1), mine), (K.fdb("blue", M3), encode_fdb(C))])
+    pub.resynced(lambda kind, name, item, value: _still_ours(snap, kind, name, item, value))
+    assert pub.renew().puts == [(K.fdb("blue", M1), mine)]
+    ops = pub.forget("blue")
+    assert ops.deletes == [(K.fdb("blue", M1), mine)] and pub.count() == 0
+
+
+def test_local_addresses_are_claimed_with_their_mac_and_host_and_follow_a_new_mac() -> None:
+    pub = Publisher(K)
+    v1, v2 = encode_neigh(M1, A), encode_neigh(M2, A)
+    assert pub.plan(NEIGH, "blue", [("192.168.0.4", v1, 0.0)], NOW).puts == [(K.neigh("blue", "192.168.0.4"), v1)]
+    assert not pub.plan(NEIGH, "blue", [("192.168.0.4", v1, 1.0)], NOW + 1)
+    assert pub.plan(NEIGH, "blue", [("192.168.0.4", v2, 0.0)], NOW + 2).puts == [(K.neigh("blue", "192.168.0.4"), v2)]
+    assert pub.count(NEIGH) == 1 and pub.count(FDB) == 0
+    assert decode_neigh(v2) == (M2, A) and decode_neigh(encode_neigh(M1)) == (M1, None)
+    assert pub.plan(NEIGH, "blue", [], NOW + 3).deletes == [(K.neigh("blue", "192.168.0.4"), v2)]
 
 
 # --- the local-MAC table of the fast path (Python reference) ----------------------------------
@@ -252,6 +284,7 @@ class _Sink:
     def __init__(self) -> None:
         self.converged: list[set[str]] = []
         self.applied: list[tuple[str, Desired]] = []
+        self.entries: list[tuple[Any, ...]] = []
 
     def converge(self, want: Any, desired: Any) -> set[str]:
         self.converged.append(set(want))
@@ -261,6 +294,13 @@ class _Sink:
         self.applied.append((name, desired))
 
     def local_macs(self, name: str, now: float) -> list[tuple[str, float]]:
+        return []
+
+    def update_entries(self, name: str, fdb: Any, fdb_remove: bytes = b"", neigh: Any = (), neigh_remove: Any = (),
+                       *, replace: bool = False) -> None:
+        self.entries.append((name, fdb, fdb_remove, tuple(neigh), tuple(neigh_remove), replace))
+
+    def local_neigh(self, name: str, now: float) -> list[tuple[str, str, float]]:
         return []
 
 
@@ -274,11 +314,11 @@ def test_store_changes_reach_the_daemon_coalesced_without_a_server() -> None:
         ctl.sink = sink
         flusher = asyncio.get_running_loop().create_task(ctl._run_flusher())
         try:
-            ctl._changed(ctl.view.put(K.network("blue"), b'{"vni": 42}', time.monotonic()))
+            ctl._changed(ctl.view.put(K.network("blue"), b'{"vni": 42}'))
             await asyncio.sleep(0.3)
             assert sink.converged == [{"blue"}] and ctl.networks()["blue"].tap == "vxdp-blue"
             for i in range(50):  # a burst of members: one apply, not fifty
-                ctl._changed(ctl.view.put(K.member("blue", f"198.18.1.{i + 1}"), b"{}", time.monotonic()))
+                ctl._changed(ctl.view.put(K.member("blue", f"198.18.1.{i + 1}"), b"{}"))
             await asyncio.sleep(0.3)
         finally:
             flusher.cancel()
@@ -341,29 +381,31 @@ def test_store_network_errors_name_the_key() -> None:
 
 # --- the neighbour table (ARP / ND suppression) ---------------------------------------------
 
-def test_neigh_keys_feed_desired_and_the_file_wins() -> None:
+def test_neigh_keys_become_operations_and_the_file_stays_in_desired() -> None:
     assert K.neigh("blue", "192.168.0.4") == b"/vxlan-dp/neigh/blue/192.168.0.4"
     assert K.parse(K.neigh("blue", "fd00::4")) == ("neigh", "blue", "fd00::4")
     cfg = parse_config('[daemon]\ncontrol = "etcd"\n[etcd]\nendpoints = ["198.18.0.254:2379"]\n'
                        '[[network]]\nname = "blue"\nvni = 42\nlocal = "198.18.0.1"\ntap = "t0"\n'
                        f'neigh = [{{ ip = "192.168.0.5", mac = "{M3}" }}]\n')
-    v = _view((f"{P}/neigh/blue/192.168.0.4", {"mac": M1}), (f"{P}/neigh/blue/192.168.0.5", {"mac": M2}),
-              (f"{P}/neigh/blue/fd00::4", {"mac": M1.upper()}), (f"{P}/neigh/red/192.168.0.4", {"mac": M2}))
-    d = desired_for(v, cfg.networks[0])
-    assert d.neigh == (("192.168.0.5", M3), ("192.168.0.4", M1), ("fd00::4", M1))
-    ch = v.put(K.neigh("blue", "192.168.0.4"), encode_neigh(M2), NOW)        # a MAC move
-    assert ch.dirty == {"blue"} and dict(desired_for(v, cfg.networks[0]).neigh)["192.168.0.4"] == M2
-    assert v.put(K.neigh("blue", "192.168.0.4"), encode_neigh(M2), NOW).dirty == set()
-    assert v.delete(K.neigh("blue", "192.168.0.4"), NOW).dirty == {"blue"}
-    assert "192.168.0.4" not in dict(desired_for(v, cfg.networks[0]).neigh)
+    v = StoreView(K)
+    _, snap = v.load([(K.neigh("blue", "192.168.0.4"), encode_neigh(M1)), (K.neigh("blue", "192.168.0.5"), encode_neigh(M2)),
+                      (K.neigh("blue", "fd00::4"), encode_neigh(M1.upper(), A)), (K.neigh("red", "192.168.0.4"), encode_neigh(M2))])
+    assert snap.neigh["blue"] == [("192.168.0.4", M1, None), ("192.168.0.5", M2, None), ("fd00::4", M1, A)]
+    assert desired_for(v, cfg.networks[0]).neigh == (("192.168.0.5", M3),)   # the file's; it wins in the room
+    ch = v.put(K.neigh("blue", "192.168.0.4"), encode_neigh(M2))        # a MAC move
+    assert ch.neigh == {"blue": {"192.168.0.4": (M2, None)}} and not ch.dirty
+    assert v.delete(K.neigh("blue", "192.168.0.4")).neigh == {"blue": {"192.168.0.4": None}}
 
 
 def test_bad_neigh_keys_are_remembered_not_applied() -> None:
-    v = _view((f"{P}/neigh/blue/fd00:0::4", {"mac": M1}), (f"{P}/neigh/blue/224.0.0.1", {"mac": M1}),
-              (f"{P}/neigh/blue/192.168.0.4", {"mac": "ff:ff:ff:ff:ff:ff"}),
-              (f"{P}/neigh/blue/192.168.0.5", {"remote": A}), (f"{P}/neigh/blue/192.168.0.6", {"mac": M2}))
-    assert v.neigh == {"blue": {"192.168.0.6": M2}}
+    v = StoreView(K)
+    _, snap = v.load([(K.neigh("blue", "fd00:0::4"), encode_neigh(M1)), (K.neigh("blue", "224.0.0.1"), encode_neigh(M1)),
+                      (K.neigh("blue", "192.168.0.4"), encode_neigh("ff:ff:ff:ff:ff:ff")),
+                      (K.neigh("blue", "192.168.0.5"), encode_fdb(A)), (K.neigh("blue", "192.168.0.6"), encode_neigh(M2)),
+                      (K.neigh("blue", "192.168.0.7"), b'{"mac": "02:42:c0:a8:00:01", "host": 7}')])
+    assert snap.neigh == {"blue": [("192.168.0.6", M2, None)]}
     reasons = {k.decode().rsplit("/", 1)[1]: r for k, r in v.bad.items()}
     assert "compressed form" in reasons["fd00:0::4"] and "not a unicast" in reasons["224.0.0.1"]
     assert "group address" in reasons["192.168.0.4"] and '{"mac"' in reasons["192.168.0.5"]
-    assert decode_neigh(encode_neigh(M1)) == M1
+    assert '"host"' in reasons["192.168.0.7"]
+    assert decode_neigh(encode_neigh(M1)) == (M1, None)

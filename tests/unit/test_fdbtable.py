@@ -3,6 +3,8 @@
 - FdbTable behaves as the tuple of (mac, remote) entries it stands for;
 - `fdb_load` gives the same table as one `fdb_add` per entry, on both backends, and refuses a
   bad table whole;
+- `fdb_update` (a control plane's batch: removals, installs, replace) is the same in C and
+  Python, learned entries included;
 - with the C backend, what the daemon keeps of a config with 20,000 static entries (the parsed
   Config, the control plane's Desired, the Dataplane) holds no Python object per entry: the
   allocated-block count after loading grows by far less than one block per entry.
@@ -15,12 +17,15 @@ import sys
 from array import array
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from helpers import c_backend
+from helpers import c_backend, eth_frame
 from vxlan_dp.config import FdbStatic, parse_config
 from vxlan_dp.control import StaticControl
 from vxlan_dp.core.fdbtable import FdbTable
 from vxlan_dp.fastpath import NetworkParams, backends
+from vxlan_dp.wire import encode_vxlan
 
 M1, M2, M3 = "02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"
 B, C = "198.18.0.2", "198.18.0.3"
@@ -84,3 +89,31 @@ def test_c_backend_python_side_holds_no_object_per_entry() -> None:
     assert dp.fdb_size(net) == entries
     assert isinstance(desired["blue"].fdb, FdbTable) and desired["blue"].fdb is config.networks[0].fdb
     assert grown < entries // 10, f"{grown} blocks still allocated for {entries} entries"
+
+
+_MACS = st.sampled_from([f"02:00:00:00:00:{i:02x}" for i in range(12)])
+_REMOTES = st.sampled_from(["198.18.0.2", "198.18.0.3", "198.18.0.4"])
+_BATCH = st.tuples(st.lists(st.tuples(_MACS, _REMOTES), max_size=8), st.lists(_MACS, max_size=4),
+                   st.booleans(), st.lists(_MACS, max_size=3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_BATCH, min_size=1, max_size=6))
+def test_fdb_update_is_the_same_in_c_and_python(batches: list) -> None:
+    """A control plane's batches (installs, removals, replace) against learned entries too:
+    both backends end with the same table, static count and single-entry answers."""
+    ends = []
+    for cls in backends().values():
+        dp = cls()
+        net = dp.add_network(NetworkParams(vni=42, encap="vxlan", local="198.18.0.1", learning=True),
+                             dp.add_endpoint("vxlan", -1))
+        dp.set_peers(net, [B])
+        got = []
+        for pairs, removes, replace, learned in batches:
+            for mac in learned:     # a frame from `mac` arrives from B: a learned entry
+                dp.decap(0, [(B, encode_vxlan(42) + eth_frame(M1, mac, 60))], 5.0)
+            rm = b"".join(bytes.fromhex(m.replace(":", "")) for m in removes)
+            got.append(dp.fdb_update(net, FdbTable.from_pairs(pairs), rm, replace=replace))
+        got += [dp.fdb_dump(net, 9.0), dp.fdb_statics(net), [dp.fdb_get(net, m, 9.0) for m in (M1, M2, M3)]]
+        ends.append(got)
+    assert all(e == ends[0] for e in ends)

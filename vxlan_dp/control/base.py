@@ -14,13 +14,15 @@ Invariants:
   the network's own local address; `Desired.fdb` holds at most one entry per MAC and
   `Desired.neigh` at most one per IP address. Equal inputs
   give equal Desired values, so the daemon's diff in `apply` does nothing when nothing changed.
+- The etcd plane's own entries do not travel in Desired (which holds the file's): they go to
+  the data plane through `update_entries`, batched, and no copy of them is kept in Python.
 - Losing the source (the store is unreachable) never changes Desired: the data plane keeps
   forwarding on the last known state, and `health()` says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,6 +52,20 @@ class ControlSink(Protocol):
 
     def local_macs(self, name: str, now: float) -> list[tuple[str, float]]:
         """(mac, age) of the MACs recently seen leaving network `name`'s TAP ([] if not running)."""
+        ...
+
+    def update_entries(self, name: str, fdb: FdbTable, fdb_remove: bytes = b"",
+                       neigh: Sequence[tuple[str, str]] = (), neigh_remove: Sequence[str] = (), *,
+                       replace: bool = False) -> None:
+        """A store's entries for running network `name`, straight into the data plane (no copy
+        kept): `fdb` installed (static), the 6-byte MACs of `fdb_remove` removed, likewise the
+        neighbour entries; with `replace` they are the store's whole set (a full read). The
+        file's own entries (Desired) keep winning for a MAC or address both name."""
+        ...
+
+    def local_neigh(self, name: str, now: float) -> list[tuple[str, str, float]]:
+        """(ip, mac, age) of network `name`'s local endpoints: addresses snooped on its TAP and
+        those a front-end set whose MAC was seen leaving the TAP ([] if not running)."""
         ...
 
 

@@ -22,10 +22,18 @@ Between sessions nothing in the data plane changes: it forwards on the last know
 a new session's full read brings everything back in line (the resynchronisation), including
 changes made while we were away. A watch that etcd cancels (compaction) ends the session the
 same way. Changes are applied by a flusher that coalesces a burst of events (100 ms), so 20,000
-entries arriving one by one cost a few dozen diffs, not 20,000.
+entries arriving one by one cost a few dozen batches, not 20,000.
+
+Entries (fdb and neigh keys) are not kept here: each event becomes an operation that reaches
+the data plane in one batch per network and flush (ControlSink.update_entries; the C FDB takes
+a batch in one call), and a full read hands every network its whole table at once, replacing
+what it held. A network that starts later (its definition arrives, a reload adds it) has its
+entries read from the store then (`_relist`: a paged range read of its fdb/ and neigh/ keys).
+The full read is consumed page by page, so its peak is a page of keys plus packed tables.
 
 Our keys: P/members/<net>/<local> for every running network, P/fdb/<net>/<mac> for every MAC
-this host claims; all bound to our lease, so a host that dies drops out of everybody's flood
+this host claims, P/neigh/<net>/<ip> for every local endpoint's address it claims (snooped with
+`neigh_snoop`, or set by a front-end for a MAC seen on the TAP); all bound to our lease, so a host that dies drops out of everybody's flood
 lists and FDBs within lease_ttl. A clean stop revokes the lease: gone at once.
 """
 
@@ -44,9 +52,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Config, EtcdConfig, NetworkConfig
+from ..core.fdbtable import FdbBuilder, FdbTable
 from .base import ControlSink, Desired
-from .etcd_state import (Change, Keys, Ops, Publisher, StoreView, desired_for,
-                         encode_member, plan_networks)
+from .etcd_state import (FDB, NEIGH, Change, Keys, Ops, Publisher, Snapshot, StoreView, desired_for,
+                         encode_fdb, encode_member, encode_neigh, installable, plan_networks)
 
 __all__ = ["EtcdControl", "Endpoint", "parse_endpoint", "route_source", "new_client", "describe",
            "authenticate", "close_client", "run_keepalive", "run_sessions"]
@@ -125,6 +134,8 @@ class EtcdControl:
         self._dirty = asyncio.Event()
         self._wake_writer = asyncio.Event()
         self._synced = asyncio.Event()
+        self._relist_wanted: set[str] = set()   # running networks whose entries must be read
+        self.entries_at_sync = 0                # fdb and neigh keys in the last full read
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing = False
         self._members: set[tuple[str, str]] = set()   # member keys put in this session
@@ -190,14 +201,15 @@ class EtcdControl:
             "down_since": None if self.connected else self.down_since,
             "last_error": self.last_error, "resyncs": self.resyncs, "outages": self.outages,
             "lease": f"{self._lease:x}" if self._lease else None, "lease_ttl": self.etcd.lease_ttl,
-            "store_keys": len(self.view), "claimed_macs": self.publisher.count(),
+            "store_keys": len(self.view) + self.entries_at_sync, "entries_at_sync": self.entries_at_sync,
+            "claimed_macs": self.publisher.count(FDB), "claimed_addresses": self.publisher.count(NEIGH),
             "problems": dict(self._problems),
             "bad_keys": {k.decode(errors="replace"): v for k, v in list(self.view.bad.items())[:20]},
         }
 
     # --- applying the view ----------------------------------------------------------------
     def _changed(self, change: Change) -> None:
-        if change.networks or change.dirty:
+        if change.networks or change.dirty or change.fdb or change.neigh:
             self._pending |= change
             self._dirty.set()
 
@@ -208,19 +220,67 @@ class EtcdControl:
             self._dirty.clear()
             if self._closing:
                 continue
-            pending, self._pending = self._pending, Change()
             try:
-                if pending.networks:
-                    self._reconcile()
-                else:
-                    for name in sorted(pending.dirty & self._running.keys()):
-                        self._apply(name)
+                self._flush()
             except Exception:  # keep the control plane alive; the next change retries
                 log.exception("etcd: applying store changes failed")
+            if self._relist_wanted and self.connected and self._client is not None:
+                await self._relist(self._client)
+
+    def _flush(self) -> None:
+        """Apply what the store said since the last flush (a function of its own, so that a
+        burst's operations are gone once applied, not held by a waiting coroutine)."""
+        pending, self._pending = self._pending, Change()
+        if pending.networks:
+            self._reconcile()
+        else:
+            for name in sorted(pending.dirty & self._running.keys()):
+                self._apply(name)
+        for name in sorted(pending.entries() & self._running.keys()):
+            self._apply_entries(name, pending.fdb.get(name, {}), pending.neigh.get(name, {}))
 
     def _apply(self, name: str) -> None:
         assert self.sink is not None
         self.sink.apply(name, desired_for(self.view, self._running[name]))
+
+    def _apply_entries(self, name: str, fdb: dict[bytes, str | None],
+                       neigh: dict[str, tuple[str, str | None] | None]) -> None:
+        """Store events' operations for running network `name`, as one batch."""
+        assert self.sink is not None
+        n = self._running[name]
+        b, gone = FdbBuilder(), bytearray()
+        for mac, remote in fdb.items():
+            if remote is not None and installable(n, remote):
+                b.add(mac, remote)
+            else:           # deleted, or now this host's own (or of the other family)
+                gone += mac
+        puts, removes = [], []
+        for ip, op in neigh.items():
+            if op is None:
+                removes.append(ip)
+            elif op[1] != n.local:  # an address published by this host is its snooped entry already
+                puts.append((ip, op[0]))
+        self.sink.update_entries(name, b.table(), bytes(gone), puts, removes)
+
+    def _apply_snapshot(self, name: str, snap: Snapshot) -> None:
+        """Network `name`'s whole store table from a full read (or its own range read)."""
+        assert self.sink is not None
+        n = self._running[name]
+        table = FdbTable()
+        b = snap.fdb.get(name)
+        if b is not None:
+            remotes = tuple(b.remote_ids)
+            ok = [installable(n, r) for r in remotes]
+            if all(ok):
+                table = FdbTable(bytes(b.macs), b.index, remotes)
+            else:
+                kept = FdbBuilder()
+                for i, rid in enumerate(b.index):
+                    if ok[rid]:
+                        kept.add(bytes(b.macs[6 * i:6 * i + 6]), remotes[rid])
+                table = kept.table()
+        neigh = [(ip, mac) for ip, mac, host in snap.neigh.get(name, ()) if host != n.local]
+        self.sink.update_entries(name, table, b"", neigh, (), replace=True)
 
     def _reconcile(self, converge: bool = True) -> None:
         """Recompute the network set; with `converge`, make the daemon run it."""
@@ -232,8 +292,16 @@ class EtcdControl:
         self._nets = nets
         if converge and self.sink is not None and not self._closing:
             desired = {name: desired_for(self.view, n) for name, n in nets.items()}
+            before = self._running
             running = self.sink.converge(nets, desired)
             self._running = {name: nets[name] for name in running if name in nets}
+            # new, restarted with another definition (its data plane table started empty), or
+            # its file entries or address changed (they decide which store entries apply):
+            # read their entries from the store again
+            self._relist_wanted |= {name for name, n in self._running.items() if before.get(name) != n}
+            self._relist_wanted &= self._running.keys()
+            if self._relist_wanted:
+                self._dirty.set()
             self._wake_writer.set()
 
     # --- sessions -------------------------------------------------------------------------
@@ -286,7 +354,7 @@ class EtcdControl:
             self._client, self._lease, self.endpoint = client, lease, ep
             self._members = set()
             await self._write_members(client, lease)
-            await self._execute(client, lease, self.publisher.renew(self.view))
+            await self._execute(client, lease, self.publisher.renew())
             if old_lease and old_lease != lease:
                 try:
                     await client.lease.revoke(old_lease, timeout=RPC_TIMEOUT)
@@ -335,28 +403,41 @@ class EtcdControl:
         """The whole prefix at one revision, in pages; the view and the daemon follow it."""
         from etcd3aio import prefix_range_end
 
-        start, end, revision = self.keys.root, prefix_range_end(self.keys.root), 0
-        kvs: list[tuple[bytes, bytes]] = []
-        while True:
-            r = await client.kv.get(start, range_end=end, revision=revision, limit=PAGE, timeout=RPC_TIMEOUT)
-            revision = revision or r.header.revision
-            kvs.extend((kv.key, kv.value) for kv in r.kvs)
-            if not r.more or not r.kvs:
-                break
-            start = r.kvs[-1].key + b"\0"
-        change = self.view.load(kvs, time.monotonic())
+        loader = self.view.loader()
+        revision = await _read_range(client, self.keys.root, prefix_range_end(self.keys.root), loader.feed)
+        _, snap = loader.finish()
         self.resyncs += 1
         self.last_sync = time.time()
+        self.entries_at_sync = sum(map(len, snap.fdb.values())) + sum(map(len, snap.neigh.values()))
         for key, why in self.view.bad.items():
             log.warning("etcd: ignoring %s: %s", key.decode(errors="replace"), why)
         # A full read re-evaluates everything: the daemon may have missed any change.
         self._pending = Change()
-        self._reconcile()
+        self._reconcile()       # every running network gets its Desired (peers, file entries) here
         for name in self._running:
-            if name in change.dirty:
-                self._apply(name)
+            self._apply_snapshot(name, snap)
+        self._relist_wanted.clear()
+        self.publisher.resynced(lambda kind, name, item, value: _still_ours(snap, kind, name, item, value))
         self._synced.set()
-        return int(revision)
+        return revision
+
+    async def _relist(self, client: Any) -> None:
+        """Read the entries of the networks in `_relist_wanted` and hand each its whole table."""
+        from etcd3aio import prefix_range_end
+
+        names, self._relist_wanted = sorted(self._relist_wanted), set()
+        for i, name in enumerate(names):
+            loader = self.view.loader(entries_only=True)
+            try:
+                for kind in (FDB, NEIGH):
+                    start = self.keys.entries(kind, name)
+                    await _read_range(client, start, prefix_range_end(start), loader.feed)
+            except Exception as e:  # noqa: BLE001 - the session's own tasks notice a dead store
+                log.warning("etcd: reading the entries of %s: %s; trying again", name, _describe(e))
+                self._relist_wanted.update(names[i:])
+                return
+            if name in self._running:
+                self._apply_snapshot(name, loader.finish()[1])
 
     async def _run_watch(self, client: Any, revision: int) -> None:
         from etcd3aio import prefix_range_end
@@ -374,16 +455,33 @@ class EtcdControl:
                 change = Change()
                 for ev in resp.events:
                     if ev.type == 0:  # mvccpb.Event.PUT
-                        change |= self.view.put(ev.kv.key, ev.kv.value, now)
+                        c = self.view.put(ev.kv.key, ev.kv.value)
                     else:
-                        change |= self.view.delete(ev.kv.key, now)
+                        c = self.view.delete(ev.kv.key)
                         self._members.discard(self._member_of(ev.kv.key))
+                    self._note(c, now)
+                    change |= c
                 self.last_event = time.time()
                 self._changed(change)
                 if change.dirty:
                     self._wake_writer.set()  # a claim of ours may have been taken over
         finally:
             await it.aclose()
+
+    def _note(self, c: Change, now: float) -> None:
+        """Tell the publisher of another host's (or our own) word on an item it may claim."""
+        for name, ops in c.fdb.items():
+            local = self._local_of(name)
+            for mac, remote in ops.items():
+                self.publisher.note(FDB, name, mac.hex(":"), None if remote is None else remote == local, now)
+        for name, nops in c.neigh.items():
+            local = self._local_of(name)
+            for ip, op in nops.items():
+                self.publisher.note(NEIGH, name, ip, None if op is None else op[1] == local, now)
+
+    def _local_of(self, name: str) -> str | None:
+        n = self._nets.get(name)
+        return n.local if n is not None else self.local
 
     def _member_of(self, key: bytes) -> tuple[str, str]:
         try:
@@ -409,20 +507,23 @@ class EtcdControl:
         want = {(name, n.local) for name, n in self._running.items()}
         for name, addr in sorted(want - self._members):
             await client.kv.put(self.keys.member(name, addr), encode_member(), lease=lease, timeout=RPC_TIMEOUT)
-            self._changed(self.view.put(self.keys.member(name, addr), encode_member(), time.monotonic()))
+            self._changed(self.view.put(self.keys.member(name, addr), encode_member()))
             self._members.add((name, addr))
             log.info("etcd: member of %s as %s", name, addr)
         for name, addr in sorted(self._members - want):
             await client.kv.delete(self.keys.member(name, addr), timeout=RPC_TIMEOUT)
             self._members.discard((name, addr))
-            await self._execute(client, lease, self.publisher.forget(name, self.view))
+            await self._execute(client, lease, self.publisher.forget(name))
             log.info("etcd: left %s", name)
 
     async def _publish(self, client: Any, lease: int) -> None:
         assert self.sink is not None
         now = time.monotonic()
         for name, n in list(self._running.items()):
-            ops = self.publisher.plan(name, n.local, self.sink.local_macs(name, now), self.view, now)
+            mine = encode_fdb(n.local)
+            ops = self.publisher.plan(FDB, name, [(m, mine, age) for m, age in self.sink.local_macs(name, now)], now)
+            ops |= self.publisher.plan(NEIGH, name, [(ip, encode_neigh(mac, n.local), age)
+                                                     for ip, mac, age in self.sink.local_neigh(name, now)], now)
             if ops:
                 await self._execute(client, lease, ops)
 
@@ -430,18 +531,39 @@ class EtcdControl:
         """Puts (in transactions of TXN_OPS), then conditional deletes; the view follows at once."""
         from etcd3aio.kv import KVService
 
-        now = time.monotonic()
         for i in range(0, len(ops.puts), TXN_OPS):
             batch = ops.puts[i:i + TXN_OPS]
             await client.kv.txn([], [KVService.txn_op_put(k, v, lease=lease) for k, v in batch], timeout=RPC_TIMEOUT)
             for k, v in batch:
-                self._changed(self.view.put(k, v, now))
+                self._changed(self.view.put(k, v))
                 log.debug("etcd: put %s", k.decode())
         for k, expected in ops.deletes:
             # Only if still ours: another host may have taken the MAC over since.
             await client.kv.txn([KVService.txn_compare_value(k, expected)], [KVService.txn_op_delete(k)],
                                 timeout=RPC_TIMEOUT)
             log.debug("etcd: withdrew %s", k.decode())
+
+
+async def _read_range(client: Any, start: bytes, end: bytes, feed: Callable[[Any], None]) -> int:
+    """Every key in [start, end) at one revision, PAGE keys per request, each page handed to
+    `feed` as (key, value) pairs as it arrives (never the whole range in memory). Returns the
+    revision read at."""
+    revision = 0
+    while True:
+        r = await client.kv.get(start, range_end=end, revision=revision, limit=PAGE, timeout=RPC_TIMEOUT)
+        revision = revision or r.header.revision
+        feed((kv.key, kv.value) for kv in r.kvs)
+        if not r.more or not r.kvs:
+            return int(revision)
+        start = r.kvs[-1].key + b"\0"
+
+
+def _still_ours(snap: Snapshot, kind: str, name: str, item: str, value: bytes) -> bool:
+    """Whether a full read shows claim (kind, name, item) = value of ours."""
+    if kind == FDB:
+        remote = snap.remote_of(name, bytes.fromhex(item.replace(":", "")))
+        return remote is not None and encode_fdb(remote) == value
+    return any(encode_neigh(mac, host) == value for ip, mac, host in snap.neigh.get(name, ()) if ip == item)
 
 
 def new_client(etcd: EtcdConfig, ep: Endpoint) -> Any:

@@ -1,4 +1,4 @@
-"""The etcd control plane without I/O: key schema, the mirrored store, Desired state, publishing.
+"""The etcd control plane without I/O: key schema, what is kept of the store, Desired state, publishing.
 
 Key schema, under the configured prefix P (default "/vxlan-dp"); values are JSON objects:
 
@@ -12,23 +12,32 @@ Key schema, under the configured prefix P (default "/vxlan-dp"); values are JSON
     P/neigh/<name>/<ip>          {"mac": "02:42:c0:a8:00:04"}
                                  an overlay address and its MAC, for ARP / ND suppression; written
                                  by whoever knows it (an operator, an orchestrator), no lease;
-                                 <ip> in compressed form
+                                 <ip> in compressed form. A host publishing its own endpoints'
+                                 addresses adds "host": <its address>, bound to its lease
 
 Like aioquic's connection, everything here takes its input (key/value pairs, `now`) and hands
 back decisions; etcd.py does the talking. Invariants:
-- `StoreView` mirrors exactly the keys under P it was given (`load`, `put`, `delete`), minus
-  the ones it cannot parse: those are remembered in `bad` (key -> reason) and otherwise ignored,
-  so one malformed key never hides the others.
+- No mirror of the store's entries. `StoreView` keeps what is small and shared: network
+  definitions and member addresses (per network, as sets of shared strings). An fdb or neigh
+  key becomes an operation (`Change.fdb` / `Change.neigh`: install or replace one entry, or
+  remove it) for the data plane, whose C tables are then the only per-entry state; a full read
+  (`load`) hands back a `Snapshot` of packed tables (FdbTable arrays) that the data plane takes
+  whole, replacing what it held. So 1,000,000 entries cost the fast path's tables, not a Python
+  object each, and a resynchronisation is a new full read, never a diff against a copy.
+- Unparsable keys are remembered in `bad` (key -> reason) and otherwise ignored, so one
+  malformed key never hides the others; a key that turns bad removes what it held.
 - `desired_for` is a pure function of the view and the network: peers = the network's members
-  except this host (same address family, sorted), plus the file's static peers; FDB = the file's
-  static entries, then the store's entries whose remote is not this host. A MAC that this host
-  publishes itself is never installed as a remote entry.
-- `Publisher.plan` claims a MAC (put P/fdb/<name>/<mac> = this host) when it is seen locally and
-  the store has no owner for it, or another owner that was recorded *before* the MAC was last
-  seen here (it moved back, or the other claim is stale); it withdraws a claim (delete, only if
-  the value is still ours) once the MAC has aged out of the local table. So a MAC that moved to
-  another host is left to that host, and two hosts never keep overwriting each other while only
-  one of them sees the MAC.
+  except this host (same address family, sorted), plus the file's static peers; FDB and
+  neighbour entries = the file's. `installable` says which store entries a network's data
+  plane takes: a remote of its address family that is not this host. A MAC this host publishes
+  is never installed as a remote entry, nor an address it publishes for a local endpoint.
+- `Publisher.plan` claims an item (a local MAC: P/fdb/<net>/<mac> = this host; a local address:
+  P/neigh/<net>/<ip> = its MAC and this host) when it is seen locally and no other host's claim
+  was heard *after* it was last seen here (it moved back, or the other claim is stale); it
+  withdraws a claim (delete, only if the value is still ours) once the item has aged out of the
+  local tables. It keeps local items only: what it claimed, and when another host took over an
+  item it had seen (`note`, fed by the watch). So a MAC that moved to another host is left to
+  that host, and two hosts never keep overwriting each other while only one of them sees it.
 """
 
 from __future__ import annotations
@@ -41,14 +50,16 @@ from typing import Any
 
 from .. import __version__
 from ..config import ConfigError, EtcdConfig, NetworkConfig, check_networks, store_network
+from ..core.fdbtable import FdbBuilder, FdbTable
 from ..wire import is_multicast, mac_to_bytes
 from .base import Desired
 
-__all__ = ["Keys", "StoreView", "Change", "Ops", "Publisher", "desired_for", "plan_networks",
-           "encode_member", "encode_fdb", "decode_fdb", "encode_neigh", "decode_neigh", "NETWORKS",
-           "MEMBERS", "FDB", "NEIGH"]
+__all__ = ["Keys", "StoreView", "Loader", "Change", "Snapshot", "Ops", "Publisher", "desired_for", "installable",
+           "plan_networks", "encode_member", "encode_fdb", "decode_fdb", "encode_neigh", "decode_neigh",
+           "NETWORKS", "MEMBERS", "FDB", "NEIGH"]
 
 NETWORKS, MEMBERS, FDB, NEIGH = "networks", "members", "fdb", "neigh"
+_CACHE = 65536  # decoded values / addresses remembered (a fleet has far fewer hosts than entries)
 
 
 class Keys:
@@ -72,6 +83,13 @@ class Keys:
 
     def neigh(self, name: str, ip: str) -> bytes:
         return f"{self.prefix}/{NEIGH}/{name}/{ip}".encode()
+
+    def item(self, kind: str, name: str, item: str) -> bytes:
+        return f"{self.prefix}/{kind}/{name}/{item}".encode()
+
+    def entries(self, kind: str, name: str) -> bytes:
+        """The prefix of network `name`'s fdb or neigh keys."""
+        return f"{self.prefix}/{kind}/{name}/".encode()
 
     def parse(self, key: bytes) -> tuple[str, str, str]:
         """key -> (kind, network, item); item is "" for a network key. ValueError(reason) if not ours."""
@@ -98,16 +116,20 @@ def encode_fdb(remote: str) -> bytes:
     return json.dumps({"remote": remote}).encode()
 
 
-def encode_neigh(mac: str) -> bytes:
-    return json.dumps({"mac": mac}).encode()
+def encode_neigh(mac: str, host: str | None = None) -> bytes:
+    """A neigh value; `host`: the host that publishes it for a local endpoint of its own."""
+    return json.dumps({"mac": mac} if host is None else {"mac": mac, "host": host}).encode()
 
 
-def decode_neigh(value: bytes) -> str:
-    """The MAC of a neigh value; ValueError(reason) if malformed."""
+def decode_neigh(value: bytes) -> tuple[str, str | None]:
+    """(MAC, publishing host or None) of a neigh value; ValueError(reason) if malformed."""
     obj = _json(value)
     if not isinstance(obj, dict) or not isinstance(obj.get("mac"), str):
         raise ValueError('value is not {"mac": "<aa:bb:cc:dd:ee:ff>"}')
-    return _mac(obj["mac"])
+    host = obj.get("host")
+    if host is not None and not isinstance(host, str):
+        raise ValueError('"host" is not an address')
+    return _mac(obj["mac"]), None if host is None else _address(host)
 
 
 def _json(value: bytes) -> Any:
@@ -145,106 +167,132 @@ def _mac(text: str) -> str:
     return text.lower()
 
 
+def _mac_key(item: str) -> bytes:
+    """The 6 bytes of an fdb key's MAC, which must be in lower case; ValueError(reason)."""
+    mac = _mac(item)
+    if item != mac:
+        raise ValueError(f"MAC {item!r} is not in lower case")
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+NeighOp = tuple[str, str | None] | None   # (mac, publishing host) or None: removed
+
+
 @dataclass
 class Change:
-    """What a store update touched: the network definitions, and whose Desired may differ now."""
+    """What a store update touched: the network definitions, whose flood lists may differ now,
+    and the entries to install (a value) or remove (None) per network, the last word per item."""
     networks: bool = False
     dirty: set[str] = field(default_factory=set)
+    fdb: dict[str, dict[bytes, str | None]] = field(default_factory=dict)      # net -> mac -> remote
+    neigh: dict[str, dict[str, NeighOp]] = field(default_factory=dict)         # net -> ip -> op
 
     def __ior__(self, other: "Change") -> "Change":
         self.networks |= other.networks
         self.dirty |= other.dirty
+        for name, ops in other.fdb.items():
+            self.fdb.setdefault(name, {}).update(ops)
+        for name, nops in other.neigh.items():
+            self.neigh.setdefault(name, {}).update(nops)
         return self
+
+    def entries(self) -> set[str]:
+        """Networks with entry operations."""
+        return set(self.fdb) | set(self.neigh)
+
+
+@dataclass
+class Snapshot:
+    """The fdb and neigh keys of one full read, packed per network (consumed, then dropped)."""
+    fdb: dict[str, FdbBuilder] = field(default_factory=dict)
+    neigh: dict[str, list[tuple[str, str, str | None]]] = field(default_factory=dict)  # (ip, mac, host)
+
+    def remote_of(self, name: str, mac: bytes) -> str | None:
+        """The remote the read gave `mac` in network `name` (the last key wins, as in the data plane)."""
+        b = self.fdb.get(name)
+        if b is None:
+            return None
+        i = b.macs.rfind(mac)
+        while i >= 0 and i % 6:
+            i = b.macs.rfind(mac, 0, i + 5)
+        return None if i < 0 else tuple(b.remote_ids)[b.index[i // 6]]
 
 
 class StoreView:
-    """The part of the store under one prefix, as this daemon last heard it."""
+    """Network definitions and members under one prefix, as this daemon last heard them."""
 
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
         self.networks: dict[str, Any] = {}               # name -> decoded JSON definition
         self.members: dict[str, set[str]] = {}           # name -> member addresses
-        self.fdb: dict[str, dict[str, str]] = {}         # name -> mac -> remote
-        self.neigh: dict[str, dict[str, str]] = {}       # name -> overlay ip -> mac
-        self.changed_at: dict[tuple[str, str], float] = {}  # (name, mac) -> when its remote last changed
         self.bad: dict[bytes, str] = {}                  # unparsable key -> why
+        self._remotes: dict[bytes, str] = {}             # fdb value -> remote (decode cache)
+        self._addrs: dict[str, str] = {}                 # address text -> normalised (shared strings)
 
     def __len__(self) -> int:
-        return (len(self.networks) + sum(map(len, self.members.values()))
-                + sum(map(len, self.fdb.values())) + sum(map(len, self.neigh.values())))
+        return len(self.networks) + sum(map(len, self.members.values()))
 
-    def load(self, kvs: Iterable[tuple[bytes, bytes]], now: float) -> Change:
-        """Replace everything with a full snapshot (start-up, resynchronisation)."""
-        old_nets, old_members, old_fdb, old_neigh = self.networks, self.members, self.fdb, self.neigh
-        self.networks, self.members, self.fdb, self.neigh, self.bad = {}, {}, {}, {}, {}
-        changed_at, self.changed_at = self.changed_at, {}
-        for key, value in kvs:
-            self._put(key, value, now, quiet=True)
-        # A remote that is the same as before keeps its time: what matters to the publisher is
-        # when the owner last changed, and a resync is not a change.
-        for name, table in self.fdb.items():
-            before = old_fdb.get(name, {})
-            for mac, remote in table.items():
-                if before.get(mac) == remote and (name, mac) in changed_at:
-                    self.changed_at[(name, mac)] = changed_at[(name, mac)]
-        dirty = {n for n in old_members.keys() | self.members.keys()
-                 if old_members.get(n) != self.members.get(n)}
-        dirty |= {n for n in old_fdb.keys() | self.fdb.keys() if old_fdb.get(n) != self.fdb.get(n)}
-        dirty |= {n for n in old_neigh.keys() | self.neigh.keys() if old_neigh.get(n) != self.neigh.get(n)}
-        return Change(networks=old_nets != self.networks, dirty=dirty)
+    def load(self, kvs: Iterable[tuple[bytes, bytes]]) -> tuple[Change, Snapshot]:
+        """Replace everything with a full read (start-up, resynchronisation): the Change says
+        which definitions and flood lists differ; the Snapshot holds every entry, packed."""
+        loader = self.loader()
+        loader.feed(kvs)
+        return loader.finish()
 
-    def put(self, key: bytes, value: bytes, now: float) -> Change:
-        return self._put(key, value, now, quiet=False)
+    def loader(self, *, entries_only: bool = False) -> "Loader":
+        """A full read taken page by page (`feed`), applied by `finish`; with `entries_only`,
+        a read of fdb / neigh keys that leaves definitions and members as they are."""
+        return Loader(self, entries_only)
 
-    def _put(self, key: bytes, value: bytes, now: float, *, quiet: bool) -> Change:
+    def put(self, key: bytes, value: bytes) -> Change:
         try:
             kind, name, item = self.keys.parse(key)
-            if kind == NETWORKS:
-                obj = _json(value)
-                if self.networks.get(name) == obj:
-                    return Change()
-                self.networks[name] = obj
-                return Change(networks=True, dirty={name})
-            if kind == MEMBERS:
-                addr = _address(item)
-                if item != addr:
-                    raise ValueError(f"address {item!r} is not in its compressed form {addr!r}")
-                members = self.members.setdefault(name, set())
-                if addr in members:
-                    return Change()
-                members.add(addr)
-                return Change(dirty={name})
-            if kind == NEIGH:
-                ip = _address(item)
-                if item != ip:
-                    raise ValueError(f"address {item!r} is not in its compressed form {ip!r}")
-                mac = decode_neigh(value)
-                return self._set(self.neigh, name, ip, mac)
-            mac = _mac(item)
-            if item != mac:
-                raise ValueError(f"MAC {item!r} is not in lower case")
-            remote = decode_fdb(value)
+            if kind == FDB:
+                mac, remote = _mac_key(item), self._remote(value)
+                change = Change(fdb={name: {mac: remote}})
+            elif kind == NEIGH:
+                ip = self._neigh_ip(item)
+                change = Change(neigh={name: {ip: decode_neigh(value)}})
+            else:
+                change = self._put(kind, name, item, value)
         except ValueError as e:
             # a key that turned bad is no longer what it was: forget the old value
-            change = Change() if quiet else self.delete(key, now)
+            change = self.delete(key)
             self.bad[key] = str(e)
             return change
         self.bad.pop(key, None)
-        table = self.fdb.setdefault(name, {})
-        if table.get(mac) == remote:
+        return change
+
+    def _put(self, kind: str, name: str, item: str, value: bytes) -> Change:
+        if kind == NETWORKS:
+            obj = _json(value)
+            if self.networks.get(name) == obj:
+                return Change()
+            self.networks[name] = obj
+            return Change(networks=True, dirty={name})
+        addr = self._addr(item)
+        if item != addr:
+            raise ValueError(f"address {item!r} is not in its compressed form {addr!r}")
+        members = self.members.setdefault(name, set())
+        if addr in members:
             return Change()
-        table[mac] = remote
-        self.changed_at[(name, mac)] = now
+        members.add(addr)
         return Change(dirty={name})
 
-    def _set(self, tables: dict[str, dict[str, str]], name: str, item: str, value: str) -> Change:
-        table = tables.setdefault(name, {})
-        if table.get(item) == value:
-            return Change()
-        table[item] = value
-        return Change(dirty={name})
+    def _remote(self, value: bytes) -> str:
+        remote = _cached(self._remotes, value, decode_fdb)
+        return self._addrs.setdefault(remote, remote)   # one string per address, shared
 
-    def delete(self, key: bytes, now: float) -> Change:
+    def _addr(self, item: str) -> str:
+        return _cached(self._addrs, item, _address)
+
+    def _neigh_ip(self, item: str) -> str:
+        ip = _address(item)
+        if item != ip:
+            raise ValueError(f"address {item!r} is not in its compressed form {ip!r}")
+        return ip
+
+    def delete(self, key: bytes) -> Change:
         self.bad.pop(key, None)
         try:
             kind, name, item = self.keys.parse(key)
@@ -262,37 +310,86 @@ class StoreView:
             if not members:
                 del self.members[name]
             return Change(dirty={name})
-        tables = self.neigh if kind == NEIGH else self.fdb
-        table = tables.get(name)
-        if table is None or table.pop(item, None) is None:
+        if kind == NEIGH:
+            return Change(neigh={name: {item: None}})
+        try:
+            return Change(fdb={name: {_mac_key(item): None}})
+        except ValueError:
             return Change()
-        if not table:
-            del tables[name]
-        if kind == FDB:
-            self.changed_at.pop((name, item), None)
-        return Change(dirty={name})
 
-    def owner(self, name: str, mac: str) -> str | None:
-        return self.fdb.get(name, {}).get(mac)
+
+class Loader:
+    """One full read of the store (or of one network's entries) in progress: see StoreView.loader."""
+
+    def __init__(self, view: StoreView, entries_only: bool) -> None:
+        self.view, self.entries_only = view, entries_only
+        self.networks: dict[str, Any] = {}
+        self.members: dict[str, set[str]] = {}
+        self.bad: dict[bytes, str] = {}
+        self.snap = Snapshot()
+
+    def feed(self, kvs: Iterable[tuple[bytes, bytes]]) -> None:
+        view, snap, parse = self.view, self.snap, self.view.keys.parse
+        for key, value in kvs:
+            try:
+                kind, name, item = parse(key)
+                if kind == FDB:
+                    b = snap.fdb.get(name)
+                    if b is None:
+                        b = snap.fdb[name] = FdbBuilder()
+                    b.add(_mac_key(item), view._remote(value))
+                elif kind == NEIGH:
+                    mac, host = decode_neigh(value)
+                    snap.neigh.setdefault(name, []).append((view._neigh_ip(item), mac, host))
+                elif self.entries_only:
+                    continue
+                elif kind == NETWORKS:
+                    self.networks[name] = _json(value)
+                else:
+                    addr = view._addr(item)
+                    if item != addr:
+                        raise ValueError(f"address {item!r} is not in its compressed form {addr!r}")
+                    self.members.setdefault(name, set()).add(addr)
+            except ValueError as e:
+                self.bad[key] = str(e)
+
+    def finish(self) -> tuple[Change, Snapshot]:
+        view = self.view
+        if self.entries_only:
+            view.bad.update(self.bad)
+            return Change(), self.snap
+        old_nets, old_members = view.networks, view.members
+        view.networks, view.members, view.bad = self.networks, self.members, self.bad
+        dirty = {n for n in old_members.keys() | view.members.keys() if old_members.get(n) != view.members.get(n)}
+        return Change(networks=old_nets != view.networks, dirty=dirty), self.snap
+
+
+def _cached(cache: dict[Any, str], key: Any, decode: Any) -> str:
+    """decode(key), remembered (a bounded cache: emptied when full, never grown past _CACHE)."""
+    got = cache.get(key)
+    if got is None:
+        got = decode(key)
+        if len(cache) >= _CACHE:
+            cache.clear()
+        cache[key] = got
+    return got
 
 
 def _is_v6(addr: str) -> bool:
     return ":" in addr  # addresses in the view are normalised ipaddress text
 
 
+def installable(net: NetworkConfig, remote: str) -> bool:
+    """Whether network `net`'s data plane takes a store entry pointing at `remote`."""
+    return remote != net.local and _is_v6(remote) == net.ipv6
+
+
 def desired_for(view: StoreView, net: NetworkConfig) -> Desired:
     v6 = net.ipv6
     peers = {a for a in view.members.get(net.name, ()) if a != net.local and _is_v6(a) == v6}
     peers.update(net.peers)
-    fdb = {f.mac: f.remote for f in net.fdb}
-    for mac, remote in view.fdb.get(net.name, {}).items():
-        if remote != net.local and _is_v6(remote) == v6 and mac not in fdb:
-            fdb[mac] = remote
-    neigh = dict(net.neigh_entries())       # the file's word first, as for fdb
-    for ip, mac in view.neigh.get(net.name, {}).items():
-        neigh.setdefault(ip, mac)
-    return Desired(tuple(sorted(peers, key=ipaddress.ip_address)), tuple(fdb.items()),
-                   tuple(neigh.items()))
+    fdb = net.fdb if isinstance(net.fdb, FdbTable) else FdbTable.from_pairs((f.mac, f.remote) for f in net.fdb)
+    return Desired(tuple(sorted(peers, key=ipaddress.ip_address)), fdb, net.neigh_entries())
 
 
 def plan_networks(file_networks: Iterable[NetworkConfig], view: StoreView, etcd: EtcdConfig,
@@ -332,53 +429,86 @@ class Ops:
     def __bool__(self) -> bool:
         return bool(self.puts or self.deletes)
 
+    def __ior__(self, other: "Ops") -> "Ops":
+        self.puts += other.puts
+        self.deletes += other.deletes
+        return self
+
+
+Slot = tuple[str, str]  # (kind: FDB or NEIGH, network)
+
 
 class Publisher:
-    """Which local MACs this host claims in the store (see the module docstring for the rule)."""
+    """Which local items this host claims in the store (see the module docstring for the rule):
+    kind FDB, item a MAC; kind NEIGH, item an overlay address. Holds local items only."""
 
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
-        self.claimed: dict[str, dict[str, str]] = {}  # network -> mac -> local address claimed with
+        self.claimed: dict[Slot, dict[str, bytes]] = {}   # item -> the value we put
+        self.moved: dict[Slot, dict[str, float]] = {}     # item -> when another host claimed it
+        self.seen: dict[Slot, set[str]] = {}              # items seen locally at the last plan
 
-    def plan(self, name: str, local: str, seen: Iterable[tuple[str, float]], view: StoreView,
-             now: float) -> Ops:
-        """`seen`: (mac, age) from the data plane's local-MAC table of network `name`."""
+    def note(self, kind: str, name: str, item: str, mine: bool | None, now: float) -> None:
+        """A store event for an item: `mine` True (our own value), False (another host's value),
+        None (deleted). Only items this host claimed or saw matter; others are not kept."""
+        if mine:
+            return
+        slot = (kind, name)
+        claimed, moved = self.claimed.get(slot), self.moved.get(slot)
+        ours = claimed is not None and claimed.pop(item, None) is not None
+        if mine is None:
+            if moved is not None:
+                moved.pop(item, None)
+        elif ours or (moved is not None and item in moved) or item in self.seen.get(slot, ()):
+            self.moved.setdefault(slot, {})[item] = now
+
+    def plan(self, kind: str, name: str, seen: Iterable[tuple[str, bytes, float]], now: float) -> Ops:
+        """`seen`: (item, the value to publish for it, age) from the data plane's local tables."""
         ops = Ops()
-        claimed = self.claimed.setdefault(name, {})
-        value = encode_fdb(local)
-        here = {mac: now - age for mac, age in seen}
-        for mac, last_seen in here.items():
-            owner = view.owner(name, mac)
-            if owner == local:
-                claimed[mac] = local
+        slot = (kind, name)
+        claimed = self.claimed.setdefault(slot, {})
+        moved = self.moved.setdefault(slot, {})
+        here = set()
+        for item, value, age in seen:
+            here.add(item)
+            if claimed.get(item) == value:
                 continue
-            if owner is not None and last_seen <= view.changed_at.get((name, mac), now):
-                claimed.pop(mac, None)  # it lives elsewhere now; not ours to withdraw
-                continue
-            claimed[mac] = local
-            ops.puts.append((self.keys.fdb(name, mac), value))
-        for mac in [m for m in claimed if m not in here]:
-            addr = claimed.pop(mac)
-            if view.owner(name, mac) == addr:
-                ops.deletes.append((self.keys.fdb(name, mac), encode_fdb(addr)))
+            taken = moved.get(item)
+            if taken is not None and now - age <= taken:
+                continue        # another host claimed it after we last saw it: it lives there now
+            moved.pop(item, None)
+            claimed[item] = value
+            ops.puts.append((self.keys.item(kind, name, item), value))
+        for item in [i for i in claimed if i not in here]:
+            ops.deletes.append((self.keys.item(kind, name, item), claimed.pop(item)))
+        for item in [i for i in moved if i not in here]:
+            del moved[item]
+        self.seen[slot] = here
         return ops
 
-    def renew(self, view: StoreView) -> Ops:
-        """Puts that re-bind every claim the store still shows as ours (to a new lease)."""
+    def resynced(self, still_ours: Any) -> None:
+        """After a full read: keep only the claims the store still holds with our value
+        (`still_ours(kind, name, item, value) -> bool`); the others are claimed anew if seen."""
+        for (kind, name), claimed in self.claimed.items():
+            for item in [i for i, v in claimed.items() if not still_ours(kind, name, i, v)]:
+                del claimed[item]
+
+    def renew(self) -> Ops:
+        """Puts that re-bind every claim (to a new lease)."""
         ops = Ops()
-        for name, claimed in self.claimed.items():
-            for mac, addr in claimed.items():
-                if view.owner(name, mac) == addr:
-                    ops.puts.append((self.keys.fdb(name, mac), encode_fdb(addr)))
+        for (kind, name), claimed in self.claimed.items():
+            ops.puts += [(self.keys.item(kind, name, item), value) for item, value in claimed.items()]
         return ops
 
-    def forget(self, name: str, view: StoreView) -> Ops:
-        """Drop network `name`'s claims; deletes for those the store still shows as ours."""
+    def forget(self, name: str) -> Ops:
+        """Drop network `name`'s claims; deletes for them (only where the value is still ours)."""
         ops = Ops()
-        for mac, addr in self.claimed.pop(name, {}).items():
-            if view.owner(name, mac) == addr:
-                ops.deletes.append((self.keys.fdb(name, mac), encode_fdb(addr)))
+        for kind in (FDB, NEIGH):
+            for item, value in self.claimed.pop((kind, name), {}).items():
+                ops.deletes.append((self.keys.item(kind, name, item), value))
+            self.moved.pop((kind, name), None)
+            self.seen.pop((kind, name), None)
         return ops
 
-    def count(self) -> int:
-        return sum(map(len, self.claimed.values()))
+    def count(self, kind: str = FDB) -> int:
+        return sum(len(c) for (k, _), c in self.claimed.items() if k == kind)

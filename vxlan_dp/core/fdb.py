@@ -66,6 +66,14 @@ class Fdb:
     def add_static(self, mac: bytes, remote: str) -> None:
         self._t[mac] = _Slot(remote, True, 0.0)
 
+    def statics(self) -> int:
+        return sum(s.static for s in self._t.values())
+
+    def keep_static(self, keep: set[bytes]) -> None:
+        """Remove every static entry whose MAC is not in `keep` (learned entries stay)."""
+        for m in [m for m, s in self._t.items() if s.static and m not in keep]:
+            del self._t[m]
+
     def remove(self, mac: bytes) -> bool:
         return self._t.pop(mac, None) is not None
 

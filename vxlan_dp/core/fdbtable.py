@@ -17,7 +17,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-__all__ = ["FdbStatic", "FdbTable"]
+__all__ = ["FdbStatic", "FdbTable", "FdbBuilder"]
 
 
 class FdbStatic(NamedTuple):
@@ -39,11 +39,29 @@ class FdbTable:
         if len(self.macs) != 6 * len(self.index) or any(i >= len(self.remotes) for i in self.index):
             raise ValueError("FdbTable: macs, index and remotes do not fit together")
 
+    def __contains__(self, mac: object) -> bool:
+        """Whether 6-byte `mac` is in the table: a scan at C speed, no index kept beside it."""
+        if not isinstance(mac, bytes) or len(mac) != 6:
+            return False
+        i = self.macs.find(mac)
+        while i >= 0 and i % 6:
+            i = self.macs.find(mac, i + 1)
+        return i >= 0
+
+    def __add__(self, other: "FdbTable") -> "FdbTable":
+        """Both tables' entries, `other`'s after (so `other` wins where a MAC is in both)."""
+        b = FdbBuilder()
+        for t in (self, other):
+            ids = [b.remote_id(r) for r in t.remotes]
+            b.macs += t.macs
+            b.index.extend(ids[i] for i in t.index)
+        return b.table()
+
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> "FdbTable":
         """(mac text, remote text) pairs, already validated; a repeated MAC keeps its last remote."""
         last = dict(pairs)
-        b = _Builder()
+        b = FdbBuilder()
         for mac, remote in last.items():
             b.add(bytes.fromhex(mac.replace(":", "")), remote)
         return b.table()
@@ -80,20 +98,27 @@ class FdbTable:
         return f"FdbTable({len(self)} entries, {len(self.remotes)} remotes)"
 
 
-class _Builder:
-    """Appends validated entries into the packed arrays (duplicates are the caller's business)."""
+class FdbBuilder:
+    """Appends validated entries into the packed arrays (duplicates are the caller's business:
+    the fast path keeps the last one)."""
 
     def __init__(self) -> None:
         self.macs = bytearray()
         self.index = array("I")
         self.remote_ids: dict[str, int] = {}
 
-    def add(self, mac: bytes, remote: str) -> None:
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def remote_id(self, remote: str) -> int:
         rid = self.remote_ids.get(remote)
         if rid is None:
             rid = self.remote_ids[remote] = len(self.remote_ids)
+        return rid
+
+    def add(self, mac: bytes, remote: str) -> None:
         self.macs += mac
-        self.index.append(rid)
+        self.index.append(self.remote_id(remote))
 
     def table(self) -> FdbTable:
         return FdbTable(bytes(self.macs), self.index, tuple(self.remote_ids))

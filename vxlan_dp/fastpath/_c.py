@@ -33,7 +33,7 @@ from ..core.fdbtable import FdbTable
 from ..core.neigh import NEIGH_COUNTERS
 from ..wire.esp import CIPHERS, REPLAY_WINDOW
 from .api import (NEIGH_LEARN_MAX, OFFLOAD_STATS, QUEUES_MAX, SUPER_MAX, FdbRow, NeighRow, NetworkParams, check_batch,
-                  check_endpoint_args, check_esp_args, check_family, check_fdb_table, check_neigh_entry,
+                  check_endpoint_args, check_esp_args, check_family, check_fdb_table, check_mac_list, check_neigh_entry,
                   check_neigh_mode, check_network_args, check_queue, check_shared_with_c,
                   check_tap_args)
 
@@ -291,6 +291,30 @@ class Dataplane:
             _fill_addr(remotes[i], family, packed)
         idx = ffi.from_buffer("uint32_t[]", table.index) if len(table) else ffi.NULL
         _check(lib.vxdp_fdb_load(self._dp, net, table.macs, idx, len(table), remotes, len(table.remotes)))
+
+    def fdb_update(self, net: int, table: FdbTable, remove: bytes = b"", *, replace: bool = False) -> int:
+        """One C call for a control plane's batch (csrc/manage.c vxdp_fdb_update)."""
+        n = self._nets[net]
+        check_fdb_table(table, n.family)
+        check_mac_list(remove)
+        remotes = ffi.new("struct vxdp_addr[]", max(1, len(table.remotes)))
+        for i, r in enumerate(table.remotes):
+            family, packed, _ = _parse(r)
+            _fill_addr(remotes[i], family, packed)
+        idx = ffi.from_buffer("uint32_t[]", table.index) if len(table) else ffi.NULL
+        return _check(lib.vxdp_fdb_update(self._dp, net, remove, len(remove) // 6, table.macs, idx, len(table),
+                                          remotes, len(table.remotes), int(replace)))
+
+    def fdb_get(self, net: int, mac: str, now: float) -> FdbRow | None:
+        self._nets[net]
+        row = ffi.new("struct vxdp_fdb_row *")
+        if not _check(lib.vxdp_fdb_get(self._dp, net, mac_to_bytes(mac), now, row)):
+            return None
+        return FdbRow(mac_to_str(bytes(ffi.buffer(row.mac))), _addr_text(row.remote), bool(row.is_static), row.age)
+
+    def fdb_statics(self, net: int) -> int:
+        self._nets[net]
+        return _check(lib.vxdp_fdb_statics(self._dp, net))
 
     def fdb_remove(self, net: int, mac: str) -> bool:
         self._nets[net]

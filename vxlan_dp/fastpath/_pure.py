@@ -33,9 +33,8 @@ from ..wire.esp import ESP_EXTRA
 from ._pure_gso import GsoSender
 from .api import (FRAME_MAX, NEIGH_LEARN_MAX, OFFLOAD_STATS, QUEUES_MAX, SUPER_MAX, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow,
                   NeighRow, NetworkParams, check_batch, check_endpoint_args, check_esp_args, check_family,
-                  check_fdb_table, check_neigh_entry, check_neigh_mode, check_network_args, check_queue,
-                  check_tap_args,
-                  gro_types)
+                  check_fdb_table, check_mac_list, check_neigh_entry, check_neigh_mode, check_network_args,
+                  check_queue, check_tap_args, gro_types)
 
 __all__ = ["Dataplane"]
 
@@ -274,6 +273,26 @@ class Dataplane:
         macs = table.macs
         for i, r in enumerate(table.index):
             n.fdb.add_static(macs[6 * i:6 * i + 6], remotes[r])
+
+    def fdb_update(self, net: int, table: FdbTable, remove: bytes = b"", *, replace: bool = False) -> int:
+        """Removals, then `table` as fdb_load, then (replace) no other static entry."""
+        n = self._nets[net]
+        check_fdb_table(table, n.family)
+        check_mac_list(remove)
+        for i in range(0, len(remove), 6):
+            n.fdb.remove(remove[i:i + 6])
+        self.fdb_load(net, table)
+        if replace:
+            n.fdb.keep_static({table.macs[i:i + 6] for i in range(0, len(table.macs), 6)})
+        return n.fdb.statics()
+
+    def fdb_get(self, net: int, mac: str, now: float) -> FdbRow | None:
+        raw = mac_to_bytes(mac)
+        return next((FdbRow(mac_to_str(e.mac), e.remote, e.static, e.age)
+                     for e in self._nets[net].fdb.entries(now) if e.mac == raw), None)
+
+    def fdb_statics(self, net: int) -> int:
+        return self._nets[net].fdb.statics()
 
     def fdb_remove(self, net: int, mac: str) -> bool:
         return self._nets[net].fdb.remove(mac_to_bytes(mac))
