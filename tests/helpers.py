@@ -165,6 +165,16 @@ def lab_with_daemons(make_lab: Callable[..., Any], backend: str, hosts: int = 2,
     return lab
 
 
+def flush_neighbours(ns: str) -> None:
+    """Empty the ARP / ND cache of a lab container's eth0 (its next packet asks again)."""
+    from vxlan_dp.lab import netns
+
+    with netns.ipr(ns) as ipr:
+        idx = ipr.link_lookup(ifname="eth0")[0]
+        for n in ipr.get_neighbours(ifindex=idx):
+            ipr.neigh("del", ifindex=idx, dst=n.get("NDA_DST"))
+
+
 def ones_sum(data: bytes) -> int:
     """The folded 16-bit ones'-complement sum of `data` (RFC 1071), an odd byte padded with zero:
     the tests' own model of what a sender puts in a partial checksum field."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from helpers import need_tool, wait_for
+from helpers import flush_neighbours, need_tool, wait_for
 from vxlan_dp.lab import Container, Host, Lab, netns
 
 TTL = 3          # seconds: the daemons' lease TTL in these labs
@@ -240,7 +240,8 @@ def test_tls_client_certificates_and_user_password(make_lab, tmp_path):
 def test_neigh_keys_in_the_store_answer_arp_on_the_host(make_lab, backend):
     """ARP suppression fed by the store (issue 16): P/neigh/blue/<ip> = {"mac": ...} written by
     whoever knows the addresses; the daemon answers ARP for it on the host, and a MAC move in
-    the store moves the answer."""
+    the store moves the answer. Then the hosts publish their own endpoints (snooped): another
+    host answers for them, and a new MAC announced by the endpoint updates that answer."""
     lab = _etcd_lab(make_lab, backend, hosts=2)
     h1, h2 = lab.hosts
     a, b = h1.containers[0], h2.containers[0]
@@ -255,6 +256,35 @@ def test_neigh_keys_in_the_store_answer_arp_on_the_host(make_lab, backend):
     wait_for("the moved MAC on h1", lambda: _neigh_rows(lab, h1).get(b.ip) == moved)
     assert lab.etcdctl("del", f"{PREFIX}/neigh/blue/{b.ip}").returncode == 0
     wait_for("the delete on h1", lambda: b.ip not in _neigh_rows(lab, h1))
+
+    if backend != "c":
+        return  # publishing is the control plane's (one Python code path); CI time is short
+    # hosts publish their own endpoints' addresses: with snooping, b's ARP reply leaving h2's
+    # TAP puts b's address in the store (h2's, on its lease) and h1 answers for it
+    snoop = json.loads(NET) | {"neigh_snoop": True}
+    assert lab.etcdctl("put", f"{PREFIX}/networks/blue", json.dumps(snoop)).returncode == 0
+    wait_for("snooping on at h2", lambda: lab.status(h2)["networks"]["blue"]["neigh"]["snoop"])
+    flush_neighbours(a.ns)
+    assert lab.ping(a, b.ip).ok          # unknown at h1 now: flooded, b answers, h2 snoops it
+    key = f"{PREFIX}/neigh/blue/{b.ip}"
+    wait_for("b's address published by h2", lambda: _store(lab).get(key) == {"mac": b.mac, "host": h2.ip4})
+    wait_for("b's published address at h1", lambda: _neigh_rows(lab, h1).get(b.ip) == b.mac)
+    before = lab.status(h1)["networks"]["blue"]["neigh"]["counters"]["arp_suppressed"]
+    flush_neighbours(a.ns)
+    assert lab.ping(a, b.ip).ok
+    assert lab.status(h1)["networks"]["blue"]["neigh"]["counters"]["arp_suppressed"] > before
+    # b comes back with another MAC and announces it (gratuitous ARP): the answer follows
+    new = "02:42:c0:a8:00:7d"
+    with netns.ipr(b.ns) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="eth0")[0], address=new)
+    garp = ("from scapy.all import ARP, Ether, sendp; "
+            f"sendp(Ether(src='{new}', dst='ff:ff:ff:ff:ff:ff') / ARP(op=2, hwsrc='{new}', psrc='{b.ip}', "
+            f"hwdst='ff:ff:ff:ff:ff:ff', pdst='{b.ip}'), iface='eth0', verbose=False)")
+    assert lab.run(b.ns, [sys.executable, "-c", garp]).returncode == 0
+    wait_for("the new MAC in the store", lambda: _store(lab).get(key) == {"mac": new, "host": h2.ip4})
+    wait_for("the new MAC answered at h1", lambda: _neigh_rows(lab, h1).get(b.ip) == new)
+    flush_neighbours(a.ns)
+    assert lab.ping(a, b.ip).ok
 
 
 def _neigh_rows(lab: Lab, h: Host) -> dict[str, str]:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 
-from helpers import need_tool, tshark_capture
+from helpers import flush_neighbours, need_tool, tshark_capture
 from vxlan_dp.linux import IFA_F_NODAD
 from vxlan_dp.lab import Lab, netns
 
@@ -86,13 +86,6 @@ def _neigh_mac(ns: str, ip: str) -> str | None:
     return None
 
 
-def _flush_neighbours(ns: str) -> None:
-    with netns.ipr(ns) as ipr:
-        idx = ipr.link_lookup(ifname="eth0")[0]
-        for n in ipr.get_neighbours(ifindex=idx):
-            ipr.neigh("del", ifindex=idx, dst=n.get("NDA_DST"))
-
-
 def test_published_addresses_answered_locally_unknown_ones_flood(make_lab, backend, tmp_path):
     _need_tshark()
     lab = _lab(make_lab, backend)
@@ -146,7 +139,7 @@ def test_mac_move_changes_the_answer(make_lab, backend):
             break
         time.sleep(0.1)
     assert new in ans.stdout, ans.stdout + ans.stderr
-    _flush_neighbours(c1.ns)
+    flush_neighbours(c1.ns)
     assert lab.ping(c1, c2.ip).ok
     assert _neigh_mac(c1.ns, c2.ip) == new
 
@@ -167,7 +160,7 @@ def test_suppression_on_and_off_give_the_same_connectivity(make_lab, backend):
             time.sleep(0.1)
         assert not _neigh(lab, h)["suppress_arp"]
         for c in h.containers:
-            _flush_neighbours(c.ns)
+            flush_neighbours(c.ns)
     flooded = {h.name: lab.status(h)["networks"]["blue"]["counters"]["flood_frames"] for h in lab.hosts}
     assert all(r.ok for r in lab.ping_all())
     after = {h.name: _neigh(lab, h)["counters"]["arp_suppressed"] for h in lab.hosts}

@@ -114,11 +114,20 @@ def test_a_full_read_is_packed_tables_and_says_which_flood_lists_changed() -> No
     v = _view((f"{P}/fdb/blue/{M1}", {"remote": B}), (f"{P}/members/blue/{B}", {}))
     change, snap = v.load([(K.fdb("blue", M1), encode_fdb(B)), (K.fdb("blue", M2), encode_fdb(C)),
                            (K.fdb("red", M3), encode_fdb(B)), (K.member("blue", B), b"{}"),
-                           (K.member("red", C), b"{}"), (K.fdb("blue", "nope"), b"{}")])
+                           (K.member("red", C), b"{}"), (K.fdb("blue", "nope"), b"{}"),
+                           # what the fast path for fdb keys must leave to the general one
+                           (K.fdb("blue", M3.upper()), encode_fdb(B)), (K.fdb("blue", "03:00:00:00:00:01"), encode_fdb(B)),
+                           (K.fdb("blue", f"{M3}/x"), encode_fdb(B)), (K.fdb("blue", "zz:00:00:00:00:01"), encode_fdb(B)),
+                           (K.fdb("bl\u00fce", M3), encode_fdb(B)), (K.fdb("blue", M3), b'{"remote": 1}')])
     assert change == Change(networks=False, dirty={"red"})
     assert isinstance(snap.fdb["blue"], FdbBuilder) and snap.fdb["blue"].table() == ((M1, B), (M2, C))
+    assert snap.fdb["bl\u00fce"].table() == ((M3, B),)          # a name beyond ASCII is still a name
     assert snap.remote_of("blue", _raw(M2)) == C and snap.remote_of("blue", _raw(M3)) is None
-    assert list(v.bad) == [K.fdb("blue", "nope")]
+    reasons = {k.decode().split("/", 3)[3]: why for k, why in v.bad.items()}
+    assert sorted(reasons) == sorted(["blue/nope", f"blue/{M3.upper()}", "blue/03:00:00:00:00:01", f"blue/{M3}/x",
+                                      "blue/zz:00:00:00:00:01", f"blue/{M3}"])
+    assert "lower case" in reasons[f"blue/{M3.upper()}"] and "group" in reasons["blue/03:00:00:00:00:01"]
+    assert '{"remote"' in reasons[f"blue/{M3}"]
     assert v.load([(K.member("blue", B), b"{}"), (K.member("red", C), b"{}")])[0] == Change()
     # a network's own range read: entries only, definitions and members stay
     loader = v.loader(entries_only=True)

@@ -42,6 +42,7 @@ back decisions; etcd.py does the talking. Invariants:
 
 from __future__ import annotations
 
+import binascii
 import ipaddress
 import json
 from collections.abc import Iterable
@@ -165,6 +166,18 @@ def _mac(text: str) -> str:
     if is_multicast(raw):
         raise ValueError(f"{text} is a group address")
     return text.lower()
+
+
+def _fast_mac(item: bytes) -> bytes | None:
+    """The 6 bytes of a unicast MAC written as 17 lower-case hex-and-colon bytes, else None
+    (then the general parser decides, with its reasons)."""
+    if len(item) != 17 or item[2::3] != b":::::" or item != item.lower():
+        return None
+    try:
+        raw = binascii.unhexlify(item.replace(b":", b""))
+    except binascii.Error:
+        return None
+    return None if raw[0] & 1 else raw
 
 
 def _mac_key(item: str) -> bytes:
@@ -327,10 +340,32 @@ class Loader:
         self.members: dict[str, set[str]] = {}
         self.bad: dict[bytes, str] = {}
         self.snap = Snapshot()
+        self._names: dict[bytes, str] = {}
 
     def feed(self, kvs: Iterable[tuple[bytes, bytes]]) -> None:
         view, snap, parse = self.view, self.snap, self.view.keys.parse
+        fdb_prefix = view.keys.root + FDB.encode() + b"/"
+        cut, names, remote = len(fdb_prefix), self._names, view._remote
         for key, value in kvs:
+            # the common case first, on bytes (a million of these at start-up): an fdb key whose
+            # MAC is 17 lower-case characters; anything else takes the general path below
+            if key.startswith(fdb_prefix):
+                net_b, _, mac_b = key[cut:].partition(b"/")
+                raw = _fast_mac(mac_b)
+                net = names.get(net_b)
+                if net is None and raw is not None and net_b and net_b.isascii():
+                    net = names[net_b] = net_b.decode()
+                if raw is not None and net is not None:
+                    try:
+                        r = remote(value)
+                    except ValueError as e:
+                        self.bad[key] = str(e)
+                        continue
+                    fb = snap.fdb.get(net)
+                    if fb is None:
+                        fb = snap.fdb[net] = FdbBuilder()
+                    fb.add(raw, r)
+                    continue
             try:
                 kind, name, item = parse(key)
                 if kind == FDB:
