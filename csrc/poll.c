@@ -29,7 +29,9 @@
  * Tokens (epoll_event.data.u64): kind << 32 | id; for VXDP_POLL_WAKE the id is the eventfd.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <time.h>
@@ -62,6 +64,9 @@ int vxdp_poll_run(struct vxdp_dp *dp, int epfd, int mode, int64_t spin_ns, int32
     int64_t spin_until = 0;
     if (mode < VXDP_POLL_INTERRUPT || mode > VXDP_POLL_BUSY || spin_ns < 0)
         return -EINVAL;
+    char name[16];              /* "vxdp-pump<queue>" in top -H, perf, /proc/PID/task/TID/comm */
+    snprintf(name, sizeof name, "vxdp-pump%d", dp->qid);
+    pthread_setname_np(pthread_self(), name);
     for (;;) {
         int timeout = -1;
         if (mode == VXDP_POLL_BUSY ||

@@ -237,6 +237,27 @@ def _cpu(pids: list[int]) -> float:
     return sum(_proc_cpu(p) for p in pids)
 
 
+def _pump_cpu(pids: list[int]) -> dict[str, float]:
+    """CPU seconds of each C pump thread ("h<i>/vxdp-pump<q>": csrc/poll.c names them)."""
+    out: dict[str, float] = {}
+    for i, pid in enumerate(pids):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    comm = f.read().strip()
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if comm.startswith("vxdp-pump"):
+                out[f"h{i + 1}/{comm}"] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def measure(name: str, seconds: float, progress: Callable[[str], None], *,
             tx_csum_off: bool = False) -> dict[str, Any]:
     """`tx_csum_off` (the bench's --tx-csum-off): every variant's underlay with TX checksum
@@ -272,9 +293,11 @@ def measure(name: str, seconds: float, progress: Callable[[str], None], *,
                          "tunnel_cpu_pct": cpu_rr}
             for streams in (1, 4):
                 progress(f"{name}: TCP x{streams}")
-                busy0 = _machine_busy()
+                busy0, pump0, t0 = _machine_busy(), _pump_cpu(pids), time.monotonic()
                 r = _iperf3(lab, a, b, res["iperf3_errors"], seconds=seconds, streams=streams)
                 busy = _machine_busy() - busy0
+                pump1, dt = _pump_cpu(pids), time.monotonic() - t0
+                res[f"tcp{streams}_pump_cpu_pct"] = {k: (pump1[k] - pump0.get(k, 0.0)) / dt * 100 for k in sorted(pump1)}
                 got = r.get("end", {}).get("sum_received", {})
                 res[f"tcp{streams}_bps"] = got.get("bits_per_second", 0.0)
                 gbytes = got.get("bytes", 0) / 1e9
@@ -343,6 +366,13 @@ def _markdown(results: list[dict[str, Any]]) -> str:
             f"{ratio(r, 'ping_ms.added_p50', so)} | {_fmt(rr.get('p50_us'), '.0f')} | {_fmt(rr.get('p99_us'), '.0f')} | "
             f"{_fmt(rr.get('added_p50_us'), '.0f')} | {ratio(r, 'rr.added_p50_us', so)} | {_fmt(rr.get('tps'), '.0f')} | "
             f"{_fmt(rr.get('tunnel_cpu_pct'), '.1f')} | {_fmt(r.get('idle_cpu_pct'), '.2f')} |")
+    pumps = [r for r in results if r.get("tcp4_pump_cpu_pct")]
+    if pumps:
+        rows += ["", "C pump threads (h1 sends, h2 receives), % of one core during TCP x1 / x4:", ""]
+        for r in pumps:
+            rows.append(f"- `{r['variant']}`: " + ", ".join(
+                f"{k} {_fmt(r.get('tcp1_pump_cpu_pct', {}).get(k), '.0f')} / {v:.0f}"
+                for k, v in r["tcp4_pump_cpu_pct"].items()))
     rows += ["", "Rows: " + "; ".join(f"`{r['variant']}` = {r.get('label', '')}" for r in results) + "."]
     return "\n".join(rows)
 
