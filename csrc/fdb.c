@@ -8,11 +8,17 @@
  *   source MACs cannot grow memory; statics always fit (the table grows at fdb_add time).
  *
  * Layout: a dense entry array (cheap sweeps for ageing and dumps) plus an open-addressing
- * index of entry numbers (+1, so calloc'd zero pages mean "empty" and an idle table costs
- * no resident memory). Linear probing with backward-shift deletion keeps probe chains
- * short without tombstones. The index is at most half full, and both arrays are sized for
- * max_entries when the network is created, so the per-packet path (lookup, learn) never
- * allocates. The hash is keyed with a per-table random seed.
+ * index of entry numbers (+1, so fresh zero pages mean "empty"). Linear probing with
+ * backward-shift deletion keeps probe chains short without tombstones. The index is at most
+ * half full. Both arrays are reserved for max_entries when the network is created (virtual
+ * address space only: nothing is resident until touched), so the per-packet path (lookup,
+ * learn) never allocates. The entry array is dense, so only its used front is ever touched;
+ * the index is a hash table, so it is used small and doubled as entries come: a table sized
+ * for max_entries at once would have its entries hashed across all of it, touching every
+ * page (512 KiB for 65,536 entries, per network, per table, for a handful of MACs). Doubling
+ * rehashes into a second reserved region and hands the first one's pages back (MADV_DONTNEED):
+ * a learn that crosses a power of two costs one rehash of the entries so far, amortised O(1).
+ * The hash is keyed with a per-table random seed.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -68,7 +74,7 @@ static void *zalloc(size_t len)
 
 static void zfree(void *p, size_t len)
 {
-    if (p)
+    if (p && len)
         munmap(p, len);
 }
 
@@ -80,20 +86,61 @@ static uint32_t index_size(uint32_t cap)
     return n;
 }
 
-static int rebuild_index(struct vxdp_fdb *f, uint32_t slots)
+#define INDEX_MIN 16u      /* slots of a new, empty index */
+
+/* Rehash every entry into `to` (all zero) at `slots` slots, make it the live index, and give
+ * the old one's pages back; the old region becomes the spare for the next doubling. */
+static void rehash_into(struct vxdp_fdb *f, uint32_t *to, uint32_t slots)
 {
-    uint32_t *idx = zalloc((size_t)slots * sizeof *idx);
-    if (!idx)
-        return -ENOMEM;
-    if (f->idx)
-        zfree(f->idx, ((size_t)f->mask + 1) * sizeof *f->idx);
-    f->idx = idx;
+    uint32_t *from = f->idx, old_slots = f->mask + 1;
+    f->idx = to;
     f->mask = slots - 1;
     for (uint32_t k = 0; k < f->count; k++) {
         bool found;
         f->idx[probe(f, f->ent[k].mac, &found)] = k + 1;
     }
+    if (from) {
+        /* private anonymous memory reads back as zeros after MADV_DONTNEED: the spare is
+         * clean for the next rehash without a memset (madvise(2)) */
+        madvise(from, (size_t)old_slots * sizeof *from, MADV_DONTNEED);
+        f->spare = from;
+    }
+}
+
+/* Reserve both index regions for `reserve` slots and rehash into the smallest size that keeps
+ * the index at most half full. */
+static int reserve_index(struct vxdp_fdb *f, uint32_t reserve)
+{
+    uint32_t *a = zalloc((size_t)reserve * sizeof *a), *b = zalloc((size_t)reserve * sizeof *b);
+    if (!a || !b) {
+        zfree(a, (size_t)reserve * sizeof *a);
+        zfree(b, (size_t)reserve * sizeof *b);
+        return -ENOMEM;
+    }
+    uint32_t slots = INDEX_MIN;
+    while (slots < reserve && slots < 2 * (uint64_t)f->count)
+        slots <<= 1;
+    uint32_t *old = f->idx, *old_spare = f->spare, old_reserve = f->reserve;
+    f->idx = NULL;
+    f->spare = NULL;
+    rehash_into(f, a, slots);
+    f->spare = b;
+    f->reserve = reserve;
+    zfree(old, (size_t)old_reserve * sizeof *old);
+    zfree(old_spare, (size_t)old_reserve * sizeof *old_spare);
     return 0;
+}
+
+/* After an insert: double the index once it is more than half full (it never needs to pass
+ * `reserve`, which holds 2 * cap slots). */
+static void grow_index(struct vxdp_fdb *f)
+{
+    uint32_t slots = f->mask + 1;
+    if (2 * (uint64_t)f->count <= slots || slots >= f->reserve)
+        return;
+    uint32_t *to = f->spare;
+    f->spare = NULL;
+    rehash_into(f, to, slots * 2);
 }
 
 int vxdp_fdb_init(struct vxdp_fdb *f, uint32_t max_entries, double ageing)
@@ -107,7 +154,7 @@ int vxdp_fdb_init(struct vxdp_fdb *f, uint32_t max_entries, double ageing)
     if (getrandom(&f->seed, sizeof f->seed, GRND_NONBLOCK) != sizeof f->seed)
         f->seed = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL ^ (uintptr_t)f;
     f->ent = zalloc((size_t)f->cap * sizeof *f->ent);
-    if (!f->ent || rebuild_index(f, index_size(f->cap)) < 0) {
+    if (!f->ent || reserve_index(f, index_size(f->cap)) < 0) {
         vxdp_fdb_destroy(f);
         return -ENOMEM;
     }
@@ -117,11 +164,11 @@ int vxdp_fdb_init(struct vxdp_fdb *f, uint32_t max_entries, double ageing)
 void vxdp_fdb_destroy(struct vxdp_fdb *f)
 {
     zfree(f->ent, (size_t)f->cap * sizeof *f->ent);
-    if (f->idx)
-        zfree(f->idx, ((size_t)f->mask + 1) * sizeof *f->idx);
+    zfree(f->idx, (size_t)f->reserve * sizeof *f->idx);
+    zfree(f->spare, (size_t)f->reserve * sizeof *f->spare);
     f->ent = NULL;
-    f->idx = NULL;
-    f->count = f->cap = 0;
+    f->idx = f->spare = NULL;
+    f->count = f->cap = f->reserve = 0;
 }
 
 const struct vxdp_fdb_entry *vxdp_fdb_lookup(const struct vxdp_fdb *f, uint64_t mac)
@@ -150,6 +197,7 @@ int vxdp_fdb_learn(struct vxdp_fdb *f, uint64_t mac, const struct vxdp_addr *rem
         if (f->count >= f->max_entries)
             return VXDP_LEARN_FULL;
         insert_at(f, i, mac, remote, false, now);   /* count < max_entries <= cap: fits */
+        grow_index(f);
         return VXDP_LEARN_NEW;
     }
     struct vxdp_fdb_entry *e = &f->ent[f->idx[i] - 1];
@@ -184,11 +232,12 @@ int vxdp_fdb_set_static(struct vxdp_fdb *f, uint64_t mac, const struct vxdp_addr
             return -ENOMEM;
         f->ent = ent;
         f->cap = cap;
-        if (index_size(cap) > f->mask + 1 && rebuild_index(f, index_size(cap)) < 0)
+        if (index_size(cap) > f->reserve && reserve_index(f, index_size(cap)) < 0)
             return -ENOMEM;
         i = probe(f, mac, &found);
     }
     insert_at(f, i, mac, remote, true, 0.0);
+    grow_index(f);
     return 0;
 }
 

@@ -112,8 +112,10 @@ struct vxdp_fdb_entry {
 struct vxdp_fdb {
     struct vxdp_fdb_entry *ent; /* dense: [0, count) */
     uint32_t count, cap;        /* cap >= max_entries */
-    uint32_t *idx;              /* open addressing, linear probing: entry index or EMPTY */
-    uint32_t mask;              /* idx has mask + 1 slots, a power of two >= 2 * cap */
+    uint32_t *idx;              /* open addressing, linear probing: entry index + 1, or 0 */
+    uint32_t mask;              /* idx has mask + 1 slots, a power of two >= 2 * count */
+    uint32_t *spare;            /* the next doubling's target, all zero (fdb.c: Layout) */
+    uint32_t reserve;           /* slots reserved in idx and spare: a power of two >= 2 * cap */
     uint32_t max_entries;
     double ageing;
     uint64_t seed;              /* per-table hash key: spoofed MACs cannot pick collisions */
