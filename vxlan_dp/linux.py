@@ -13,7 +13,8 @@ __all__ = [
     "SOL_UDP", "UDP_SEGMENT", "UDP_GRO", "UDP_NO_CHECK6_RX", "UDP_MAX_SEGMENTS",
     "IP_FREEBIND", "IPV6_FREEBIND", "IP_MTU_DISCOVER", "IP_PMTUDISC_DONT",
     "SO_SNDBUFFORCE", "SO_RCVBUFFORCE", "SO_ATTACH_FILTER", "IPPROTO_GRE", "ETH_P_ALL",
-    "TUNSETIFF", "TUNGETFEATURES", "TUNSETOFFLOAD", "TUNSETVNETHDRSZ",
+    "TUNSETIFF", "TUNSETPERSIST", "TUNGETFEATURES", "TUNSETOFFLOAD", "TUNSETVNETHDRSZ",
+    "IFF_UP",
     "IFF_TAP", "IFF_NO_PI", "IFF_MULTI_QUEUE", "IFF_VNET_HDR",
     "TUN_F_CSUM", "TUN_F_TSO4", "TUN_F_TSO6", "TUN_F_TSO_ECN", "TUN_F_USO4", "TUN_F_USO6",
     "CLONE_NEWNET", "SIOCETHTOOL", "ETHTOOL_STXCSUM", "IFA_F_NODAD", "IFNAMSIZ", "UIO_MAXIOV",
@@ -43,6 +44,7 @@ ETH_P_ALL = 0x0003
 
 # include/uapi/linux/if_tun.h: ioctl numbers (_IOW('T', n, int) and _IOR) and flags
 TUNSETIFF = 0x400454CA          # _IOW('T', 202, int)
+TUNSETPERSIST = 0x400454CB      # _IOW('T', 203, int)
 TUNGETFEATURES = 0x800454CF     # _IOR('T', 207, unsigned int)
 TUNSETOFFLOAD = 0x400454D0      # _IOW('T', 208, unsigned int)
 TUNSETVNETHDRSZ = 0x400454D8    # _IOW('T', 216, int)
@@ -62,6 +64,9 @@ CLONE_NEWNET = 0x40000000
 
 # include/uapi/linux/sockios.h, include/uapi/linux/ethtool.h
 SIOCETHTOOL = 0x8946
+
+# include/uapi/linux/if.h (net/if.h): interface flags
+IFF_UP = 0x1
 ETHTOOL_STXCSUM = 0x17
 
 # include/uapi/linux/if_addr.h
