@@ -97,7 +97,7 @@ def _load(path: str, *, isolated: bool = False) -> Any:
 def _load_in_child(path: str) -> tuple[str, Any] | None:
     """Parse the config in a forked child and take back only the result.
 
-    tomllib builds a dict per inline table: a file with 100,000 static FDB entries leaves
+    The TOML parser builds a dict per inline table: a file with 100,000 static FDB entries leaves
     ~40 MB of freed-but-fragmented heap in whoever parsed it (measured: bench scale 100x1k).
     The long-running daemon parses it once at start, so the child does the parsing and sends
     the validated Config (static FDB entries packed, core/fdbtable.py) or the problems back
