@@ -172,9 +172,10 @@ class View:
                     "cipher": n.cfg.cipher, "key_ids": list(n.keys.keys), "send_key": n.keys.send_id},
             }
         eps = [{"encap": k[0], "local": k[1], "port": k[2], "networks": sorted(e.users),
+                "sockets": len(e.fds),      # one per queue (SO_REUSEPORT); a raw GRE one: 1
                 "counters": dp.endpoint_counters(e.handle)} for k, e in self.networks.endpoints()]
         snap = {"version": __version__, "backend": BACKEND, "pid": os.getpid(),
-                "uptime": now - self.started, "batch": dp.batch, "reloads": self.reloads,
+                "uptime": now - self.started, "batch": dp.batch, "queues": dp.queues, "reloads": self.reloads,
                 "reload_failures": self.reload_failures, "last_reload_ok": self.last_reload_ok,
                 "control": self.control.health(), "networks": nets, "endpoints": eps,
                 "offload": self.offload_status()}

@@ -62,7 +62,9 @@ def test_two_queues_carry_ping_and_tcp_both_ways_and_survive_a_tap_loss(make_lab
         assert "error" not in res, res.get("error")
         assert res["end"]["sum_received"]["bytes"] > 1_000_000
     for h in lab.hosts:
-        c = lab.status(h)["networks"]["blue"]["counters"]
+        st = lab.status(h)
+        assert st["queues"] == 2 and [e["sockets"] for e in st["endpoints"]] == [2], st["endpoints"]
+        c = st["networks"]["blue"]["counters"]
         assert c["rx_packets"] > 0 and c["tx_packets"] > 0, c
         assert c["drop_malformed"] == c["drop_socket_error"] == c["drop_tap_write_error"] == 0, c
     # the TAP vanishes: every queue's fd fails, the TAP is made again with both queues
