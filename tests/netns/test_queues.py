@@ -8,7 +8,7 @@ comes back with its two queues and carries pings again.
 
 A frame on either queue of a real TAP is tunnelled: tests/scripts/tap_queues.py, in a private
 namespace, detaches one queue so that the kernel must pick the other, for each queue in turn,
-on both backends. Counters adding up over queues with two C pump threads at once, and fake
+on both backends (after replacing a single-queue TAP left under the same name). Counters adding up over queues with two C pump threads at once, and fake
 TAP queues fed one by one, are tests/unit/test_poll.py.
 """
 
@@ -31,6 +31,8 @@ def test_a_frame_on_either_queue_of_a_real_tap_is_tunnelled(backend):
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout)
+    remade = got["remade"]      # the single-queue TAP in the way was replaced, with two queues
+    assert remade["index"] != remade["old_index"] and remade["queues"] == 2, remade
     for q in (0, 1):
         r = got[f"queue{q}"]
         assert r["pumped"] == 1, got

@@ -2,7 +2,8 @@
 queues=2) and a two-queue Dataplane of the backend named in argv[1]. The kernel hands a frame
 sent through the TAP to one of its enabled queues; detaching one queue (TUNSETQUEUE,
 IFF_DETACH_QUEUE, linux/if_tun.h) makes the other the only choice, so each queue in turn is
-fed a frame on purpose. Prints JSON: per queue, what that queue's pump returned and the VXLAN
+fed a frame on purpose. First, a single-queue TAP of the same name is left in the way, as a
+daemon run with `queues = 1` leaves it: it must be made again with two queues. Prints JSON: per queue, what that queue's pump returned and the VXLAN
 payload the peer socket received; then the network's counters.
 """
 
@@ -14,6 +15,8 @@ import struct
 import subprocess
 import sys
 import time
+
+from pyroute2 import IPRoute
 
 from vxlan_dp.datapath.tap import Tap
 from vxlan_dp.fastpath import NetworkParams, backends
@@ -30,8 +33,16 @@ def queue_ctl(fd: int, flags: int) -> None:
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 with open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
     f.write("1")                    # no RS/MLD frames on the TAP: only ours
+# a single-queue TAP left under the name (a daemon that ran with queues = 1): made again
+with IPRoute() as ipr:
+    ipr.link("add", ifname="vxdpq0", kind="tuntap", mode="tap")
+    old_index = ipr.link_lookup(ifname="vxdpq0")[0]
 tap = Tap.open("vxdpq0", 1400, queues=2)
 fds = tap.fds
+with IPRoute() as ipr:
+    link = ipr.get_links(ipr.link_lookup(ifname="vxdpq0")[0])[0]
+    remade = {"old_index": old_index, "index": link["index"],
+              "queues": link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_TUN_NUM_QUEUES")}
 dp = backends()[sys.argv[1]](batch=8)
 dp.set_queues(2)
 tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -51,7 +62,7 @@ dp.set_peers(net, ["127.0.0.2"])
 pkt = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
 pkt.bind(("vxdpq0", 0))
 
-out: dict[str, object] = {}
+out: dict[str, object] = {"remade": remade}
 for q in (1, 0):
     other = fds[1 - q]
     queue_ctl(other, IFF_DETACH_QUEUE)          # the kernel can only pick queue q now
