@@ -177,8 +177,8 @@ def cmd_check(a: argparse.Namespace) -> int:
     from .networks import derive_mtu
     d = config.daemon
     print(f"{a.config}: OK")
-    print(f"backend: {BACKEND} ({BACKEND_REASON}); batch {d.batch}; control {d.control}; "
-          f"metrics {d.metrics or 'off'}")
+    print(f"backend: {BACKEND} ({BACKEND_REASON}); batch {d.batch}; queues {d.queues}; poll {d.poll}; "
+          f"control {d.control}; metrics {d.metrics or 'off'}")
     from .datapath.offload import probe
     print(f"offloads: {probe(enabled=d.offload, backend=BACKEND).describe()}")
     if d.control == "etcd" and config.etcd is not None:
@@ -380,6 +380,7 @@ def render_status(ans: dict[str, Any]) -> str:
     if ans.get("reload_failures"):
         reloads += f" ({ans['reload_failures']} rejected{'' if ans.get('last_reload_ok', True) else ', last one'})"
     lines = [f"vxlan-dp {ans['version']}  pid {ans['pid']}  {ans['backend']} backend  batch {ans['batch']}  "
+             f"queues {ans.get('queues', 1)}  "
              f"up {_duration(ans['uptime'])}  {reloads}  metrics {ans.get('metrics') or 'off'}",
              f"rates over {dt:.1f}s" if dt > 0 else "rates: none (one sample)"]
     control = render_control(ans.get("control"))
