@@ -281,3 +281,34 @@ def test_c_queues_pumped_at_once_learn_and_count_exactly() -> None:
         assert len(r.dp.local_macs(r.net, time.monotonic())) == 32
     finally:
         r.close()
+
+
+def test_a_tap_failing_on_both_queues_is_reported_once(backend: Any) -> None:
+    """Every queue's fd of a vanished TAP fails, each in its own pump thread (C): the daemon
+    hears of it once, and the TAP made again carries frames on both queues with no late report."""
+    async def main() -> None:
+        r = QueueRig(backend)
+        pumps = make_pumps(r.dp, "interrupt", 200, asyncio.get_running_loop(), queues=2)
+        calls: list[int] = []
+        fds = [r.tap.fileno(), r.tap1.fileno()]
+        pumps.add_endpoint(r.ep, [r.rx.fileno(), r.rx1.fileno()])
+        pumps.add_tap(r.net, fds, calls.append)
+        pumps.start()
+        try:
+            r.dp.set_tap(r.net, -1)                         # every queue's fd: -1
+            r.host.send(frame(b"\xff" * 6, MAC_A, 1))
+            r.host1.send(frame(b"\xff" * 6, MAC_A, 2))
+            assert await _until(lambda: calls)
+            pumps.remove_tap(r.net, fds)                    # what the daemon does next
+            await asyncio.sleep(0.2)
+            assert calls == [errno.EBADF]
+            r.dp.set_tap(r.net, fds[0])                     # the TAP is back, both queues
+            r.dp.set_tap_queue(r.net, 1, fds[1])
+            pumps.add_tap(r.net, fds, calls.append)
+            assert await _until(lambda: r.dp.counters(r.net)["tap_rx_frames"] == 2)
+            await asyncio.sleep(0.1)
+            assert calls == [errno.EBADF]
+        finally:
+            pumps.stop()
+            r.close()
+    asyncio.run(main())

@@ -121,8 +121,12 @@ class _PumpThread:
             r, net, err = o.dp.poll_run(self.ep.fileno(), o.mode, spin_ns, self.queue)
             if r == 1:
                 fd = self.tap_fds.pop(net, None)
-                if fd is not None:          # level-triggered: it would be reported again
-                    self.delete(fd)
+                if fd is None:
+                    # the event loop took this TAP out already (another queue's thread saw it
+                    # fail first): an event of this round read the fd -1 it left in the
+                    # Dataplane. Reporting it could only hit the TAP made since.
+                    continue
+                self.delete(fd)             # level-triggered: it would be reported again
                 try:
                     o.loop.call_soon_threadsafe(o._failed, net, err)
                 except RuntimeError:        # the loop is closed: we are stopping anyway
