@@ -79,6 +79,14 @@ class DockerLab:
     def netns_of(self, i: int, name: str) -> str:
         return f"/proc/{self.d[i].container_pid(name)}/ns/net"
 
+    def neigh(self, i: int, network: str) -> list[dict[str, Any]]:
+        """Host i's daemon's ARP / ND suppression table of `network`, as `vxlan-dp fdb --neigh` shows it."""
+        from vxlan_dp.rpc import request
+
+        rows: list[dict[str, Any]] = request(self.hosts[i].socket_path, {"cmd": "fdb", "network": network,
+                                                                          "neigh": True})["neigh"]
+        return rows
+
     def host_links(self, i: int) -> list[str]:
         from vxlan_dp.lab import netns
 
@@ -239,10 +247,15 @@ def test_connect_and_disconnect_live(dlab: DockerLab) -> None:
         dlab.d[0].check("network", "connect", "red", "cb1")
         assert dlab.ping(0, "cb1", r2)
         assert "eth1" in dlab.d[0].check("exec", "cb1", "ls", "/sys/class/net")
+        red = dlab.d[0].inspect("container", "cb1")["NetworkSettings"]["Networks"]["red"]
+        # the plugin told ARP / ND suppression where cb1 is on red (vxlan-dp fdb docker-43 --neigh)
+        assert {(r["ip"], r["mac"], r["source"]) for r in dlab.neigh(0, "docker-43")} == {
+            (red["IPAddress"], red["MacAddress"], "api")}
         ep = dlab.d[0].inspect("network", "red")["Containers"]
         veth = "vxv" + next(iter(ep.values()))["EndpointID"][:10]
         assert veth in dlab.host_links(0)
         dlab.d[0].check("network", "disconnect", "red", "cb1")
+        assert dlab.neigh(0, "docker-43") == []
         assert not dlab.ping(0, "cb1", r2, count=1)
         assert veth not in dlab.host_links(0)
         assert dlab.d[0].check("exec", "cb1", "ls", "/sys/class/net").split() == ["eth0", "lo"]

@@ -26,6 +26,7 @@ class FakeDaemon:
     def __init__(self) -> None:
         self.running: dict[str, NetworkConfig] = {}
         self.added: list[str] = []
+        self.neigh: dict[tuple[str, str], str] = {}     # (network, ip) -> mac: neigh_set's table
 
     def add_network(self, cfg: NetworkConfig) -> int:
         if any(n.vni == cfg.vni for n in self.running.values()):
@@ -36,6 +37,15 @@ class FakeDaemon:
 
     def remove_network(self, name: str) -> None:
         self.running.pop(name, None)
+        self.neigh = {k: v for k, v in self.neigh.items() if k[0] != name}
+
+    def neigh_set(self, network: str, ip: str, mac: str) -> None:
+        if network not in self.running:
+            raise KeyError(network)
+        self.neigh[network, ip] = mac
+
+    def neigh_delete(self, network: str, ip: str) -> bool:
+        return self.neigh.pop((network, ip), None) is not None
 
 
 class FakeLinks:
@@ -187,11 +197,13 @@ def test_network_lifecycle_as_dockerd_sends_it(env: Any) -> None:
             assert fl.links["vxv36016d3279"]["master"] == "vxbr-42"
             assert fl.links["vxc36016d3279"] | {} == {"kind": "veth", "peer": "vxv36016d3279", "mtu": 1450,
                                                       "mac": MAC}
+            assert daemon.neigh == {("docker-42", "192.168.60.2"): MAC}    # ARP for it answered on the host
             st, info = await _call(s, "NetworkDriver.EndpointOperInfo", {"NetworkID": NET_ID, "EndpointID": EP_ID})
             assert info["Value"]["address"] == "192.168.60.2/24"
             # docker network disconnect / docker rm
             assert await _call(s, "NetworkDriver.Leave", {"NetworkID": NET_ID, "EndpointID": EP_ID}) == (200, {})
             assert "vxv36016d3279" not in fl.links and "vxc36016d3279" not in fl.links
+            assert daemon.neigh == {}
             assert await _call(s, "NetworkDriver.DeleteEndpoint",
                                {"NetworkID": NET_ID, "EndpointID": EP_ID}) == (200, {})
             assert await _call(s, "IpamDriver.ReleaseAddress",
@@ -225,11 +237,13 @@ def test_restart_restores_networks_endpoints_and_addresses(env: Any) -> None:
         await p1.join({"NetworkID": NET_ID, "EndpointID": EP_ID})
         # the daemon stops: its networks go; the bridge and the container's veth stay
         daemon.running.clear()
+        daemon.neigh.clear()
         fl.links["vxv36016d3279"]["master"] = None
         p2 = Plugin(cfg, daemon)
         await p2.restore()
         assert set(daemon.running) == {"docker-42"} and daemon.added == ["docker-42", "docker-42"]
         assert p2.endpoints[EP_ID].joined and fl.links["vxv36016d3279"]["master"] == "vxbr-42"
+        assert daemon.neigh == {("docker-42", "192.168.60.2"): MAC}    # the restarted daemon's table too
         # the address stays held: the next container does not get it again
         b = await p2.request_address({"PoolID": "192.168.60.0/24",
                                       "Options": {"com.docker.network.endpoint.macaddress": "02:42:00:00:00:09"}})
@@ -392,5 +406,9 @@ def test_dual_stack_network_and_endpoint(env: Any) -> None:
         assert a["Address"] == "fd00:60::2/64"   # host 1 of 2: the first half, past the gateway
         assert await p.create_endpoint({"NetworkID": NET_ID, "EndpointID": EP_ID, "Interface": {
             "Address": "192.168.60.2/24", "AddressIPv6": a["Address"], "MacAddress": MAC}}) == {"Interface": {}}
+        await p.join({"NetworkID": NET_ID, "EndpointID": EP_ID})   # both addresses answered for
+        assert daemon.neigh == {("docker-42", "192.168.60.2"): MAC, ("docker-42", "fd00:60::2"): MAC}
+        await p.delete_endpoint({"NetworkID": NET_ID, "EndpointID": EP_ID})
+        assert daemon.neigh == {}
 
     _run(go())

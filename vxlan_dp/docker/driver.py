@@ -10,13 +10,18 @@ What each call does (moby/libnetwork docs/remote.md, docs/ipam.md):
   DeleteNetwork    the daemon drops the network (TAP gone), then the bridge goes
   CreateEndpoint   remember address and MAC (the IPAM half already allocated the address)
   Join             a veth pair: host side up on the bridge, container side with the network's
-                   MTU and the endpoint's MAC, handed to libnetwork to move into the sandbox
-  Leave            the veth pair goes; DeleteEndpoint forgets the endpoint
+                   MTU and the endpoint's MAC, handed to libnetwork to move into the sandbox;
+                   the endpoint's addresses -> its MAC go to the network's ARP / ND
+                   suppression table (NetworkSteer.neigh_set), so the host answers for it
+  Leave            the veth pair goes, so do its suppression entries; DeleteEndpoint forgets
+                   the endpoint
   RequestPool/Address, Release*   ipam.py
 
 Invariants:
-- The daemon is steered only through `NetworkSteer` (add/remove a network at run time); the
-  plugin never touches TAPs or the data plane.
+- The daemon is steered only through `NetworkSteer` (add/remove a network at run time, set and
+  withdraw neighbour entries); the plugin never touches TAPs or the data plane. A joined
+  endpoint's neighbour entries exist exactly while it is joined (restored with it after a
+  restart); one that cannot be set is logged, never a reason to fail the join (ARP floods then).
 - After every change the state (networks with their options, endpoints, local allocations)
   is written to the state file, atomically. A restarted plugin reads it back: networks run
   again, the veths of running containers go back on their bridges, addresses stay held. Docker
@@ -63,6 +68,14 @@ class NetworkSteer(Protocol):
         """Stop a network `add_network` started (its TAP goes); no-op if it does not run."""
         ...
 
+    def neigh_set(self, network: str, ip: str, mac: str) -> None:
+        """ARP / ND suppression: `ip` is at `mac` in running network `network` (frontend.Steer)."""
+        ...
+
+    def neigh_delete(self, network: str, ip: str) -> bool:
+        """Withdraw an entry `neigh_set` made; False if there was none."""
+        ...
+
 
 @dataclass
 class DockerNetwork:
@@ -80,6 +93,11 @@ class DockerEndpoint:
     mac: str = ""
     joined: bool = False
     sandbox: str = ""
+    address6: str = ""
+
+    def ips(self) -> list[str]:
+        """The endpoint's addresses without their prefix lengths."""
+        return [a.split("/", 1)[0] for a in (self.address, self.address6) if a]
 
 
 @dataclass
@@ -226,7 +244,8 @@ class Plugin:
         iface = req.get("Interface") or {}
         if not (iface.get("Address") or iface.get("AddressIPv6")) or not iface.get("MacAddress"):
             raise PluginError("endpoint without an address or MAC (use --ipam-driver vxlan-dp)")
-        self.endpoints[ep_id] = DockerEndpoint(ep_id, net.id, iface["Address"], iface["MacAddress"].lower())
+        self.endpoints[ep_id] = DockerEndpoint(ep_id, net.id, str(iface.get("Address") or ""),
+                                               iface["MacAddress"].lower(), address6=str(iface.get("AddressIPv6") or ""))
         self.save()
         return {"Interface": {}}  # libnetwork gave address and MAC: we echo nothing (remote.md)
 
@@ -246,7 +265,23 @@ class Plugin:
 
     def _drop_endpoint(self, ep: DockerEndpoint) -> None:
         links.delete_link(links.veth_names(ep.id)[0])
+        self._neigh(ep, False)
         self.endpoints.pop(ep.id, None)
+
+    def _neigh(self, ep: DockerEndpoint, joined: bool) -> None:
+        """The endpoint's suppression entries in its network: set while joined, else withdrawn."""
+        net = self.networks.get(ep.network)
+        if net is None or not ep.mac:
+            return
+        for ip in ep.ips():
+            try:
+                if joined:
+                    self.steer.neigh_set(net.cfg.name, ip, ep.mac)
+                else:
+                    self.steer.neigh_delete(net.cfg.name, ip)
+            except (KeyError, ValueError) as e:
+                log.warning("docker endpoint %s: neighbour entry %s -> %s not %s: %s", ep.id[:12], ip, ep.mac,
+                            "set" if joined else "withdrawn", e)
 
     async def join(self, req: dict[str, Any]) -> dict[str, Any]:
         net = self._network(req)
@@ -257,6 +292,7 @@ class Plugin:
         assert net.cfg.bridge is not None
         links.make_veth(host, container, net.mtu, ep.mac or None, net.cfg.bridge)
         ep.joined, ep.sandbox = True, str(req.get("SandboxKey") or "")
+        self._neigh(ep, True)
         self.save()
         # ethN as everywhere in Docker; in a sandbox restored by a restarted dockerd, vx<vni>-N
         # (a container joins a network once, so that name is free whatever dockerd forgot).
@@ -271,6 +307,7 @@ class Plugin:
         if ep is not None:
             links.delete_link(links.veth_names(ep.id)[0])
             ep.joined = False
+            self._neigh(ep, False)
             self.save()
         return {}
 
@@ -338,13 +375,16 @@ class Plugin:
         self.restored = {str(k) for k in raw.get("restored") or []}
         for ep_id, item in (raw.get("endpoints") or {}).items():
             ep = DockerEndpoint(ep_id, str(item.get("network", "")), str(item.get("address", "")),
-                                str(item.get("mac", "")), bool(item.get("joined")), str(item.get("sandbox", "")))
+                                str(item.get("mac", "")), bool(item.get("joined")), str(item.get("sandbox", "")),
+                                str(item.get("address6", "")))
             owner = self.networks.get(ep.network)
             if owner is None:
                 continue
             self.endpoints[ep_id] = ep
             if ep.joined and owner.cfg.bridge and not links.attach(links.veth_names(ep_id)[0], owner.cfg.bridge):
                 ep.joined = False  # its container went while we were away; Docker will say Leave
+            if ep.joined:
+                self._neigh(ep, True)
         log.info("docker: %d networks and %d endpoints back from %s", len(self.networks), len(self.endpoints),
                  self.cfg.state)
         self.save()
