@@ -224,9 +224,13 @@ def cmd_check(a: argparse.Namespace) -> int:
         print(f"  peers: {', '.join(n.peers) or '(none)'}; learning {'on' if n.learning else 'off'}, "
               f"ageing {n.ageing:g}s; unknown sources {'allowed' if n.allow_unknown_sources else 'dropped'}; "
               f"source ports {n.source_ports[0]}-{n.source_ports[1]}")
-        if n.encrypt:           # the path and the ids, never a key
+        if n.encrypt and n.key_file:    # the path and the ids, never a key
             print(f"  encrypted: ESP in UDP, {n.cipher}, key file {n.key_file}; new keys used after "
                   f"{n.rekey_delay:g}s")
+        elif n.encrypt:
+            every = f"every {n.rekey_interval:g}s" if n.rekey_interval else "by `vxlan-dp keys rotate` only"
+            print(f"  encrypted: ESP in UDP, {n.cipher}, keys from the etcd store, used once every member has "
+                  f"them; rotated {every}")
         for f in n.fdb:
             print(f"  fdb: {f.mac} -> {f.remote} (static)")
     return 0
@@ -539,7 +543,7 @@ def cmd_fdb(a: argparse.Namespace) -> int:
 def cmd_keys(a: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
     from .core.keys import KeyFileError
-    from .keyman import new_key_file, rotate
+    from .keyman import new_key_file, rotate, rotate_store
     from .rpc import DEFAULT_SOCKET
     try:
         if a.keyscmd == "new":
@@ -548,6 +552,10 @@ def cmd_keys(a: argparse.Namespace) -> int:
             return 0
         cfg = load_config(a.config)
         net = next((n for n in cfg.networks if n.name == a.network), None)
+        if cfg.daemon.control == "etcd" and (net is None or (net.encrypt and net.key_file is None)):
+            # keys in the store: the store is the distribution, the daemons acknowledge there
+            rotate_store(cfg, a.network, grace=a.grace if a.grace is not None else 30.0)
+            return 0
         if net is None or not net.encrypt or not net.key_file:
             print(f"vxlan-dp keys rotate: {a.config} has no encrypted network {a.network!r}", file=sys.stderr)
             return EXIT_USAGE
@@ -640,14 +648,16 @@ def build_parser() -> argparse.ArgumentParser:
     kn.add_argument("path")
     kn.add_argument("--id", type=int, default=1, help="key id, 1..255 (default 1)")
     kn.set_defaults(func=cmd_keys)
-    kr = ksub.add_parser("rotate", help="add a new key to NET's key file, reload, retire the old keys "
-                                        "once every daemon sends with the new one")
+    kr = ksub.add_parser("rotate", help="add a new key to NET's key file (or, control = \"etcd\" without "
+                                        "key_file, to the store), retire the old keys once every daemon "
+                                        "sends with the new one")
     kr.add_argument("network")
     kr.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     kr.add_argument("--socket", action="append",
                     help=f"status socket of a daemon to reload; repeat for several (default {DEFAULT_SOCKET})")
     kr.add_argument("--grace", type=float, help="seconds to wait for every daemon to send with the new key "
-                                                 "before retiring the old ones (default 2 x rekey_delay + 5)")
+                                                 "before retiring the old ones (default: key file 2 x "
+                                                 "rekey_delay + 5; etcd store 30)")
     kr.set_defaults(func=cmd_keys)
 
     f = sub.add_parser("fdb", help="a network's forwarding entries (--neigh: its ARP / ND table)")

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ConfigError", "FdbStatic", "NeighStatic", "NetworkConfig", "EtcdConfig", "DaemonConfig", "Config",
            "parse_config", "load_config", "config_from_dict", "store_network", "check_networks",
-           "STORE_NETWORK_KEYS", "EMBEDDED_DEFAULT", "DockerConfig", "docker_network",
+           "STORE_NETWORK_KEYS", "EMBEDDED_DEFAULT", "DockerConfig", "docker_network", "docker_key_file",
            "DOCKER_OPTION_KEYS"]
 
 T = TypeVar("T")
@@ -156,9 +156,11 @@ class NetworkConfig:
     nvgre: bool = False
     max_fdb_entries: int = 65536
     encrypt: bool = False           # ESP in UDP (vxlan_dp/wire/esp.py); vxlan / gre-udp only
-    key_file: str | None = None     # `<id> <64 hex>` per line; root-owned, mode 0600
+    key_file: str | None = None     # `<id> <64 hex>` per line; root-owned, mode 0600;
+                                    # None with encrypt: keys from the etcd store (P/keys/<name>/)
     cipher: str = "aes-256-gcm"     # or "chacha20-poly1305"
-    rekey_delay: float = 10.0       # seconds a new key waits before senders use it
+    rekey_delay: float = 10.0       # key file: seconds a new key waits before senders use it
+    rekey_interval: float | None = None  # store keys: make a new key this often (None: never)
     neigh: tuple[NeighStatic, ...] = ()     # IP -> MAC for ARP / ND suppression (+ fdb[].ip)
     suppress_arp: bool | None = None        # None: on where the neighbour table has entries
     neigh_snoop: bool = False               # learn IP -> MAC from ARP replies / NAs on the TAP
@@ -326,6 +328,11 @@ def _config(d: Mapping[str, Any], source: str) -> Config | None:
     if daemon.control == "static" and not networks and docker is None:
         raise ConfigError("network", 'control = "static" needs at least one [[network]] table '
                                      '(or a [docker] table: networks made with docker network create)')
+    if daemon.control != "etcd":
+        for i, n in enumerate(networks):
+            if n.encrypt and n.key_file is None:
+                raise ConfigError(f"network[{i}].key_file", 'an encrypted network needs a key file '
+                                  '(keys come from the store only with control = "etcd")')
     if docker is not None and docker.api is not None and daemon.control != "etcd":
         raise ConfigError("docker.api", 'shares networks through the store: needs control = "etcd"')
     if docker is not None and docker.local is None and daemon.control == "static":
@@ -518,21 +525,47 @@ def _option_value(key: str, value: Any) -> Any:
     return value
 
 
-def docker_network(options: Mapping[str, Any], docker: DockerConfig, local: str | None = None) -> NetworkConfig:
+DOCKER_REKEY = 12 * 3600.0     # Docker's overlay rotates its keys every 12 hours
+
+
+def docker_key_file(key_dir: str, vni: int) -> str:
+    """Where a Docker network's key file lives with static control (the same path on every host)."""
+    return os.path.join(key_dir, f"docker-{vni}.key")
+
+
+def docker_network(options: Mapping[str, Any], docker: DockerConfig, local: str | None = None,
+                   key_dir: str | None = None) -> NetworkConfig:
     """The network `docker network create -d vxlan-dp -o vni=42 -o port=4790 ...` asks for.
 
     The options go through the [[network]] checks; a ConfigError names the option as typed
     (`-o vni: 16777216 is out of range 0..16777215`). The VNI names the network on every host
     (`docker-42`, TAP `vxdp-42`, bridge `vxbr-42`): the same command on each host makes the
     same network. Peers: `-o peers=a,b`, else [docker] peers (static control).
+
+    `-o encrypted` (Docker's overlay option; "", "true" or "false") is `encrypt`. An encrypted
+    network's keys: with `key_dir` (static control) the key file docker_key_file(key_dir, vni),
+    which the plugin makes if missing; without (etcd) the store, rotated every 12 hours unless
+    `-o rekey_interval` says otherwise.
     """
     local = local or docker.local
     raw = {str(k): _option_value(str(k), v) for k, v in options.items()}
     try:
         if local is None:
             raise ConfigError("docker.local", "this host's underlay address is not known (set docker.local)")
+        if "encrypted" in raw:
+            enc = raw.pop("encrypted")
+            if "encrypt" in raw:
+                raise ConfigError("-o encrypted", "give -o encrypted or -o encrypt, not both")
+            if enc not in ("", True, False):
+                raise ConfigError("-o encrypted", f"expected true or false, got {_show(enc)}")
+            raw["encrypt"] = enc is not False
         t = _Table(raw, "-o", DOCKER_OPTION_KEYS)
         vni = t.take("vni", _int(0, VNI_MAX))
+        if raw.get("encrypt") is True:
+            if key_dir is not None:
+                raw["key_file"] = docker_key_file(key_dir, vni)
+            else:
+                raw.setdefault("rekey_interval", DOCKER_REKEY)
         raw |= {"name": f"docker-{vni}", "local": local, "tap": f"vxdp-{vni}", "bridge": f"vxbr-{vni}"}
         if "peers" not in raw:
             mine = ipaddress.ip_address(local)
@@ -565,7 +598,7 @@ def _bridge_pattern(v: Any) -> str | None:
 _NETWORK_KEYS = ("name", "vni", "encap", "port", "local", "tap", "bridge", "mtu", "learning",
                  "peers", "fdb", "ageing", "source_ports", "allow_unknown_sources", "strict",
                  "nvgre", "max_fdb_entries", "neigh", "suppress_arp", "neigh_snoop", "encrypt", "key_file",
-                 "cipher", "rekey_delay")
+                 "cipher", "rekey_delay", "rekey_interval")
 CIPHERS = ("aes-256-gcm", "chacha20-poly1305")
 
 
@@ -588,7 +621,7 @@ def _network(raw: Any, path: str) -> NetworkConfig:
     nvgre = t.take("nvgre", _bool, False)
     if nvgre and encap == "vxlan" and "encap" not in t.bad:
         raise ConfigError(t.field("nvgre"), 'NVGRE applies to encap "gre" and "gre-udp", not "vxlan"')
-    encrypt, key_file, cipher, rekey_delay = _encryption(t, encap)
+    encrypt, key_file, cipher, rekey_delay, rekey_interval = _encryption(t, encap)
     mtu = t.take("mtu", _int(MTU_MIN, MTU_MAX), None)
     learning = t.take("learning", _bool, True)
     if local is _BAD:   # peers and FDB remotes are judged against local: not without it
@@ -613,26 +646,33 @@ def _network(raw: Any, path: str) -> NetworkConfig:
         suppress_arp=suppress_arp, neigh_snoop=neigh_snoop, ageing=ageing, source_ports=source_ports,
         allow_unknown_sources=allow_unknown_sources, strict=strict, nvgre=nvgre,
         max_fdb_entries=max_fdb_entries, encrypt=encrypt, key_file=key_file, cipher=cipher,
-        rekey_delay=rekey_delay,
+        rekey_delay=rekey_delay, rekey_interval=rekey_interval,
     )
 
 
-def _encryption(t: _Table, encap: str) -> tuple[bool, str | None, str, float]:
-    """`encrypt`, `key_file`, `cipher`, `rekey_delay`. The key file is read here (owner,
-    mode, syntax) so `check` finds what `run` would; its keys are zeroed right away, and no
-    error message ever holds key material (vxlan_dp/core/keys.py)."""
+def _encryption(t: _Table, encap: str) -> tuple[bool, str | None, str, float, float | None]:
+    """`encrypt`, `key_file`, `cipher`, `rekey_delay`, `rekey_interval`. The key file is read
+    here (owner, mode, syntax) so `check` finds what `run` would; its keys are zeroed right
+    away, and no error message ever holds key material (vxlan_dp/core/keys.py). Without a key
+    file the keys come from the etcd store (whether the control plane is etcd is a whole-file
+    rule: _config)."""
     from .core.keys import KeyFileError, load_key_file
 
     encrypt = t.take("encrypt", _bool, False)
     if not encrypt:
-        for key in ("key_file", "cipher", "rekey_delay"):
+        for key in ("key_file", "cipher", "rekey_delay", "rekey_interval"):
             if t.has(key):
                 raise ConfigError(t.field(key), "applies to encrypted networks only: add encrypt = true")
-        return False, None, "aes-256-gcm", 10.0
+        return False, None, "aes-256-gcm", 10.0, None
     if encap == "gre":
         raise ConfigError(t.field("encrypt"), 'ESP is carried in UDP: use encap = "vxlan" or "gre-udp"')
+    cipher = t.take("cipher", _choice(CIPHERS, fold=True), "aes-256-gcm")
     if not t.has("key_file"):
-        raise ConfigError(t.field("key_file"), "an encrypted network needs a key file")
+        return True, None, cipher, t.take("rekey_delay", _seconds, 10.0), t.take("rekey_interval", _duration, None)
+    if t.has("rekey_interval"):
+        raise ConfigError(t.field("rekey_interval"), 'automatic rotation needs the keys in the etcd store '
+                          '(control = "etcd", no key_file): several hosts never rewrite one file in step; '
+                          'rotate a key file with `vxlan-dp keys rotate` from a timer')
     key_file = t.take("key_file", _nonempty)
     try:
         keys = load_key_file(key_file, key_file)
@@ -640,8 +680,7 @@ def _encryption(t: _Table, encap: str) -> tuple[bool, str | None, str, float]:
         raise ConfigError(t.field("key_file"), str(e)) from None
     for k in keys.values():
         k[:] = bytes(len(k))
-    cipher = t.take("cipher", _choice(CIPHERS, fold=True), "aes-256-gcm")
-    return True, os.path.abspath(key_file), cipher, t.take("rekey_delay", _seconds, 10.0)
+    return True, os.path.abspath(key_file), cipher, t.take("rekey_delay", _seconds, 10.0), None
 
 
 def _source_ports(t: _Table) -> tuple[int, int]:
@@ -738,7 +777,7 @@ def _str_or_array(v: Any) -> str | list[Any]:
 # host's business and comes from its [etcd] table, peers and fdb entries are the store's own.
 STORE_NETWORK_KEYS = ("vni", "encap", "port", "mtu", "learning", "ageing", "source_ports",
                       "allow_unknown_sources", "strict", "nvgre", "max_fdb_entries", "suppress_arp",
-                      "neigh_snoop")
+                      "neigh_snoop", "encrypt", "cipher", "rekey_interval")
 # `docker network create -o KEY=VALUE`: what the store may say of a network (the host's own
 # local, tap and bridge come from [docker]; the VNI names it), and its static peers.
 DOCKER_OPTION_KEYS = (*STORE_NETWORK_KEYS, "peers")
@@ -750,6 +789,7 @@ _NOT_IN_STORE = {
     "peers": "come from the members/ keys of the store",
     "fdb": "comes from the fdb/ keys of the store",
     "neigh": "comes from the neigh/ keys of the store",
+    "key_file": "an encrypted store network's keys are the store's keys/<name>/<id>",
 }
 
 
@@ -918,6 +958,22 @@ def _seconds(v: Any) -> float:
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{v} is not a positive number of seconds")
     return float(v)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(v: Any) -> float:
+    """Seconds, or a string of a number and a unit: "90s", "30m", "12h", "1d"; at least 1 s."""
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd])\s*", v)
+        if not m:
+            raise ValueError(f'{_show(v)} is not a duration (a number of seconds, or as "90s", "30m", "12h", "1d")')
+        v = float(m.group(1)) * _UNITS[m.group(2)]
+    secs = _seconds(v)
+    if secs < 1:
+        raise ValueError(f"{secs:g} s is too short: at least 1 second")
+    return secs
 
 
 def _choice(options: tuple[str, ...], fold: bool = False) -> Callable[[Any], str]:

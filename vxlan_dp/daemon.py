@@ -99,6 +99,9 @@ class Daemon:
     def local_neigh(self, name: str, now: float) -> list[tuple[str, str, float]]:
         return self.networks.local_neigh(name, now)
 
+    def key_state(self, name: str) -> tuple[tuple[int, ...], int] | None:
+        return self.networks.key_state(name)
+
     # --- steering (frontend.Steer) --------------------------------------------------------
     def request_stop(self) -> None:
         self._stop.set()
@@ -134,6 +137,10 @@ class Daemon:
         net = self.networks.get(cfg.name)
         assert net is not None
         return net.mtu
+
+    async def ensure_keys(self, cfg: NetworkConfig) -> None:
+        """The store holds a key for encrypted network `cfg` (keyed by the store) once this returns."""
+        await self.control.ensure_keys(cfg.name)
 
     def neigh_set(self, network: str, ip: str, mac: str) -> None:
         self.networks.neigh.set(network, ip, mac)

@@ -41,7 +41,8 @@ from .datapath.poll import Pumps, ThreadPumps, make_pumps
 from .datapath.tap import Tap
 from .datapath.underlay import gro_enabled, open_endpoints, open_tx_socket, underlay_mtu
 from .fastpath.api import Dataplane
-from .core.keys import KeyRing, load_key_file, new_boot_id
+from .control.etcd_keys import KeySet
+from .core.keys import KeyFileError, KeyRing, load_key_file, new_boot_id
 from .neighbours import Neighbours
 from .wire import encap_overhead
 from .wire.esp import ESP_EXTRA
@@ -210,7 +211,7 @@ class Networks:
             if cfg.encrypt:     # before any reader: an encrypted network never sends in the clear
                 ring = KeyRing()
                 try:
-                    self._install_keys(cfg, handle, ring, boot := self._boot_id(), {})
+                    self._install_keys(cfg, handle, ring, boot := self._boot_id(), {}, store=desired.keys)
                 except Exception:
                     self.dp.remove_network(handle)
                     raise
@@ -223,7 +224,8 @@ class Networks:
             raise
         ep.users.add(cfg.name)
         self.neigh.attach(cfg.name, handle, cfg)
-        net = self._nets[cfg.name] = Network(cfg, handle, tap, mtu, key, Desired((), ()))
+        # the keys are installed already (above): apply must not install them again
+        net = self._nets[cfg.name] = Network(cfg, handle, tap, mtu, key, Desired((), (), (), desired.keys))
         if ring is not None:
             net.keys, net.boot_id = ring, boot
             net.key_seen = {kid: time.monotonic() for kid in ring.keys}
@@ -270,6 +272,11 @@ class Networks:
                     self.dp.fdb_add(net.handle, mac, remote)
             net.static_fdb = self.dp.fdb_statics(net.handle)
         self.neigh.apply(name, net.cfg, desired.neigh)
+        if net.keys is not None and net.cfg.key_file is None and desired.keys != net.desired.keys:
+            try:
+                self._install_keys(net.cfg, net.handle, net.keys, net.boot_id, net.key_seen, store=desired.keys)
+            except Exception as e:  # noqa: BLE001 - the installed keys stay; the next change retries
+                log.error("network %s: keys from the store not installed: %s", name, e)
         net.desired = desired
 
     def update_entries(self, name: str, fdb: FdbTable, fdb_remove: bytes = b"",
@@ -301,7 +308,7 @@ class Networks:
         """Re-read every encrypted network's key file (SIGHUP); a file that cannot be used
         leaves that network's keys as they were, and says why (never the keys)."""
         for name, net in self._nets.items():
-            if net.keys is None:
+            if net.keys is None or net.cfg.key_file is None:    # none, or from the store
                 continue
             try:
                 self._install_keys(net.cfg, net.handle, net.keys, net.boot_id, net.key_seen)
@@ -313,14 +320,29 @@ class Networks:
         the time for the same key to reach every peer, so rotation loses nothing."""
         for net in self._nets.values():
             ring = net.keys
-            if ring is None or ring.send_id == ring.newest():
-                continue
+            if ring is None or ring.send_id == ring.newest() or net.cfg.key_file is None:
+                continue    # with store keys, acknowledgements decide (apply)
             if now - net.key_seen.get(ring.newest(), now) >= net.cfg.rekey_delay:
                 self._install_keys(net.cfg, net.handle, ring, net.boot_id, net.key_seen, now=now)
 
+    def key_state(self, name: str) -> tuple[tuple[int, ...], int] | None:
+        """(installed key ids, send id) of encrypted network `name`, or None."""
+        net = self._nets.get(name)
+        if net is None or net.keys is None:
+            return None
+        return tuple(net.keys.keys), net.keys.send_id
+
     def _install_keys(self, cfg: NetworkConfig, handle: int, ring: KeyRing, boot: int,
-                      seen: dict[int, float], *, now: float | None = None) -> None:
-        keys = load_key_file(cfg.key_file or "", f"network {cfg.name}: key_file")
+                      seen: dict[int, float], *, now: float | None = None, store: KeySet | None = None) -> None:
+        """Install the network's keys: from its key file, or with no key file from the control
+        plane (`store`, whose acknowledgements also choose the send key)."""
+        if cfg.key_file is None:
+            if store is None or not store.ids:
+                raise KeyFileError(f"network {cfg.name}: no key in the store yet "
+                                   f"(`vxlan-dp keys rotate {cfg.name}` puts the first)")
+            keys = store.material()
+        else:
+            keys = load_key_file(cfg.key_file, f"network {cfg.name}: key_file")
         try:
             now = time.monotonic() if now is None else now
             for kid in keys:
@@ -329,7 +351,9 @@ class Networks:
                 if kid not in keys:
                     del seen[kid]
             newest = next(reversed(keys))
-            if not ring.keys or len(keys) == 1:
+            if store is not None:
+                send = store.send if store.send in keys else newest
+            elif not ring.keys or len(keys) == 1:
                 send = newest       # first start, or a single key: nothing else to use
             elif now - seen[newest] >= cfg.rekey_delay:
                 send = newest
@@ -477,8 +501,9 @@ class Networks:
 
 
 def _same_but_control(a: NetworkConfig, b: NetworkConfig) -> bool:
-    """True when only peers, static FDB and neighbour entries or the suppression mode differ:
-    those are applied in place."""
+    """True when only peers, static FDB and neighbour entries, the suppression mode or the
+    rekey timings differ: those are applied in place (read live)."""
     def control(n: NetworkConfig) -> NetworkConfig:
-        return replace(n, peers=(), fdb=(), neigh=(), fdb_ips=(), suppress_arp=None, neigh_snoop=False)
+        return replace(n, peers=(), fdb=(), neigh=(), fdb_ips=(), suppress_arp=None, neigh_snoop=False,
+                       rekey_delay=0.0, rekey_interval=None)
     return control(a) == control(b)

@@ -177,6 +177,35 @@ def test_cross_host_ping_and_iperf3_on_a_non_4789_port(dlab: DockerLab) -> None:
         dlab.remove("blue")
 
 
+def test_encrypted_option_with_static_control(dlab: DockerLab) -> None:
+    """`docker network create -o encrypted=true` (Docker's overlay option): host 1's plugin makes
+    the key file and says where; the user copies it to host 2 and creates the network there; the
+    containers ping across ESP in UDP. One backend: ESP's C == Python is test_esp_fastpath's."""
+    if dlab.backend != "c":
+        pytest.skip("the encrypted Docker network runs once, on the C backend")
+    import shutil
+
+    dlab.create("sealed", "192.168.61.0/24", "vni=43", "port=4791", "encrypted=true", hosts=[0])
+    try:
+        made = os.path.join(dlab.d[0].root, "keys", "docker-43.key")
+        assert "Copy it to the same path on every other host" in dlab.lab.log_tail(dlab.hosts[0], 50)
+        assert os.stat(made).st_mode & 0o777 == 0o600
+        there = os.path.join(dlab.d[1].root, "keys")
+        os.makedirs(there, mode=0o700, exist_ok=True)
+        shutil.copy2(made, there)
+        dlab.create("sealed", "192.168.61.0/24", "vni=43", "port=4791", "encrypted=true", hosts=[1])
+        a, b = dlab.run(0, "s1", "sealed"), dlab.run(1, "s2", "sealed")
+        assert dlab.ping(0, "s1", b) and dlab.ping(1, "s2", a)
+        for h in dlab.hosts[:2]:
+            net = dlab.lab.status(h)["networks"]["docker-43"]
+            assert net["encryption"] == {"cipher": "aes-256-gcm", "key_ids": [1], "send_key": 1}, net
+            assert net["counters"]["rx_packets"] > 0
+        key = open(made).read().split()[1]
+        assert key[:16] not in dlab.lab.log_tail(dlab.hosts[0], 200)
+    finally:
+        dlab.remove("sealed")
+
+
 def test_addresses_unique_across_hosts(dlab: DockerLab) -> None:
     import ipaddress
 

@@ -78,6 +78,33 @@ def test_store_allocates_unique_addresses_and_carries_traffic(elab: DockerLab) -
     assert _claims(elab) == {}
 
 
+def test_encrypted_option_keys_from_the_store(elab: DockerLab) -> None:
+    """`-o encrypted=true` with etcd control, created on both hosts at once: the store ends
+    with one key (made by one host, the other waits for it through its watch), both members
+    acknowledge it and the containers ping across ESP. One backend (C == Python: test_esp_fastpath)."""
+    if elab.backend != "c":
+        pytest.skip("the encrypted Docker network runs once, on the C backend")
+    import threading
+
+    made = [threading.Thread(target=elab.create, args=("sealed", "192.168.61.0/24", "vni=43", "port=4791",
+                                                         "encrypted=true"), kwargs={"hosts": [i]}) for i in range(2)]
+    for t in made:
+        t.start()
+    for t in made:
+        t.join(60)
+    try:
+        keys = elab.lab.etcdctl("get", "--prefix", "--keys-only", "/vxlan-dp/keys/docker-43/").stdout.split()
+        assert keys == ["/vxlan-dp/keys/docker-43/1"], keys
+        a, b = elab.run(0, "x1", "sealed"), elab.run(1, "x2", "sealed")
+        assert elab.ping(0, "x1", b) and elab.ping(1, "x2", a)
+        for h in elab.hosts:
+            assert elab.lab.status(h)["networks"]["docker-43"]["encryption"]["send_key"] == 1
+            member = elab.lab.etcdctl("get", "--print-value-only", f"/vxlan-dp/members/docker-43/{h.ip4}").stdout
+            assert json.loads(member)["keys"] == [1], member
+    finally:
+        elab.remove("sealed")
+
+
 def test_a_network_created_on_one_host_appears_on_every_host() -> None:
     """[docker] api: `docker network create` once; the store carries it, every other host's
     vxlan-dp creates it in its own Docker (Docker SDK); `docker network rm` once removes it."""

@@ -8,7 +8,9 @@ so that a dead host's departure is seen within the test's time.
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -18,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from helpers import flush_neighbours, need_tool, wait_for
+from helpers import c_backend, flush_neighbours, need_tool, wait_for
 from vxlan_dp.lab import Container, Host, Lab, netns
+from vxlan_dp.wire.esp import ESP_EXTRA
 
 TTL = 3          # seconds: the daemons' lease TTL in these labs
 PREFIX = "/vxlan-dp"
@@ -291,3 +294,109 @@ def _neigh_rows(lab: Lab, h: Host) -> dict[str, str]:
     r = lab.run(h.ns, [sys.executable, "-m", "vxlan_dp", "fdb", "blue", "--neigh", "--json",
                        "--socket", h.socket_path])
     return {row["ip"]: row["mac"] for row in json.loads(r.stdout or "[]")} if r.returncode == 0 else {}
+
+
+def _ping_load(src: Container, dst: str) -> subprocess.Popen[str]:
+    return netns.popen(src.ns, ["ping", "-n", "-i", "0.01", "-W", "2", dst], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+
+
+def _ping_end(p: subprocess.Popen[str]) -> tuple[int, list[int], str]:
+    """(requests judged, their sequence numbers that got no reply) of a load ping stopped now.
+    ping's own summary counts the requests still in flight at the interrupt as lost; those
+    after the last reply are not judged (bounded: at most 50, half a second at 10 ms)."""
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=10)
+    m = re.search(r"(\d+) packets transmitted", out)
+    assert m, out
+    seqs = {int(x) for x in re.findall(r"bytes from .* icmp_seq=(\d+)", out)}
+    assert seqs and int(m.group(1)) - max(seqs) <= 50, out[-300:]
+    return max(seqs), sorted(set(range(1, max(seqs) + 1)) - seqs), out
+
+
+def _logged_at(h: Host, pattern: str) -> datetime.datetime:
+    """When `h`'s daemon first logged a line matching `pattern` (the logs' asctime, to the ms)."""
+    for line in open(h.log_path, errors="replace"):
+        if re.search(pattern, line):
+            return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    raise AssertionError(f"{h.name} never logged {pattern!r}")
+
+
+def _enc(lab: Lab, h: Host) -> dict[str, Any]:
+    return lab.status(h)["networks"].get("blue", {}).get("encryption") or {}
+
+
+def test_encrypted_network_keyed_by_the_store_rotates_under_load(make_lab):
+    """Issue 14's etcd path, one lab (C backend): keys live in the store (the first put by
+    `vxlan-dp keys rotate` itself, while the network waits for it); the three daemons install them,
+    acknowledge them in their
+    member values and warn that the store is reached without TLS. Under ping load,
+    `vxlan-dp keys rotate blue` from host 1 puts key 2, every host installs it, then sends with
+    it once every member acknowledged it, and key 1 is retired: 0 lost, all on key 2. Then
+    `rekey_interval` on the store's definition: exactly one host (the lowest address) makes each
+    new key, still 0 lost. No key material in any log, status or output."""
+    c_backend()
+    lab = make_lab(3)
+    for h in lab.hosts:
+        lab.add_container(h, mtu=lab.overlay_mtu() - ESP_EXTRA)
+    lab.settle()
+    lab.add_etcd_host()
+    h1, h2, h3 = lab.hosts
+    net = {"vni": 42, "encap": "vxlan", "port": 4789, "encrypt": True}
+    assert lab.etcdctl("put", f"{PREFIX}/networks/blue", json.dumps(net)).returncode == 0
+    cfg = f"{lab.workdir}/keys.toml"
+    with open(cfg, "w") as f:
+        f.write(lab.etcd_toml(h1))
+
+    def rotate() -> subprocess.CompletedProcess[str]:
+        return lab.run(h1.ns, [sys.executable, "-m", "vxlan_dp", "keys", "rotate", "blue", "-c", cfg,
+                               "--grace", "15"], timeout=40)
+    for h in lab.hosts:
+        _start(lab, h, "c")
+    # no key in the store yet: the network waits rather than run in the clear
+    assert "holds no key yet" in lab.status(h1)["control"]["problems"]["blue"]
+    assert "blue" not in lab.status(h1)["networks"]
+    first = rotate()
+    assert first.returncode == 0 and "key 1 put in the store" in first.stdout, first.stdout + first.stderr
+    assert "without TLS" in first.stdout
+    key1 = _store(lab)[f"{PREFIX}/keys/blue/1"]["key"]
+    for h in lab.hosts:
+        wait_for(f"{h.name} acknowledges key 1", lambda h=h: _store(lab).get(f"{PREFIX}/members/blue/{h.ip4}", {})
+                 .get("keys") == [1], 5)
+    a, b, c = (h.containers[0] for h in lab.hosts)
+    _all_ping(lab)
+
+    load = [_ping_load(a, b.ip), _ping_load(c, a.ip)]
+    time.sleep(0.3)
+    r = rotate()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "key 2 put in the store" in r.stdout and "3 members send with key 2; keys 1 retired" in r.stdout, r.stdout
+    for h in lab.hosts:
+        wait_for(f"{h.name} holds key 2 only", lambda h=h: _enc(lab, h) == {"cipher": "aes-256-gcm",
+                                                                            "key_ids": [2], "send_key": 2}, 5)
+        log = open(h.log_path, errors="replace").read()
+        assert re.search(r"WARNING etcd http://\S+ is reached without TLS and the encryption keys of network\(s\) "
+                         "blue come from it", log), log
+    # the acknowledgements at work: no host sent with key 2 before every host had installed it
+    installed = max(_logged_at(h, r"keys 1 2 installed") for h in lab.hosts)
+    sending = min(_logged_at(h, r"installed, sending with key 2") for h in lab.hosts)
+    assert installed <= sending, (installed, sending)
+    assert f"{PREFIX}/keys/blue/1" not in _store(lab)
+
+    # automatic rotation, on the store's definition: no restart (the pings go on)
+    assert lab.etcdctl("put", f"{PREFIX}/networks/blue", json.dumps(net | {"rekey_interval": 2})).returncode == 0
+    wait_for("an automatic rotation to key 3, key 2 retired",
+             lambda: all(_enc(lab, h).get("key_ids") == [3] for h in lab.hosts), 12)
+    assert lab.etcdctl("put", f"{PREFIX}/networks/blue", json.dumps(net)).returncode == 0
+    for p in load:
+        sent, lost, out = _ping_end(p)
+        assert sent > 150 and lost == [], (lost, out[-300:])
+    drivers = [h.name for h in lab.hosts if "automatic rotation" in open(h.log_path, errors="replace").read()]
+    assert drivers == [h1.name], drivers      # the lowest member address, and only it
+    key3 = _store(lab)[f"{PREFIX}/keys/blue/3"]["key"]
+    said = first.stdout + first.stderr + r.stdout + r.stderr
+    for h in lab.hosts:
+        seen = open(h.log_path, errors="replace").read() + json.dumps(lab.status(h)) + said
+        assert key1[:16] not in seen and key3[:16] not in seen
+        drops = {k: v for k, v in lab.status(h)["endpoints"][0]["counters"].items() if k.startswith("drop_") and v}
+        assert drops == {}, (h.name, drops)

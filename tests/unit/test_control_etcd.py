@@ -20,6 +20,9 @@ from helpers import eth_frame
 from vxlan_dp.config import ConfigError, EtcdConfig, parse_config, store_network
 from vxlan_dp.control import Desired, StaticControl, make_control
 from vxlan_dp.control.etcd import Endpoint, EtcdControl, _describe, _still_ours, parse_endpoint
+from vxlan_dp.control.etcd_keys import (KeySet, MemberAck, Retire, Rotate, StoreKey, all_send, choose_send,
+                                        decode_key, decode_member, encode_key, encode_member, ordered,
+                                        rotation_step)
 from vxlan_dp.control.etcd_state import (FDB, NEIGH, Change, Keys, Publisher, StoreView, decode_fdb,
                                          decode_neigh, desired_for, encode_fdb, encode_neigh, installable,
                                          plan_networks)
@@ -302,6 +305,9 @@ class _Sink:
     def apply(self, name: str, desired: Desired) -> None:
         self.applied.append((name, desired))
 
+    def key_state(self, name: str) -> tuple[tuple[int, ...], int] | None:
+        return None
+
     def local_macs(self, name: str, now: float) -> list[tuple[str, float]]:
         return []
 
@@ -418,3 +424,110 @@ def test_bad_neigh_keys_are_remembered_not_applied() -> None:
     assert "group address" in reasons["192.168.0.4"] and '{"mac"' in reasons["192.168.0.5"]
     assert '"host"' in reasons["192.168.0.7"]
     assert decode_neigh(encode_neigh(M1)) == (M1, None)
+
+
+# --- encryption keys in the store (issue 14) -----------------------------------------------
+
+KEY1, KEY2 = "11" * 32, "22" * 32
+
+
+def _key(hexkey: str, serial: int, created: float | None = NOW) -> dict[str, Any]:
+    return {"key": hexkey, "serial": serial} | ({} if created is None else {"created": created})
+
+
+def test_key_values_decode_and_errors_never_quote_the_value() -> None:
+    k = decode_key(encode_key(bytes.fromhex(KEY1), 3, NOW))
+    assert (bytes(k.material).hex(), k.serial, k.created) == (KEY1, 3, NOW) and KEY1 not in repr(k)
+    secret = "ab" * 31 + "zz"                        # 64 characters, not hex
+    for bad in (b"x" + secret.encode(), json.dumps({"key": secret}).encode(), json.dumps({"key": KEY1[:-2]}).encode(),
+                json.dumps({"key": KEY1, "serial": -1}).encode(), json.dumps({"key": KEY1, "created": "x"}).encode()):
+        with pytest.raises(ValueError) as ei:
+            decode_key(bad)
+        assert secret[:16] not in str(ei.value) and KEY1[:16] not in str(ei.value)
+    v = _view(("/vxlan-dp/keys/blue/1", {"key": secret}), ("/vxlan-dp/keys/blue/0", _key(KEY1, 1)),
+              ("/vxlan-dp/keys/blue/2", _key(KEY2, 2)))
+    assert set(v.netkeys["blue"]) == {2} and len(v.bad) == 2
+    assert secret[:16] not in json.dumps({k.decode(): r for k, r in v.bad.items()})
+
+
+def test_member_values_acknowledge_installed_keys_and_changes_are_dirty() -> None:
+    assert decode_member(encode_member([7, 8], 7)) == MemberAck((7, 8), 7)
+    assert decode_member(encode_member()) == MemberAck() == decode_member(b"junk")
+    v = _view(("/vxlan-dp/members/blue/198.18.0.2", {"version": "x"}))
+    assert v.acks["blue"][B] == MemberAck()
+    assert v.put(K.member("blue", B), encode_member([1], 1)) == Change(dirty={"blue"})
+    assert v.put(K.member("blue", B), encode_member([1], 1)) == Change()
+    assert v.delete(K.member("blue", B)) == Change(dirty={"blue"}) and "blue" not in v.acks
+    # the first key of a network re-plans the networks (one waiting for it can start), later ones not
+    assert v.put(K.key("blue", 1), encode_key(bytes(32), 1, NOW)) == Change(networks=True, dirty={"blue"})
+    assert v.put(K.key("blue", 2), encode_key(bytes(32), 2, NOW)) == Change(dirty={"blue"})
+    assert v.delete(K.key("blue", 1)) == Change(dirty={"blue"}) and list(v.netkeys["blue"]) == [2]
+
+
+def test_senders_use_the_newest_key_once_every_other_member_has_it() -> None:
+    keys = {9: StoreKey(bytearray(32), 1), 2: StoreKey(bytearray(32), 2)}   # id 2 is newer: ids wrap
+    assert ordered(keys) == [9, 2]
+    acks = {A: MemberAck((9, 2), 9), B: MemberAck((9,), 9), C: MemberAck((9, 2), 9)}
+    assert choose_send([9, 2], acks, A) == 9                     # B has not installed 2 yet
+    acks[B] = MemberAck((9, 2), 9)
+    assert choose_send([9, 2], acks, A) == 2
+    assert choose_send([9, 2], {A: MemberAck((9,), 9), B: MemberAck()}, B) == 9     # our own ack is not waited for
+    assert choose_send([9, 2], {B: MemberAck()}, A) == 2          # an old daemon acknowledges nothing: not waited for
+    assert choose_send([9, 2], {B: MemberAck((5,), 5)}, A) == 9   # nothing in common: the oldest
+    assert choose_send([], {}, A) == 0
+
+
+def test_desired_carries_the_store_keys_only_for_store_keyed_networks() -> None:
+    v = _view(("/vxlan-dp/keys/blue/1", _key(KEY1, 1)), ("/vxlan-dp/keys/blue/2", _key(KEY2, 2)),
+              ("/vxlan-dp/members/blue/198.18.0.2", {"keys": [1], "send": 1}))
+    d = desired_for(v, _blue(encrypt=True))
+    assert d.keys is not None and d.keys.ids == (1, 2) and d.keys.send == 1
+    assert KEY1[:8] not in repr(d) and KEY2[:8] not in repr(d)
+    assert {k: bytes(m).hex() for k, m in d.keys.material().items()} == {1: KEY1, 2: KEY2}
+    v.put(K.member("blue", B), encode_member([1, 2], 1))
+    assert desired_for(v, _blue(encrypt=True)).keys == KeySet([(1, bytes.fromhex(KEY1)), (2, bytes.fromhex(KEY2))], 2)
+    assert desired_for(v, _blue()).keys is None
+    nets, problems = plan_networks([], _view(("/vxlan-dp/networks/blue", {"vni": 42, "encrypt": True})), ETCD, A)
+    assert nets == {} and "holds no key yet" in problems["blue"]        # never up in the clear
+    v.put(K.network("blue"), b'{"vni": 42, "encrypt": true}')
+    nets, problems = plan_networks([], v, ETCD, A)
+    assert set(nets) == {"blue"} and problems == {}
+    with pytest.raises(ConfigError, match="key_file"):
+        _blue(encrypt=True, key_file="/x")
+
+
+def test_automatic_rotation_is_driven_by_the_lowest_member_alone() -> None:
+    one = {1: StoreKey(bytearray(32), 1, NOW)}
+    acks = {C: MemberAck((1,), 1), A: MemberAck((1,), 1), B: MemberAck((1,), 1)}
+    kw: dict[str, Any] = {"interval": 60, "all_sending_since": None}
+    assert rotation_step(one, acks, A, now=NOW + 59, **kw) is None
+    assert rotation_step(one, acks, A, now=NOW + 60, **kw) == Rotate(2, 2)
+    assert rotation_step(one, acks, B, now=NOW + 600, **kw) is None        # not the lowest: never
+    assert rotation_step(one, {B: acks[B], C: acks[C]}, B, now=NOW + 60, **kw) == Rotate(2, 2)  # A left
+    two = one | {2: StoreKey(bytearray(32), 2, NOW + 60)}
+    assert rotation_step(two, acks, A, now=NOW + 70, interval=60, all_sending_since=None) is None
+    assert not all_send(two, acks)
+    acks = {a: MemberAck((1, 2), 2) for a in acks}
+    assert all_send(two, acks)
+    assert rotation_step(two, acks, A, now=NOW + 70, interval=60, all_sending_since=NOW + 69.5) is None
+    assert rotation_step(two, acks, A, now=NOW + 70, interval=60, all_sending_since=NOW + 68) == Retire((1,))
+    assert rotation_step({255: StoreKey(bytearray(32), 7, None)}, acks, A, now=NOW, **kw) == Rotate(1, 8)
+
+
+def test_rekey_interval_and_store_keys_in_the_config() -> None:
+    etcd = '[daemon]\ncontrol = "etcd"\n[etcd]\nendpoints = ["198.18.0.254:2379"]\n'
+    net = '[[network]]\nname = "blue"\nvni = 42\nlocal = "198.18.0.1"\ntap = "t0"\nencrypt = true\n'
+    n = parse_config(etcd + net + 'rekey_interval = "12h"\n').networks[0]
+    assert (n.key_file, n.rekey_interval) == (None, 43200.0)
+    assert parse_config(etcd + net).networks[0].rekey_interval is None
+    for text, field, words in (
+            (net, "network[0].key_file", 'control = "etcd"'),
+            (etcd + net + 'rekey_interval = "12 parsecs"\n', "network[0].rekey_interval", "not a duration"),
+            (etcd + net + "rekey_interval = 0.5\n", "network[0].rekey_interval", "at least 1 second"),
+            (etcd + net.replace("encrypt = true\n", "") + "rekey_interval = 60\n", "network[0].rekey_interval",
+             "encrypt = true")):
+        with pytest.raises(ConfigError) as ei:
+            parse_config(text)
+        assert ei.value.problems[0].field == field if ei.value.problems else ei.value.field == field
+        assert words in str(ei.value), str(ei.value)
+    assert _blue(encrypt=True, rekey_interval="1d").rekey_interval == 86400.0

@@ -27,6 +27,7 @@ class FakeDaemon:
         self.running: dict[str, NetworkConfig] = {}
         self.added: list[str] = []
         self.neigh: dict[tuple[str, str], str] = {}     # (network, ip) -> mac: neigh_set's table
+        self.ensured: list[str] = []
 
     def add_network(self, cfg: NetworkConfig) -> int:
         if any(n.vni == cfg.vni for n in self.running.values()):
@@ -46,6 +47,9 @@ class FakeDaemon:
 
     def neigh_delete(self, network: str, ip: str) -> bool:
         return self.neigh.pop((network, ip), None) is not None
+
+    async def ensure_keys(self, cfg: NetworkConfig) -> None:
+        self.ensured.append(cfg.name)
 
 
 class FakeLinks:
@@ -137,6 +141,11 @@ def test_handshake_and_http_errors(env: Any) -> None:
     ({"vni": "42", "prot": "4790"}, '-o prot: unknown key (did you mean "port"?)'),
     ({"vni": "42", "encap": "gre", "port": "4790"}, "-o port: encap \"gre\" is IP protocol 47"),
     ({"vni": "42", "mtu": "40"}, "-o mtu: 40 is out of range 68..65535"),
+    ({"vni": "42", "encrypted": "maybe"}, '-o encrypted: expected true or false, got "maybe"'),
+    ({"vni": "42", "encrypted": "true", "encap": "gre"}, "-o encrypt: ESP is carried in UDP"),
+    ({"vni": "42", "encrypted": "true", "encrypt": "true"}, "-o encrypted: give -o encrypted or -o encrypt"),
+    ({"vni": "42", "encrypted": "true", "rekey_interval": "1h"}, "-o rekey_interval: automatic rotation needs"),
+    ({"vni": "42", "encrypted": "", "cipher": "des"}, '-o cipher: "des" is not one of'),
 ])
 def test_bad_options_fail_create_with_the_field_named(env: Any, opts: dict[str, str], err: str) -> None:
     cfg, daemon, fl = env
@@ -152,6 +161,41 @@ def test_bad_options_fail_create_with_the_field_named(env: Any, opts: dict[str, 
 
     _run(go())
     assert daemon.running == {} and fl.links == {}
+    assert not os.path.exists(os.path.join(os.path.dirname(cfg.state), "keys"))   # no key made for nothing
+
+
+def test_encrypted_option_static_makes_a_key_file_etcd_asks_the_store(env: Any) -> None:
+    """`-o encrypted=true`: static control makes the network's key file (0600, beside the state
+    file) and reuses it; etcd control keys it by the store (first key ensured, 12 h rotation)."""
+    if os.geteuid() != 0:
+        pytest.skip("key files must be owned by root: needs root")
+    cfg, daemon, fl = env
+
+    async def go(plugin: Plugin) -> dict[str, Any]:
+        runner = await server.serve(plugin.routes(), cfg.socket)
+        try:
+            return (await _call(cfg.socket, "NetworkDriver.CreateNetwork",
+                                _create({"vni": "42", "encrypted": "true", "port": "5555"})))[1]
+        finally:
+            await runner.cleanup()
+
+    assert _run(go(Plugin(cfg, daemon))) == {}
+    path = os.path.join(os.path.dirname(cfg.state), "keys", "docker-42.key")
+    n = daemon.running["docker-42"]
+    assert (n.encrypt, n.key_file, n.cipher, n.rekey_interval) == (True, path, "aes-256-gcm", None)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    key = open(path).read()
+    daemon.running.clear()
+    _run(go(Plugin(cfg, daemon)))       # made once: a second create (another network id, a restart) reuses it
+    assert open(path).read() == key and daemon.ensured == []
+
+    class StoreBook:                    # the plugin tells static from etcd by its address book
+        held: dict[str, dict[str, str]] = {}
+    daemon.running.clear()
+    assert _run(go(Plugin(cfg, daemon, book=StoreBook()))) == {}  # type: ignore[arg-type]  # a stand-in
+    n = daemon.running["docker-42"]
+    assert (n.encrypt, n.key_file, n.rekey_interval) == (True, None, 12 * 3600.0)
+    assert daemon.ensured == ["docker-42"]
 
 
 def _create(opts: dict[str, str], net_id: str = NET_ID) -> dict[str, Any]:

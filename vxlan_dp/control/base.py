@@ -12,7 +12,8 @@ Invariants:
   never concurrently with a pump.
 - `Desired.peers` is in a stable order (the file's for static, sorted for etcd) and never holds
   the network's own local address; `Desired.fdb` holds at most one entry per MAC and
-  `Desired.neigh` at most one per IP address. Equal inputs
+  `Desired.neigh` at most one per IP address. `Desired.keys` (store-keyed encrypted networks)
+  shows ids only in its repr. Equal inputs
   give equal Desired values, so the daemon's diff in `apply` does nothing when nothing changed.
 - The etcd plane's own entries do not travel in Desired (which holds the file's): they go to
   the data plane through `update_entries`, batched, and no copy of them is kept in Python.
@@ -24,10 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Config, NetworkConfig
 from ..core.fdbtable import FdbTable
+
+if TYPE_CHECKING:
+    from .etcd_keys import KeySet
 
 __all__ = ["Desired", "ControlPlane", "ControlSink"]
 
@@ -37,6 +41,8 @@ class Desired:
     peers: tuple[str, ...]
     fdb: FdbTable | tuple[tuple[str, str], ...]  # (mac, remote); the static file's come packed
     neigh: tuple[tuple[str, str], ...] = ()  # (overlay ip, mac): ARP / ND suppression table
+    keys: KeySet | None = None  # an encrypted network keyed by the store: its keys and send id
+                                # (None: not encrypted, or keys from its key file)
 
 
 class ControlSink(Protocol):
@@ -68,6 +74,11 @@ class ControlSink(Protocol):
         those a front-end set whose MAC was seen leaving the TAP ([] if not running)."""
         ...
 
+    def key_state(self, name: str) -> tuple[tuple[int, ...], int] | None:
+        """(key ids installed in the data plane, id sent with) of encrypted network `name`;
+        None if it is not running or not encrypted. What a member acknowledges in the store."""
+        ...
+
 
 class ControlPlane(Protocol):
     backend: str
@@ -90,4 +101,9 @@ class ControlPlane(Protocol):
 
     def health(self) -> dict[str, Any]:
         """JSON-able: {"backend", "connected", "last_sync", ...} for status and metrics."""
+        ...
+
+    async def ensure_keys(self, name: str) -> None:
+        """Encrypted network `name` keyed by the store: make its first key unless it has one.
+        Raises (its text for the user) where there is no store or it cannot be reached."""
         ...

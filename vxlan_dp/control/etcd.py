@@ -16,6 +16,8 @@ The key schema and every decision live in etcd_state.py (no I/O); this module ta
            keepalive  every lease_ttl/3; no answer within that time = the store is gone
            writer     every second: member keys of running networks; local MACs -> claims
            auth       re-authenticate every 4 minutes (etcd's simple tokens expire)
+           rekey      every second: automatic rotation of store keys (`rekey_interval`),
+                      acted on by the lowest member of a network only (etcd_keys.py)
 
 Between sessions nothing in the data plane changes: it forwards on the last known state,
 `health()` says "connected": false (status, metrics) and a warning is logged once per outage;
@@ -31,7 +33,8 @@ what it held. A network that starts later (its definition arrives, a reload adds
 entries read from the store then (`_relist`: a paged range read of its fdb/ and neigh/ keys).
 The full read is consumed page by page, so its peak is a page of keys plus packed tables.
 
-Our keys: P/members/<net>/<local> for every running network, P/fdb/<net>/<mac> for every MAC
+Our keys: P/members/<net>/<local> for every running network (for an encrypted one its value
+acknowledges the key ids installed and sent with, rewritten when they change), P/fdb/<net>/<mac> for every MAC
 this host claims, P/neigh/<net>/<ip> for every local endpoint's address it claims (snooped with
 `neigh_snoop`, or set by a front-end for a MAC seen on the TAP); all bound to our lease, so a host that dies drops out of everybody's flood
 lists and FDBs within lease_ttl. A clean stop revokes the lease: gone at once.
@@ -43,6 +46,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import secrets
 import socket
 import ssl
 import time
@@ -54,6 +58,7 @@ from urllib.parse import urlsplit
 from ..config import Config, EtcdConfig, NetworkConfig
 from ..core.fdbtable import FdbBuilder, FdbTable
 from .base import ControlSink, Desired
+from .etcd_keys import Retire, Rotate, all_send, encode_key, rotation_step
 from .etcd_state import (FDB, NEIGH, Change, Keys, Ops, Publisher, Snapshot, StoreView, desired_for,
                          encode_fdb, encode_member, encode_neigh, installable, plan_networks)
 
@@ -70,6 +75,7 @@ FLUSH_DELAY = 0.1        # store events coalesce for this long before the data p
 PAGE = 5000              # keys per range request at start-up (gRPC messages stay well under 4 MiB)
 TXN_OPS = 100            # puts per transaction (etcd's --max-txn-ops defaults to 128)
 AUTH_REFRESH = 240.0     # etcd simple tokens live 300 s by default
+REKEY_CHECK = 1.0        # seconds between looks at automatic rotation (rekey_interval)
 
 
 class Resync(Exception):
@@ -138,7 +144,10 @@ class EtcdControl:
         self.entries_at_sync = 0                # fdb and neigh keys in the last full read
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing = False
-        self._members: set[tuple[str, str]] = set()   # member keys put in this session
+        self._members: dict[tuple[str, str], bytes] = {}   # member keys put in this session: value
+        self._plain_warned: set[str] = set()    # endpoints warned about: keys over plain TCP
+        self._all_sending: dict[str, float] = {}  # network -> since when all send the newest key
+        self.rotations = 0          # automatic rotations this host made
         self._client: Any = None
         self._lease = 0
         # health
@@ -203,9 +212,38 @@ class EtcdControl:
             "lease": f"{self._lease:x}" if self._lease else None, "lease_ttl": self.etcd.lease_ttl,
             "store_keys": len(self.view) + self.entries_at_sync, "entries_at_sync": self.entries_at_sync,
             "claimed_macs": self.publisher.count(FDB), "claimed_addresses": self.publisher.count(NEIGH),
-            "problems": dict(self._problems),
+            "problems": dict(self._problems), "rotations": self.rotations,
             "bad_keys": {k.decode(errors="replace"): v for k, v in list(self.view.bad.items())[:20]},
         }
+
+    async def ensure_keys(self, name: str) -> None:
+        """The first key of a store-keyed network (a Docker network made with -o encrypted):
+        put as id 1 only if it does not exist, so hosts creating the network at once make one
+        key between them; returns once the view holds a key for `name`."""
+        from etcd3aio.kv import KVService
+
+        if self.view.netkeys.get(name):
+            return
+        client = self._client
+        if client is None or not self.connected:
+            raise RuntimeError(f"network {name}: its encryption keys come from the store, which is not "
+                               f"reachable ({self.last_error or 'not connected yet'})")
+        where = self.keys.key(name, 1)
+        material = bytearray(secrets.token_bytes(32))
+        try:
+            value = encode_key(material, 1, time.time())
+        finally:
+            material[:] = bytes(32)
+        r = await client.kv.txn([KVService.txn_compare_create_revision(where, 0)],
+                                [KVService.txn_op_put(where, value)], timeout=RPC_TIMEOUT)
+        if r.succeeded:
+            self._changed(self.view.put(where, value))
+            log.info("etcd: network %s: its first key (1) put in the store", name)
+        deadline = time.monotonic() + START_WAIT
+        while not self.view.netkeys.get(name):      # another host's, on its way through the watch
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"network {name}: no key in the store after {START_WAIT:g}s")
+            await asyncio.sleep(0.05)
 
     # --- applying the view ----------------------------------------------------------------
     def _changed(self, change: Change) -> None:
@@ -242,6 +280,8 @@ class EtcdControl:
     def _apply(self, name: str) -> None:
         assert self.sink is not None
         self.sink.apply(name, desired_for(self.view, self._running[name]))
+        if self._running[name].encrypt:
+            self._wake_writer.set()     # acknowledge the installed keys at once
 
     def _apply_entries(self, name: str, fdb: dict[bytes, str | None],
                        neigh: dict[str, tuple[str, str | None] | None]) -> None:
@@ -290,6 +330,7 @@ class EtcdControl:
                 log.error("etcd: network %s not joined: %s", name, why)
         self._problems = problems
         self._nets = nets
+        self._warn_plaintext()
         if converge and self.sink is not None and not self._closing:
             desired = {name: desired_for(self.view, n) for name, n in nets.items()}
             before = self._running
@@ -352,7 +393,7 @@ class EtcdControl:
             old_lease, lease = self._lease, grant.ID
             revision = await self._read_all(client)
             self._client, self._lease, self.endpoint = client, lease, ep
-            self._members = set()
+            self._members = {}
             await self._write_members(client, lease)
             await self._execute(client, lease, self.publisher.renew())
             if old_lease and old_lease != lease:
@@ -363,6 +404,7 @@ class EtcdControl:
             was_down = self.down_since
             self.connected = True
             self.last_error = None
+            self._warn_plaintext()
             if self.resyncs == 1:
                 log.info("etcd %s: connected; %d keys under %s, lease %x (ttl %ds)", ep, len(self.view),
                          self.etcd.prefix, lease, grant.TTL)
@@ -373,7 +415,8 @@ class EtcdControl:
             loop = asyncio.get_running_loop()
             tasks = [loop.create_task(self._run_watch(client, revision + 1)),
                      loop.create_task(self._run_keepalive(client, lease, grant.TTL)),
-                     loop.create_task(self._run_writer(client, lease))]
+                     loop.create_task(self._run_writer(client, lease)),
+                     loop.create_task(self._run_rekey(client))]
             if self.etcd.username:
                 tasks.append(loop.create_task(self._run_auth(client)))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -458,7 +501,7 @@ class EtcdControl:
                         c = self.view.put(ev.kv.key, ev.kv.value)
                     else:
                         c = self.view.delete(ev.kv.key)
-                        self._members.discard(self._member_of(ev.kv.key))
+                        self._members.pop(self._member_of(ev.kv.key), None)
                     self._note(c, now)
                     change |= c
                 self.last_event = time.time()
@@ -503,18 +546,80 @@ class EtcdControl:
             except asyncio.TimeoutError:
                 pass
 
+    def _member_value(self, name: str) -> bytes:
+        """{"version"} and, for an encrypted network, the key ids its data plane holds and sends
+        with (etcd_keys.py: what the other members wait for before sending with a new key)."""
+        assert self.sink is not None
+        state = self.sink.key_state(name) if self._running[name].encrypt else None
+        return encode_member() if state is None else encode_member(state[0], state[1])
+
     async def _write_members(self, client: Any, lease: int) -> None:
-        want = {(name, n.local) for name, n in self._running.items()}
-        for name, addr in sorted(want - self._members):
-            await client.kv.put(self.keys.member(name, addr), encode_member(), lease=lease, timeout=RPC_TIMEOUT)
-            self._changed(self.view.put(self.keys.member(name, addr), encode_member()))
-            self._members.add((name, addr))
-            log.info("etcd: member of %s as %s", name, addr)
-        for name, addr in sorted(self._members - want):
+        want = {(name, n.local): self._member_value(name) for name, n in self._running.items()}
+        for (name, addr), value in sorted(want.items()):
+            if self._members.get((name, addr)) == value:
+                continue
+            new = (name, addr) not in self._members
+            await client.kv.put(self.keys.member(name, addr), value, lease=lease, timeout=RPC_TIMEOUT)
+            self._changed(self.view.put(self.keys.member(name, addr), value))
+            self._members[(name, addr)] = value
+            if new:
+                log.info("etcd: member of %s as %s", name, addr)
+        for name, addr in sorted(self._members.keys() - want.keys()):
             await client.kv.delete(self.keys.member(name, addr), timeout=RPC_TIMEOUT)
-            self._members.discard((name, addr))
+            self._members.pop((name, addr), None)
             await self._execute(client, lease, self.publisher.forget(name))
             log.info("etcd: left %s", name)
+
+    def _warn_plaintext(self) -> None:
+        """Once per endpoint: keys of encrypted networks travel from a store reached without TLS."""
+        ep = self.endpoint
+        if ep is None or ep.tls or not self.connected or str(ep) in self._plain_warned:
+            return
+        names = sorted(n for n, cfg in self._nets.items() if cfg.encrypt and cfg.key_file is None)
+        if names:
+            self._plain_warned.add(str(ep))
+            log.warning("etcd %s is reached without TLS and the encryption keys of network(s) %s come from "
+                        "it: anyone who can read that connection can decrypt the overlay. Use https:// "
+                        "endpoints with [etcd] ca (and cert/key)", ep, ", ".join(names))
+
+    async def _run_rekey(self, client: Any) -> None:
+        """Automatic rotation (`rekey_interval`): only the lowest member of a network acts
+        (etcd_keys.rotation_step), and its put of a new key id succeeds only if that id does
+        not exist yet, so two hosts that both think they drive make one key, not two."""
+        from etcd3aio.kv import KVService
+
+        while True:
+            await asyncio.sleep(REKEY_CHECK)
+            now = time.time()
+            for name, n in list(self._running.items()):
+                if not n.encrypt or n.key_file is not None or n.rekey_interval is None:
+                    continue
+                keys, acks = self.view.netkeys.get(name, {}), self.view.acks.get(name, {})
+                if all_send(keys, acks):
+                    self._all_sending.setdefault(name, now)
+                else:
+                    self._all_sending.pop(name, None)
+                step = rotation_step(keys, acks, n.local, interval=n.rekey_interval, now=now,
+                                     all_sending_since=self._all_sending.get(name))
+                if isinstance(step, Rotate):
+                    key = self.keys.key(name, step.key_id)
+                    material = bytearray(secrets.token_bytes(32))
+                    try:
+                        r = await client.kv.txn([KVService.txn_compare_create_revision(key, 0)],
+                                                [KVService.txn_op_put(key, encode_key(material, step.serial, now))],
+                                                timeout=RPC_TIMEOUT)
+                    finally:
+                        material[:] = bytes(32)
+                    if r.succeeded:
+                        self.rotations += 1
+                        log.info("etcd: network %s: automatic rotation (every %gs): key %d put in the store",
+                                 name, n.rekey_interval, step.key_id)
+                elif isinstance(step, Retire):
+                    await client.kv.txn([], [KVService.txn_op_delete(self.keys.key(name, k)) for k in step.key_ids],
+                                        timeout=RPC_TIMEOUT)
+                    self._all_sending.pop(name, None)
+                    log.info("etcd: network %s: every member sends with the newest key; keys %s retired",
+                             name, " ".join(map(str, step.key_ids)))
 
     async def _publish(self, client: Any, lease: int) -> None:
         assert self.sink is not None

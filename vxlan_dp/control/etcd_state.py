@@ -14,6 +14,11 @@ Key schema, under the configured prefix P (default "/vxlan-dp"); values are JSON
                                  by whoever knows it (an operator, an orchestrator), no lease;
                                  <ip> in compressed form. A host publishing its own endpoints'
                                  addresses adds "host": <its address>, bound to its lease
+    P/keys/<name>/<id>           {"key": "<64 hex>", "serial": 3, "created": ...}
+                                 an encrypted network's key (etcd_keys.py), no lease; member
+                                 values then acknowledge the key ids installed:
+                                 {"version", "keys", "send"}. Keys are few and small: kept here
+                                 (StoreView.netkeys), with each member's acknowledgement
 
 Like aioquic's connection, everything here takes its input (key/value pairs, `now`) and hands
 back decisions; etcd.py does the talking. Invariants:
@@ -49,17 +54,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__
 from ..config import ConfigError, EtcdConfig, NetworkConfig, check_networks, store_network
 from ..core.fdbtable import FdbBuilder, FdbTable
 from ..wire import is_multicast, mac_to_bytes
 from .base import Desired
+from .etcd_keys import MemberAck, StoreKey, decode_key, decode_member, encode_member, key_id, key_set
 
 __all__ = ["Keys", "StoreView", "Loader", "Change", "Snapshot", "Ops", "Publisher", "desired_for", "installable",
            "plan_networks", "encode_member", "encode_fdb", "decode_fdb", "encode_neigh", "decode_neigh",
-           "NETWORKS", "MEMBERS", "FDB", "NEIGH"]
+           "NETWORKS", "MEMBERS", "FDB", "NEIGH", "KEYS"]
 
-NETWORKS, MEMBERS, FDB, NEIGH = "networks", "members", "fdb", "neigh"
+NETWORKS, MEMBERS, FDB, NEIGH, KEYS = "networks", "members", "fdb", "neigh", "keys"
 _CACHE = 65536  # decoded values / addresses remembered (a fleet has far fewer hosts than entries)
 
 
@@ -85,6 +90,12 @@ class Keys:
     def neigh(self, name: str, ip: str) -> bytes:
         return f"{self.prefix}/{NEIGH}/{name}/{ip}".encode()
 
+    def key(self, name: str, kid: int) -> bytes:
+        return f"{self.prefix}/{KEYS}/{name}/{kid}".encode()
+
+    def keys(self, name: str) -> bytes:
+        return f"{self.prefix}/{KEYS}/{name}/".encode()
+
     def item(self, kind: str, name: str, item: str) -> bytes:
         return f"{self.prefix}/{kind}/{name}/{item}".encode()
 
@@ -103,14 +114,10 @@ class Keys:
         parts = rest.split("/")
         if parts[0] == NETWORKS and len(parts) == 2 and parts[1]:
             return NETWORKS, parts[1], ""
-        if parts[0] in (MEMBERS, FDB, NEIGH) and len(parts) == 3 and parts[1] and parts[2]:
+        if parts[0] in (MEMBERS, FDB, NEIGH, KEYS) and len(parts) == 3 and parts[1] and parts[2]:
             return parts[0], parts[1], parts[2]
         raise ValueError(f"not {self.prefix}/networks/<name>, /members/<name>/<address>, "
-                         "/fdb/<name>/<mac> or /neigh/<name>/<ip>")
-
-
-def encode_member() -> bytes:
-    return json.dumps({"version": __version__}).encode()
+                         "/fdb/<name>/<mac>, /neigh/<name>/<ip> or /keys/<name>/<id>")
 
 
 def encode_fdb(remote: str) -> bytes:
@@ -238,12 +245,15 @@ class StoreView:
         self.keys = keys
         self.networks: dict[str, Any] = {}               # name -> decoded JSON definition
         self.members: dict[str, set[str]] = {}           # name -> member addresses
+        self.netkeys: dict[str, dict[int, StoreKey]] = {}  # name -> key id -> key (etcd_keys.py)
+        self.acks: dict[str, dict[str, MemberAck]] = {}  # name -> member address -> its key ids
         self.bad: dict[bytes, str] = {}                  # unparsable key -> why
         self._remotes: dict[bytes, str] = {}             # fdb value -> remote (decode cache)
         self._addrs: dict[str, str] = {}                 # address text -> normalised (shared strings)
 
     def __len__(self) -> int:
-        return len(self.networks) + sum(map(len, self.members.values()))
+        return (len(self.networks) + sum(map(len, self.members.values()))
+                + sum(map(len, self.netkeys.values())))
 
     def load(self, kvs: Iterable[tuple[bytes, bytes]]) -> tuple[Change, Snapshot]:
         """Replace everything with a full read (start-up, resynchronisation): the Change says
@@ -283,13 +293,28 @@ class StoreView:
                 return Change()
             self.networks[name] = obj
             return Change(networks=True, dirty={name})
+        if kind == KEYS:
+            kid, new = key_id(item), decode_key(value)
+            held = self.netkeys.setdefault(name, {})
+            old = held.get(kid)
+            if old is not None and old.same(new):
+                new.material[:] = bytes(32)
+                return Change()
+            held[kid] = new
+            if old is not None:
+                old.material[:] = bytes(32)
+            # a network waiting for its first key starts now: re-plan the networks too
+            return Change(networks=old is None and len(held) == 1, dirty={name})
         addr = self._addr(item)
         if item != addr:
             raise ValueError(f"address {item!r} is not in its compressed form {addr!r}")
         members = self.members.setdefault(name, set())
-        if addr in members:
+        acks = self.acks.setdefault(name, {})
+        ack = decode_member(value)
+        if addr in members and acks.get(addr) == ack:
             return Change()
         members.add(addr)
+        acks[addr] = ack
         return Change(dirty={name})
 
     def _remote(self, value: bytes) -> str:
@@ -320,8 +345,19 @@ class StoreView:
             if members is None or item not in members:
                 return Change()
             members.discard(item)
+            self.acks.get(name, {}).pop(item, None)
             if not members:
                 del self.members[name]
+                self.acks.pop(name, None)
+            return Change(dirty={name})
+        if kind == KEYS:
+            held = self.netkeys.get(name, {})
+            gone = held.pop(int(item), None) if item.isdigit() else None
+            if gone is None:
+                return Change()
+            gone.material[:] = bytes(32)
+            if not held:
+                del self.netkeys[name]
             return Change(dirty={name})
         if kind == NEIGH:
             return Change(neigh={name: {item: None}})
@@ -338,6 +374,8 @@ class Loader:
         self.view, self.entries_only = view, entries_only
         self.networks: dict[str, Any] = {}
         self.members: dict[str, set[str]] = {}
+        self.netkeys: dict[str, dict[int, StoreKey]] = {}
+        self.acks: dict[str, dict[str, MemberAck]] = {}
         self.bad: dict[bytes, str] = {}
         self.snap = Snapshot()
         self._names: dict[bytes, str] = {}
@@ -380,11 +418,14 @@ class Loader:
                     continue
                 elif kind == NETWORKS:
                     self.networks[name] = _json(value)
+                elif kind == KEYS:
+                    self.netkeys.setdefault(name, {})[key_id(item)] = decode_key(value)
                 else:
                     addr = view._addr(item)
                     if item != addr:
                         raise ValueError(f"address {item!r} is not in its compressed form {addr!r}")
                     self.members.setdefault(name, set()).add(addr)
+                    self.acks.setdefault(name, {})[addr] = decode_member(value)
             except ValueError as e:
                 self.bad[key] = str(e)
 
@@ -393,10 +434,21 @@ class Loader:
         if self.entries_only:
             view.bad.update(self.bad)
             return Change(), self.snap
-        old_nets, old_members = view.networks, view.members
+        old_nets, old_members, old_keys, old_acks = view.networks, view.members, view.netkeys, view.acks
         view.networks, view.members, view.bad = self.networks, self.members, self.bad
+        view.netkeys, view.acks = self.netkeys, self.acks
         dirty = {n for n in old_members.keys() | view.members.keys() if old_members.get(n) != view.members.get(n)}
-        return Change(networks=old_nets != view.networks, dirty=dirty), self.snap
+        dirty |= {n for n in old_acks.keys() | view.acks.keys() if old_acks.get(n) != view.acks.get(n)}
+        rekeyed = {n for n in old_keys.keys() | view.netkeys.keys()
+                   if not _same_keys(old_keys.get(n, {}), view.netkeys.get(n, {}))}
+        for held in old_keys.values():
+            for k in held.values():
+                k.material[:] = bytes(len(k.material))
+        return Change(networks=old_nets != view.networks or bool(rekeyed), dirty=dirty | rekeyed), self.snap
+
+
+def _same_keys(a: dict[int, StoreKey], b: dict[int, StoreKey]) -> bool:
+    return a.keys() == b.keys() and all(a[k].same(b[k]) for k in a)
 
 
 def _cached(cache: dict[Any, str], key: Any, decode: Any) -> str:
@@ -424,15 +476,19 @@ def desired_for(view: StoreView, net: NetworkConfig) -> Desired:
     peers = {a for a in view.members.get(net.name, ()) if a != net.local and _is_v6(a) == v6}
     peers.update(net.peers)
     fdb = net.fdb if isinstance(net.fdb, FdbTable) else FdbTable.from_pairs((f.mac, f.remote) for f in net.fdb)
-    return Desired(tuple(sorted(peers, key=ipaddress.ip_address)), fdb, net.neigh_entries())
+    keys = None
+    if net.encrypt and net.key_file is None:    # keys from the store
+        keys = key_set(view.netkeys.get(net.name, {}), view.acks.get(net.name, {}), net.local)
+    return Desired(tuple(sorted(peers, key=ipaddress.ip_address)), fdb, net.neigh_entries(), keys)
 
 
 def plan_networks(file_networks: Iterable[NetworkConfig], view: StoreView, etcd: EtcdConfig,
                   local: str | None) -> tuple[dict[str, NetworkConfig], dict[str, str]]:
     """The networks this host runs: the file's, then the store's (by name) that fit beside them.
 
-    Returns (networks by name, problems by store network name). A file network shadows a
-    store network of the same name: the file is this host's explicit word.
+    Returns (networks by name, problems by network name). A file network shadows a
+    store network of the same name: the file is this host's explicit word. An encrypted
+    network keyed by the store waits (a problem) until the store holds a key for it.
     """
     nets = {n.name: n for n in file_networks}
     problems: dict[str, str] = {}
@@ -452,6 +508,12 @@ def plan_networks(file_networks: Iterable[NetworkConfig], view: StoreView, etcd:
             continue
         accepted.append(n)
         nets[name] = n
+    for name, n in list(nets.items()):
+        if n.encrypt and n.key_file is None and not view.netkeys.get(name):
+            # never in the clear: it starts once its first key is in the store
+            problems[name] = (f"encrypted, and {view.keys.keys(name).decode()} holds no key yet "
+                              f"(`vxlan-dp keys rotate {name}` puts the first)")
+            del nets[name]
     return nets, problems
 
 

@@ -42,3 +42,7 @@ class StaticControl:
 
     def health(self) -> dict[str, Any]:
         return {"backend": self.backend, "connected": True}
+
+    async def ensure_keys(self, name: str) -> None:
+        raise ValueError(f"network {name}: encrypted without a key file needs keys from the store "
+                         '(control = "etcd")')

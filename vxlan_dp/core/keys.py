@@ -29,7 +29,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = ["KeyFileError", "KEY_ID_MAX", "HKDF_SALT", "parse_keys", "load_key_file",
            "check_key_file_mode", "make_spi", "split_spi", "new_boot_id", "derive_keymat",
-           "KeyRing", "format_keys"]
+           "KeyRing", "format_keys", "next_key_id"]
 
 KEY_ID_MAX = 255
 KEY_LEN = 32
@@ -106,6 +106,16 @@ def load_key_file(path: str, where: str = "key_file", *, owner: int = 0) -> dict
 def format_keys(keys: Mapping[int, bytes | bytearray]) -> str:
     """Key-file text for `keys` (what `vxlan-dp keys` writes)."""
     return "".join(f"{kid} {bytes(k).hex()}\n" for kid, k in sorted(keys.items()))
+
+
+def next_key_id(ids: Sequence[int]) -> int:
+    """The id after the newest (last) one, wrapping 255 -> 1, skipping ids still installed."""
+    kid = ids[-1] if ids else 0
+    for _ in range(KEY_ID_MAX):
+        kid = kid % KEY_ID_MAX + 1
+        if kid not in ids:
+            return kid
+    raise KeyFileError("all 255 key ids are installed; retire some first")
 
 
 def make_spi(key_id: int, boot_id: int) -> int:

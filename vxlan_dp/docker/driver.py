@@ -6,7 +6,9 @@ a failure is a `PluginError` (or IpamError / ConfigError) whose text Docker show
 
 What each call does (moby/libnetwork docs/remote.md, docs/ipam.md):
   CreateNetwork    validate the -o options as a [[network]] (config.docker_network), make the
-                   bridge, have the daemon run the network (its TAP joins the bridge)
+                   bridge, have the daemon run the network (its TAP joins the bridge); with
+                   -o encrypted=true first its key: a key file beside the state file (static
+                   control) or the first key in the store (etcd)
   DeleteNetwork    the daemon drops the network (TAP gone), then the bridge goes
   CreateEndpoint   remember address and MAC (the IPAM half already allocated the address)
   Join             a veth pair: host side up on the bridge, container side with the network's
@@ -40,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from ..config import ConfigError, DockerConfig, NetworkConfig, docker_network
+from ..config import ConfigError, DockerConfig, NetworkConfig, docker_key_file, docker_network
 from . import links
 from .ipam import GLOBAL_SPACE, LOCAL_SPACE, AddressBook, Ipam, LocalBook
 
@@ -74,6 +76,11 @@ class NetworkSteer(Protocol):
 
     def neigh_delete(self, network: str, ip: str) -> bool:
         """Withdraw an entry `neigh_set` made; False if there was none."""
+        ...
+
+    async def ensure_keys(self, cfg: NetworkConfig) -> None:
+        """An encrypted network keyed by the store has a key there once this returns (the
+        first one made if none); raises when that cannot be done (no store)."""
         ...
 
 
@@ -121,6 +128,9 @@ class Plugin:
         self._local = local
         self.share = share      # share.NetworkShare with [docker] api: networks go fleet-wide
         self._lock = asyncio.Lock()
+        # static control: encrypted networks' key files live beside the state file
+        self._key_dir = (os.path.join(os.path.dirname(cfg.state), "keys")
+                         if isinstance(self.book, LocalBook) else None)
         self.restored: set[str] = set()    # sandboxes a restarted dockerd took over (see join)
 
     # --- dispatch --------------------------------------------------------------------------
@@ -191,7 +201,10 @@ class Plugin:
             if self.networks[net_id].options == options:
                 return {}
             raise PluginError(f"network {net_id[:12]} exists with other options")
-        cfg = docker_network(options, self.cfg, self._local())
+        cfg = docker_network(options, self.cfg, self._local())     # every option checked, keys aside
+        if cfg.encrypt and self._key_dir is not None and "rekey_interval" not in options:
+            self._make_key_file(cfg.vni)    # (rekey_interval: refused with a key file, below)
+        cfg = self._network_cfg(options)
         for other in self.networks.values():
             if other.cfg.vni == cfg.vni:
                 raise ConfigError("-o vni", f"{cfg.vni} is already the VNI of Docker network {other.id[:12]}")
@@ -205,8 +218,28 @@ class Plugin:
                  cfg.encap, cfg.port, cfg.bridge, net.mtu)
         return {}
 
+    def _network_cfg(self, options: dict[str, str]) -> NetworkConfig:
+        return docker_network(options, self.cfg, self._local(), key_dir=self._key_dir)
+
+    def _make_key_file(self, vni: int) -> None:
+        """Static control: the network's key file, made (one random key, 0600) if missing. The
+        same file must be on every host before the network is created there: Docker's swarm
+        hands keys out, a static fleet copies the file (README, Docker)."""
+        from ..keyman import new_key_file
+
+        assert self._key_dir is not None
+        path = docker_key_file(self._key_dir, vni)
+        if os.path.exists(path):
+            return
+        os.makedirs(self._key_dir, mode=0o700, exist_ok=True)
+        new_key_file(path)
+        log.warning("docker network vni %d: encrypted; made its key file %s. Copy it to the same path on "
+                    "every other host before creating the network there", vni, path)
+
     async def _bring_up(self, net: DockerNetwork) -> None:
         assert net.cfg.bridge is not None
+        if net.cfg.encrypt and net.cfg.key_file is None:
+            await self.steer.ensure_keys(net.cfg)   # etcd: the first key, made once for the fleet
         made = links.ensure_bridge(net.cfg.bridge)
         try:
             net.mtu = self.steer.add_network(net.cfg)
@@ -366,7 +399,7 @@ class Plugin:
         for net_id, n in (raw.get("networks") or {}).items():
             options = {str(k): str(v) for k, v in (n.get("options") or {}).items()}
             try:
-                net = DockerNetwork(net_id, options, docker_network(options, self.cfg, self._local()))
+                net = DockerNetwork(net_id, options, self._network_cfg(options))
                 await self._bring_up(net)
             except Exception as e:  # noqa: BLE001 - one bad network must not keep the others down
                 log.error("docker network %s: cannot run it again: %s", net_id[:12], e)
