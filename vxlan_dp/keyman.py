@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .config import Config
-from .control.etcd_keys import encode_key, ordered
+from .control.etcd_keys import RETIRE_AFTER, encode_key, ordered
 from .control.etcd_state import Keys, StoreView
 from .core.keys import KEY_ID_MAX, KeyFileError, format_keys, load_key_file, next_key_id
 
@@ -212,6 +212,7 @@ async def _rotate_with(client: Any, keys: Keys, config: Config, network: str, gr
         say(f"network {network}: not every member sends with key {new} after {grace:g}s ({sending}); "
             "older keys kept")
         return {"new": new, "retired": [], "sending": sending}
+    await asyncio.sleep(RETIRE_AFTER)   # packets sealed just before the last switch are still in flight
     await client.kv.txn([], [KVService.txn_op_delete(keys.key(network, k)) for k in old], timeout=5.0)
     say(f"network {network}: {len(sending)} members send with key {new}; keys {' '.join(map(str, old))} "
         "retired from the store")
