@@ -38,6 +38,7 @@ import json
 import math
 import os
 import re
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -696,6 +697,42 @@ def _source_ports(t: _Table) -> tuple[int, int]:
 
 
 _MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
+_HEX_RE = re.compile(r"[0-9A-Fa-f]*")
+_EVEN = bytes(range(0, 256, 2))         # deleted by translate: what is left has the group bit
+
+
+def _fdb_whole(raw: list[Any], local: Address) -> FdbTable | None:
+    """The usual array (every entry exactly {mac, remote}, all valid, no MAC twice) checked a
+    whole column at a time, for the same table `_fdb`'s loop builds; None: something in it is
+    not usual, and the loop judges it entry by entry, naming what is wrong."""
+    n = len(raw)
+    if set(map(type, raw)) - {dict} or set(map(len, raw)) - {2}:
+        return None
+    try:
+        macs = [item["mac"] for item in raw]
+        remotes = [item["remote"] for item in raw]
+    except KeyError:
+        return None
+    if set(map(type, macs)) - {str} or set(map(type, remotes)) - {str} or set(map(len, macs)) - {17}:
+        return None
+    text = "".join(macs)                # n MACs of 17 characters: aa:bb:cc:dd:ee:ff
+    if any(text[k::17] != ":" * n for k in (2, 5, 8, 11, 14)):
+        return None
+    digits = text.replace(":", "")
+    if not _HEX_RE.fullmatch(digits):
+        return None
+    packed = bytes.fromhex(digits)
+    if packed[::6].translate(None, _EVEN) or len({packed[i:i + 6] for i in range(0, 6 * n, 6)}) != n:
+        return None                     # a group address (first octet odd), or a MAC twice
+    peer = _peer(local)
+    ids: dict[str, int] = {}            # validated remote -> its index, in order of first use
+    rid: dict[str, int] = {}            # remote as written -> the same index
+    for r in dict.fromkeys(remotes):
+        try:
+            rid[r] = ids.setdefault(peer(r), len(ids))
+        except ValueError:
+            return None
+    return FdbTable(packed, array("I", map(rid.__getitem__, remotes)), tuple(ids))
 
 
 def _fdb(path: str, raw: list[Any], local: Address) -> tuple[FdbTable, tuple[NeighStatic, ...], dict[str, str]]:
@@ -705,6 +742,9 @@ def _fdb(path: str, raw: list[Any], local: Address) -> tuple[FdbTable, tuple[Nei
     seen before) is checked without building anything per entry but its packed bytes; any
     other entry goes through the general checks, which name the field and the reason.
     """
+    fast = _fdb_whole(raw, local)
+    if fast is not None:
+        return fast, (), {}
     out = FdbBuilder()
     seen: dict[bytes, int] = {}
     remotes: dict[str, str] = {}        # raw remote text -> validated compressed text

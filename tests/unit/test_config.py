@@ -11,7 +11,7 @@ import math
 import pathlib
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vxlan_dp.config import (EMBEDDED_DEFAULT, Config, ConfigError, DaemonConfig, EtcdConfig,
@@ -537,3 +537,37 @@ def test_check_prints_every_bad_field_and_exits_2(tmp_path: pathlib.Path, capsys
     assert cli.main(["check", "-c", str(path)]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert lines == [f"vxlan-dp: {path}: {f}: {r}" for f, r in SEVERAL_BAD_PROBLEMS]
+
+
+_FDB_MACS = st.sampled_from(["02:00:00:00:00:01", "02:00:00:00:00:02", "02:AA:bb:00:00:03", "03:00:00:00:00:04",
+                             "02:00:00:00:00", "02-00-00-00-00-05", "02:00:00:00:00:0g", " 2:00:00:00:00:06",
+                             "02:00:00:00:00:07\n", 7])
+_FDB_REMOTES = st.sampled_from(["198.18.1.1", "198.18.1.2", "198.18.0.1", "2001:2::1", "224.0.0.1", "nope", 5])
+_FDB_ENTRY = st.one_of(st.fixed_dictionaries({"mac": _FDB_MACS, "remote": _FDB_REMOTES}),
+                       st.fixed_dictionaries({"mac": _FDB_MACS, "remote": _FDB_REMOTES, "ip": st.just("192.168.0.9")}),
+                       st.fixed_dictionaries({"mac": _FDB_MACS}), st.just("02:00:00:00:00:01"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_FDB_ENTRY, max_size=6))
+@example([{"mac": " 2:00:00:00:00:06", "remote": "198.18.1.1"}])   # int(" 2", 16) took the space: a crash
+def test_fdb_checked_whole_equals_the_entry_by_entry_loop(fdb: list) -> None:
+    """A static FDB array is checked a column at a time when it looks usual (config._fdb_whole)
+    and entry by entry otherwise: the same table, or the same error naming the same field."""
+    import vxlan_dp.config as config_module
+    raw = {"network": [{"name": "blue", "vni": 42, "local": "198.18.0.1", "tap": "t0", "fdb": fdb}]}
+
+    def parse() -> object:
+        try:
+            c = config_from_dict(raw)
+        except ConfigError as e:
+            return str(e)
+        t = c.networks[0].fdb
+        return (t.macs, list(t.index), t.remotes, c.networks[0].fdb_ips)
+    whole = parse()
+    fast = config_module._fdb_whole
+    config_module._fdb_whole = lambda raw, local: None
+    try:
+        assert parse() == whole
+    finally:
+        config_module._fdb_whole = fast

@@ -36,7 +36,7 @@ class FdbTable:
         self.macs = bytes(macs)
         self.index = index if index is not None else array("I")
         self.remotes = tuple(remotes)
-        if len(self.macs) != 6 * len(self.index) or any(i >= len(self.remotes) for i in self.index):
+        if len(self.macs) != 6 * len(self.index) or max(self.index, default=-1) >= len(self.remotes):
             raise ValueError("FdbTable: macs, index and remotes do not fit together")
 
     def __contains__(self, mac: object) -> bool:

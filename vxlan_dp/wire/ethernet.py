@@ -5,6 +5,7 @@ Pure functions over bytes; no I/O. A MAC is 6 bytes internally, "aa:bb:cc:dd:ee:
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import NamedTuple
 
@@ -25,6 +26,7 @@ ETH_P_TEB = 0x6558  # Transparent Ethernet Bridging: GRE protocol type for greta
 BROADCAST = b"\xff" * 6
 
 _HDR = struct.Struct("!6s6sH")
+_MAC_TEXT = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
 
 
 class EthernetHeader(NamedTuple):
@@ -40,13 +42,11 @@ def decode_ethernet(frame: bytes) -> EthernetHeader:
 
 
 def mac_to_bytes(mac: str) -> bytes:
-    parts = mac.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+    # two hex digits per octet, exactly: int(" 2", 16) and int("+2", 16) would take a space
+    # or a sign, and the text would not name the MAC it stands for
+    if not _MAC_TEXT.fullmatch(mac):
         raise ValueError(f"{mac!r} is not a MAC address (want aa:bb:cc:dd:ee:ff)")
-    try:
-        return bytes(int(p, 16) for p in parts)
-    except ValueError:
-        raise ValueError(f"{mac!r} is not a MAC address (want aa:bb:cc:dd:ee:ff)") from None
+    return bytes.fromhex(mac.replace(":", ""))
 
 
 def mac_to_str(mac: bytes) -> str:
