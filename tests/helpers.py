@@ -22,7 +22,8 @@ import pytest
 
 from vxlan_dp.wire import encode_vxlan
 
-__all__ = ["ones_sum", "CI", "SCRIPTS", "require", "need_tool", "c_backend", "mac", "eth_frame", "vxlan_payload",
+__all__ = ["ones_sum", "CI", "SCRIPTS", "require", "need_tool", "c_backend", "both_impls", "mac", "eth_frame",
+           "vxlan_payload",
            "wait_for", "until", "tshark_capture",
            "lab_with_daemons"]
 
@@ -61,6 +62,19 @@ def c_backend(*, module: bool = False, elsewhere: str = "skip") -> Any:
     require(None if cls else "the C fast path is not built (pip install -e .)", module=module,
             elsewhere=elsewhere)
     return cls
+
+
+def both_impls(reference: Any) -> Any:
+    """A fixture `impl`, run once as `reference` (a pure-Python module of vxlan_dp.wire) and once
+    as the C module that mirrors it (vxlan_dp.fastpath._c); in a test file: `impl = both_impls(W)`."""
+    @pytest.fixture(params=["python", "c"], name="impl")
+    def impl(request: pytest.FixtureRequest) -> Any:
+        if request.param == "python":
+            return reference
+        c_backend()         # not built: skip here, fail under CI=true
+        from vxlan_dp.fastpath import _c
+        return _c
+    return impl
 
 
 # --- frames and packets ------------------------------------------------------------------------

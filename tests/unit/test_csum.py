@@ -21,7 +21,7 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
-from helpers import c_backend, ones_sum
+from helpers import both_impls, c_backend, ones_sum
 from vxlan_dp.fastpath import NetworkParams, PureDataplane
 from vxlan_dp.wire import csum as W
 from vxlan_dp.wire import ENCAPS, encapsulate
@@ -35,13 +35,7 @@ SETTINGS = settings(max_examples=300, deadline=None,
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 
 
-@pytest.fixture(params=["python", "c"])
-def impl(request: pytest.FixtureRequest) -> Any:
-    if request.param == "python":
-        return W
-    if _C is None:
-        pytest.skip("C fast path not built")
-    return _C
+impl = both_impls(W)    # the table tests run on the reference and on the C module
 
 
 # --- an independent model of the sender ------------------------------------------------------

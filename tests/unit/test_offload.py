@@ -22,7 +22,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from helpers import c_backend
+from helpers import both_impls, c_backend
 from vxlan_dp.fastpath import NetworkParams, PureDataplane, backends
 from vxlan_dp.fastpath.api import OFFLOAD_STATS
 from vxlan_dp.wire import WireError
@@ -40,13 +40,7 @@ SETTINGS = settings(max_examples=300, deadline=None,
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 
 
-@pytest.fixture(params=["python", "c"])
-def impl(request: pytest.FixtureRequest) -> Any:
-    if request.param == "python":
-        return W
-    if _C is None:
-        pytest.skip("C fast path not built")
-    return _C
+impl = both_impls(W)    # the table tests run on the reference and on the C module
 
 
 # --- building packets -----------------------------------------------------------------------
