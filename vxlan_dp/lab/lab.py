@@ -4,9 +4,10 @@
 
 Underlay addresses come from 198.18.0.0/15 (IPv4) and 2001:2::/48 (IPv6), the benchmarking
 ranges; overlay addresses from 192.168.0.0/16. They exist only inside namespaces this lab made.
-Every name carries a random suffix, so runs never collide; `close()` stops the daemons this lab
-started (by PID) and deletes its namespaces, also after a failure; a state file under
-/run/vxlan-dp/lab lets `vxlan-dp lab clean` finish the job if the lab process itself died.
+Every name carries a random suffix, reserved by creating the lab's state file, so labs built side
+by side (parallel tests, demos) never collide; `close()` stops the daemons this lab started (by
+PID) and deletes its namespaces, also after a failure; the state file under /run/vxlan-dp/lab
+lets `vxlan-dp lab clean` finish the job if the lab process itself died.
 
 `add_etcd_host()` adds one more namespace on the underlay (198.18.0.254 / 2001:2::fe, never a
 daemon host) running Debian's etcd server with its data in the lab's workdir, for the etcd
@@ -102,7 +103,7 @@ class Lab:
         inner TCP/UDP checksums then arrive partial, which vxlan-dp must complete."""
         if not 1 <= hosts <= 200:
             raise LabError("hosts must be 1..200")
-        self.sfx = secrets.token_hex(2)
+        self.sfx = _reserve_suffix()
         self.ipv6 = ipv6
         self.tx_csum_off = tx_csum_off
         self.ul_ns = f"{PREFIX}-{self.sfx}-ul"
@@ -565,6 +566,24 @@ class Lab:
         except OSError:
             pass
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _reserve_suffix() -> str:
+    """A suffix no other live lab on this machine has: its state file, created exclusively here,
+    holds it (labs build side by side: parallel tests, several demos). `close()` removes it."""
+    os.makedirs(STATE_DIR, exist_ok=True)
+    while True:
+        sfx = secrets.token_hex(2)
+        path = os.path.join(STATE_DIR, f"{PREFIX}-{sfx}.json")
+        if netns.exists(f"{PREFIX}-{sfx}-ul"):
+            continue            # a crashed lab's leftovers (its state file gone): `lab clean` removes them
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"namespaces": [], "pids": []}, f)
+        return sfx
 
 
 _PING_RE = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
