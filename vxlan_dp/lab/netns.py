@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import threading
 from typing import Any, Sequence
 
 from pyroute2 import NetNS, netns
@@ -52,7 +53,30 @@ def tx_checksum(name: str, ifname: str, on: bool) -> None:
 
 
 def create(name: str) -> None:
-    netns.create(name)
+    """A new network namespace bound to /run/netns/NAME, made by a short-lived thread of ours.
+
+    pyroute2's `netns.create` forks this whole process for it and gives the child 2 s to answer
+    (pyroute2.config.default_communicate_timeout): a big process on a loaded machine misses
+    that, the lab fails with TimeoutError, and the late child may still leave the namespace
+    behind, unrecorded. A network namespace is per thread (unshare(2)), so one thread of ours
+    unshares it and pyroute2's `attach` bind-mounts that thread's /proc/TID/ns/net as `create`
+    would, in this process's mount namespace; the thread then ends, nothing else ever ran in it."""
+    failed: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"unshare(CLONE_NEWNET) for {name}: {os.strerror(err)}")
+            netns.attach(name, threading.get_native_id())
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            failed.append(e)
+
+    t = threading.Thread(target=make, name=f"netns-create-{name}")
+    t.start()
+    t.join()
+    if failed:
+        raise failed[0]
 
 
 def remove(name: str) -> None:
