@@ -287,6 +287,12 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if a.what == "etcd":
         if _tools_missing("vxlan-dp bench etcd", ["etcd", "etcdctl"]):
             return EXIT_USAGE
+        if a.fleet:
+            from .bench.etcd_fleet import run_fleet
+            run_fleet(networks=a.networks, hosts=a.hosts, per=a.members_per_network,
+                             entries=a.entries, rate=a.rate, seconds=a.seconds or 60.0,
+                             bridge=not a.no_bridges, out_dir=a.out, profile=a.py_spy)
+            return 0
         from .bench.etcd import run_etcd
         try:
             run_etcd(["c", "python"] if a.backend_all else [a.backend], members=a.members,
@@ -617,6 +623,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale, etcd: run each case on c and python")
     b.add_argument("--members", type=int, default=200, help="etcd: simulated member hosts in the store (default 200)")
     b.add_argument("--per-member", type=int, default=100, help="etcd: MACs each member publishes (default 100)")
+    b.add_argument("--fleet", action="store_true",
+                   help="etcd: the fleet-scale run (issue 16): networks, members, entries, a churn minute")
+    b.add_argument("--networks", type=int, default=1000, help="etcd --fleet: networks (default 1000)")
+    b.add_argument("--hosts", type=int, default=1000, help="etcd --fleet: simulated hosts (default 1000)")
+    b.add_argument("--members-per-network", type=int, default=100,
+                   help="etcd --fleet: members of each network, out of --hosts hosts (default 100)")
+    b.add_argument("--entries", type=int, default=1_000_000, help="etcd --fleet: FDB entries in all (default 1000000)")
+    b.add_argument("--rate", type=int, default=1000, help="etcd --fleet: changes per second in the churn (default 1000)")
+    b.add_argument("--no-bridges", action="store_true", help="etcd --fleet: networks without a bridge (TAPs only)")
+    b.add_argument("--py-spy", action="store_true",
+                   help="etcd --fleet: sample the daemon with py-spy (when installed) at start and in the churn")
     b.add_argument("--cases", help="scale: comma-separated cases (default all: 1x0,100x0,1x100k,100x1k,1000x0,"
                                    "replication; NxE = N networks with E static FDB entries each)")
     b.add_argument("--peers", type=int, default=1000, help="scale: peers of the replication case (default 1000)")

@@ -38,6 +38,7 @@ class UnderlayWatch:
 
     def check(self) -> None:
         dp = self.networks.dp
+        gone: dict[str, bool] = {}  # local address -> not on this host: asked once per check
         for name, n in self.networks.items():
             c = dp.counters(n.handle)
             errs, sent = c["drop_socket_error"], c["tx_packets"]
@@ -45,12 +46,13 @@ class UnderlayWatch:
             self._seen[n.handle] = (errs, sent)
             if errs > last[0] and n.handle not in self._failing:
                 self._failing.add(n.handle)
-                try:
-                    gone = underlay_mtu(n.cfg.local) is None
-                except Exception:  # noqa: BLE001 - the warning matters, not the detail
-                    gone = False
-                log.warning("network %s: %d packets could not be sent to the underlay%s", name,
-                            errs - last[0], f"; {n.cfg.local} is not an address of this host" if gone else "")
+                if n.cfg.local not in gone:     # a netlink dump: 1,000 failing networks, one dump
+                    try:
+                        gone[n.cfg.local] = underlay_mtu(n.cfg.local) is None
+                    except Exception:  # noqa: BLE001 - the warning matters, not the detail
+                        gone[n.cfg.local] = False
+                log.warning("network %s: %d packets could not be sent to the underlay%s", name, errs - last[0],
+                            f"; {n.cfg.local} is not an address of this host" if gone[n.cfg.local] else "")
             elif n.handle in self._failing and errs == last[0] and sent > last[1]:
                 self._failing.discard(n.handle)
                 log.info("network %s: sends to the underlay work again", name)

@@ -118,6 +118,7 @@ def _store(entries: int) -> list[tuple[bytes, bytes]]:
     kvs += [(K.fdb("blue", "02:aa:00:00:00:01"), encode_fdb(LOCAL)),         # this host's own
             (K.fdb("blue", FILE_MAC), encode_fdb(_remote(0))),                # the file's wins
             (K.fdb("red", _mac(0)), encode_fdb(_remote(3))),
+            (K.fdb("green", _mac(0)), encode_fdb(_remote(3))),                # a network not run here
             (K.neigh("blue", "192.168.0.4"), encode_neigh(_mac(4))),
             (K.neigh("blue", "192.168.0.9"), encode_neigh(_mac(9))),          # the file's wins
             (K.neigh("blue", "192.168.0.5"), encode_neigh(_mac(5), LOCAL))]   # our own endpoint
@@ -152,7 +153,9 @@ def test_store_entries_reach_the_data_plane_in_batches(backend: str) -> None:
 
     async def scenario() -> None:
         await ctl._read_all(SimpleNamespace(kv=kv))
-        assert kv.requests == 2                                  # PAGE keys per request
+        # definitions and members in 3 ranges around the entries, then per network run: its fdb/
+        # keys (blue's 6,003 in 2 pages of PAGE, red's in 1) and its neigh/ keys; never green's
+        assert kv.requests == 3 + 3 + 2
         blue = _rows(dp, sink, "blue")
         assert len(blue) == 6_001 and blue[_mac(7)] == (_remote(7), True)
         assert "02:aa:00:00:00:01" not in blue and blue[FILE_MAC] == ("198.18.9.9", True)

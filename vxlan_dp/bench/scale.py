@@ -202,19 +202,24 @@ def _replication_pump_worker(peers: int, seconds: float, backend: str) -> None:
                       "cpu_us_per_copy": round(cpu / max(1, c["flood_copies"]) * 1e6, 4)}))
 
 
-def replication_pump(lab: Lab, peers: int, seconds: float, backend: str) -> dict[str, Any]:
-    h = lab.hosts[0]
-    with netns.ipr(h.ns) as ipr:
+def underlay_sink(ns: str, dst: str) -> None:
+    """Route `dst` (simulated peers, inside the lab) in namespace `ns` into a veth whose other
+    end drops everything (wrong MAC, forwarding off), through a gateway with a permanent
+    neighbour entry: sends to 1,000 peers succeed without one ARP, and nothing goes anywhere."""
+    with netns.ipr(ns) as ipr:
         if not ipr.link_lookup(ifname="sink0"):
-            # a veth whose other end drops everything (wrong MAC, forwarding off), reached
-            # through a gateway with a permanent neighbour entry: no ARP for 1,000 peers
             ipr.link("add", ifname="sink0", kind="veth", peer="sink1")
             for name in ("sink0", "sink1"):
                 ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up", mtu=9000)
             idx = ipr.link_lookup(ifname="sink0")[0]
             ipr.addr("add", index=idx, address="198.18.255.1", prefixlen=24)
             ipr.neigh("add", dst="198.18.255.254", lladdr="02:00:00:00:ff:fe", ifindex=idx, state=0x80)
-            ipr.route("add", dst="198.19.0.0/16", gateway="198.18.255.254", oif=idx)
+        ipr.route("add", dst=dst, gateway="198.18.255.254", oif=ipr.link_lookup(ifname="sink0")[0])
+
+
+def replication_pump(lab: Lab, peers: int, seconds: float, backend: str) -> dict[str, Any]:
+    h = lab.hosts[0]
+    underlay_sink(h.ns, "198.19.0.0/16")
     env = dict(os.environ)
     env.pop("VXLAN_DP_PUREPYTHON", None)
     argv = [sys.executable, "-c", "from vxlan_dp.bench.scale import _replication_pump_worker as w; "

@@ -8,8 +8,8 @@ one, opens plaintext channels only).
 The key schema and every decision live in etcd_state.py (no I/O); this module talks. One
 *session* per connection to one endpoint (the next one after a failure):
 
-    connect (TLS, auth) -> grant a lease -> read the whole prefix at one revision (paged)
-      -> converge the daemon on it -> put our member keys and re-bind our FDB claims to the
+    connect (TLS, auth) -> read the whole prefix at one revision (paged) -> converge the
+      daemon on it -> grant a lease -> put our member keys and re-bind our FDB claims to the
       new lease -> revoke the previous lease (whatever it still holds is stale)
       -> run until one of these fails:
            watch      prefix from revision+1: events -> StoreView -> pending changes
@@ -71,8 +71,10 @@ RPC_TIMEOUT = 5.0        # seconds for one request (a store that takes longer is
 START_WAIT = 5.0         # start-up waits this long for the first full read, then goes on without
 RETRY_MIN, RETRY_MAX = 0.5, 5.0  # reconnect back-off
 PUBLISH_INTERVAL = 1.0   # local MACs polled and published this often
+PUBLISH_SLICE = 50       # networks looked at between two turns of the event loop
 FLUSH_DELAY = 0.1        # store events coalesce for this long before the data plane sees them
 PAGE = 5000              # keys per range request at start-up (gRPC messages stay well under 4 MiB)
+READ_PARALLEL = 8        # networks whose entries are read at once in a full read
 TXN_OPS = 100            # puts per transaction (etcd's --max-txn-ops defaults to 128)
 AUTH_REFRESH = 240.0     # etcd simple tokens live 300 s by default
 REKEY_CHECK = 1.0        # seconds between looks at automatic rotation (rekey_interval)
@@ -389,9 +391,11 @@ class EtcdControl:
         try:
             if self.etcd.username:
                 await self._authenticate(client)
+            # the lease after the read: a full read of a fleet's store may outlast its TTL, and
+            # nothing keeps it alive until the session's tasks start
+            revision = await self._read_all(client)
             grant = await client.lease.grant(self.etcd.lease_ttl, timeout=RPC_TIMEOUT)
             old_lease, lease = self._lease, grant.ID
-            revision = await self._read_all(client)
             self._client, self._lease, self.endpoint = client, lease, ep
             self._members = {}
             await self._write_members(client, lease)
@@ -443,12 +447,30 @@ class EtcdControl:
             await self._authenticate(client)
 
     async def _read_all(self, client: Any) -> int:
-        """The whole prefix at one revision, in pages; the view and the daemon follow it."""
+        """The whole prefix at one revision, in pages; the view and the daemon follow it.
+
+        First everything but the entries (definitions, members, any stray key), then the fdb/
+        and neigh/ keys of each network this host runs, one range per network (a few in flight):
+        etcd 3.4 walks the whole rest of a range for every page of it, so one range over a
+        million entries costs a quadratic walk (minutes), and other hosts' networks need no read.
+        """
         from etcd3aio import prefix_range_end
 
+        root, fdb, neigh = self.keys.root, self.keys.kind(FDB), self.keys.kind(NEIGH)
         loader = self.view.loader()
-        revision = await _read_range(client, self.keys.root, prefix_range_end(self.keys.root), loader.feed)
-        _, snap = loader.finish()
+        revision = await _read_range(client, root, fdb, loader.feed)
+        for start, end in ((prefix_range_end(fdb), neigh), (prefix_range_end(neigh), prefix_range_end(root))):
+            await _read_range(client, start, end, loader.feed, revision)
+        loader.finish()
+        nets, _ = plan_networks(self.config.networks, self.view, self.etcd, self.local)
+        entries = self.view.loader(entries_only=True)
+        gate = asyncio.Semaphore(READ_PARALLEL)
+
+        async def one(name: str) -> None:
+            async with gate:
+                await self._read_entries(client, name, entries.feed, revision)
+        await asyncio.gather(*(one(name) for name in sorted(nets)))
+        _, snap = entries.finish()
         self.resyncs += 1
         self.last_sync = time.time()
         self.entries_at_sync = sum(map(len, snap.fdb.values())) + sum(map(len, snap.neigh.values()))
@@ -464,17 +486,21 @@ class EtcdControl:
         self._synced.set()
         return revision
 
-    async def _relist(self, client: Any) -> None:
-        """Read the entries of the networks in `_relist_wanted` and hand each its whole table."""
+    async def _read_entries(self, client: Any, name: str, feed: Callable[[Any], None], revision: int = 0) -> None:
+        """Network `name`'s fdb/ and neigh/ keys (at `revision`; 0: the current one) into `feed`."""
         from etcd3aio import prefix_range_end
 
+        for kind in (FDB, NEIGH):
+            start = self.keys.entries(kind, name)
+            await _read_range(client, start, prefix_range_end(start), feed, revision)
+
+    async def _relist(self, client: Any) -> None:
+        """Read the entries of the networks in `_relist_wanted` and hand each its whole table."""
         names, self._relist_wanted = sorted(self._relist_wanted), set()
         for i, name in enumerate(names):
             loader = self.view.loader(entries_only=True)
             try:
-                for kind in (FDB, NEIGH):
-                    start = self.keys.entries(kind, name)
-                    await _read_range(client, start, prefix_range_end(start), loader.feed)
+                await self._read_entries(client, name, loader.feed)
             except Exception as e:  # noqa: BLE001 - the session's own tasks notice a dead store
                 log.warning("etcd: reading the entries of %s: %s; trying again", name, _describe(e))
                 self._relist_wanted.update(names[i:])
@@ -496,31 +522,39 @@ class EtcdControl:
                     continue
                 now = time.monotonic()
                 change = Change()
+                wake = False
                 for ev in resp.events:
                     if ev.type == 0:  # mvccpb.Event.PUT
                         c = self.view.put(ev.kv.key, ev.kv.value)
                     else:
                         c = self.view.delete(ev.kv.key)
-                        self._members.pop(self._member_of(ev.kv.key), None)
-                    self._note(c, now)
+                        member = self._member_of(ev.kv.key)
+                        wake |= member in self._members     # ours: put it back now
+                        self._members.pop(member, None)
+                    wake |= self._note(c, now)
+                    # an encrypted network's keys or acknowledgements: its rotation steps now
+                    wake |= any(name in self.view.netkeys for name in c.dirty)
                     change |= c
                 self.last_event = time.time()
                 self._changed(change)
-                if change.dirty:
-                    self._wake_writer.set()  # a claim of ours may have been taken over
+                if wake:    # not for every member change: a pass over 1,000 networks is not free
+                    self._wake_writer.set()
         finally:
             await it.aclose()
 
-    def _note(self, c: Change, now: float) -> None:
-        """Tell the publisher of another host's (or our own) word on an item it may claim."""
+    def _note(self, c: Change, now: float) -> bool:
+        """Tell the publisher of another host's (or our own) word on an item it may claim;
+        True if a claim of ours was taken over or deleted."""
+        ours = False
         for name, ops in c.fdb.items():
             local = self._local_of(name)
             for mac, remote in ops.items():
-                self.publisher.note(FDB, name, mac.hex(":"), None if remote is None else remote == local, now)
+                ours |= self.publisher.note(FDB, name, mac.hex(":"), None if remote is None else remote == local, now)
         for name, nops in c.neigh.items():
             local = self._local_of(name)
             for ip, op in nops.items():
-                self.publisher.note(NEIGH, name, ip, None if op is None else op[1] == local, now)
+                ours |= self.publisher.note(NEIGH, name, ip, None if op is None else op[1] == local, now)
+        return ours
 
     def _local_of(self, name: str) -> str | None:
         n = self._nets.get(name)
@@ -624,7 +658,11 @@ class EtcdControl:
     async def _publish(self, client: Any, lease: int) -> None:
         assert self.sink is not None
         now = time.monotonic()
-        for name, n in list(self._running.items()):
+        for k, (name, n) in enumerate(list(self._running.items())):
+            if k % PUBLISH_SLICE == PUBLISH_SLICE - 1:
+                await asyncio.sleep(0)      # let the watch and the flusher in between
+                if name not in self._running:
+                    continue
             mine = encode_fdb(n.local)
             ops = self.publisher.plan(FDB, name, [(m, mine, age) for m, age in self.sink.local_macs(name, now)], now)
             ops |= self.publisher.plan(NEIGH, name, [(ip, encode_neigh(mac, n.local), age)
@@ -649,11 +687,10 @@ class EtcdControl:
             log.debug("etcd: withdrew %s", k.decode())
 
 
-async def _read_range(client: Any, start: bytes, end: bytes, feed: Callable[[Any], None]) -> int:
-    """Every key in [start, end) at one revision, PAGE keys per request, each page handed to
-    `feed` as (key, value) pairs as it arrives (never the whole range in memory). Returns the
-    revision read at."""
-    revision = 0
+async def _read_range(client: Any, start: bytes, end: bytes, feed: Callable[[Any], None], revision: int = 0) -> int:
+    """Every key in [start, end) at `revision` (0: the current one), PAGE keys per request, each
+    page handed to `feed` as (key, value) pairs as it arrives (never the whole range in memory).
+    Returns the revision read at."""
     while True:
         r = await client.kv.get(start, range_end=end, revision=revision, limit=PAGE, timeout=RPC_TIMEOUT)
         revision = revision or r.header.revision

@@ -99,6 +99,10 @@ class Keys:
     def item(self, kind: str, name: str, item: str) -> bytes:
         return f"{self.prefix}/{kind}/{name}/{item}".encode()
 
+    def kind(self, kind: str) -> bytes:
+        """The prefix of every key of one kind (networks, members, fdb, neigh)."""
+        return f"{self.prefix}/{kind}/".encode()
+
     def entries(self, kind: str, name: str) -> bytes:
         """The prefix of network `name`'s fdb or neigh keys."""
         return f"{self.prefix}/{kind}/{name}/".encode()
@@ -493,6 +497,7 @@ def plan_networks(file_networks: Iterable[NetworkConfig], view: StoreView, etcd:
     nets = {n.name: n for n in file_networks}
     problems: dict[str, str] = {}
     accepted = list(nets.values())
+    taken = _Taken(accepted)
     for name in sorted(view.networks):
         if name in nets:
             continue
@@ -502,11 +507,13 @@ def plan_networks(file_networks: Iterable[NetworkConfig], view: StoreView, etcd:
             continue
         try:
             n = store_network(name, view.networks[name], local=local, etcd=etcd, path=path)
-            check_networks(accepted + [n])
+            if taken.may_clash(n):      # the full rules only then: they cost O(networks) each
+                check_networks(accepted + [n])
         except ConfigError as e:
             problems[name] = str(e) if e.field.startswith(path) else f"{path}: {e}"
             continue
         accepted.append(n)
+        taken.add(n)
         nets[name] = n
     for name, n in list(nets.items()):
         if n.encrypt and n.key_file is None and not view.netkeys.get(name):
@@ -515,6 +522,36 @@ def plan_networks(file_networks: Iterable[NetworkConfig], view: StoreView, etcd:
                               f"(`vxlan-dp keys rotate {name}` puts the first)")
             del nets[name]
     return nets, problems
+
+
+class _Taken:
+    """What accepted networks hold (names, VNIs, devices, UDP ports), so that a network that
+    cannot break any rule of config.check_networks skips it: 1,000 store networks cost 1,000
+    set lookups instead of half a million pairs."""
+
+    def __init__(self, nets: Iterable[NetworkConfig]) -> None:
+        self.names: set[str] = set()
+        self.vnis: set[int] = set()
+        self.devices: set[str] = set()
+        self.udp: dict[tuple[str, int], tuple[str, bool]] = {}
+        for n in nets:
+            self.add(n)
+
+    def add(self, n: NetworkConfig) -> None:
+        self.names.add(n.name)
+        self.vnis.add(n.vni)
+        self.devices.add(n.tap)
+        if n.bridge is not None:
+            self.devices.add(n.bridge)
+        self.udp.setdefault((n.local, n.port), (n.encap, n.encrypt))
+
+    def may_clash(self, n: NetworkConfig) -> bool:
+        if n.encap != "vxlan" or n.encrypt:     # GRE keys, ports of its own: the full rules
+            return True
+        other = self.udp.get((n.local, n.port))
+        return (n.name in self.names or n.vni in self.vnis or n.tap in self.devices
+                or (n.bridge is not None and (n.bridge in self.devices or n.bridge == n.tap))
+                or (other is not None and other != ("vxlan", False)))
 
 
 @dataclass
@@ -545,11 +582,12 @@ class Publisher:
         self.moved: dict[Slot, dict[str, float]] = {}     # item -> when another host claimed it
         self.seen: dict[Slot, set[str]] = {}              # items seen locally at the last plan
 
-    def note(self, kind: str, name: str, item: str, mine: bool | None, now: float) -> None:
+    def note(self, kind: str, name: str, item: str, mine: bool | None, now: float) -> bool:
         """A store event for an item: `mine` True (our own value), False (another host's value),
-        None (deleted). Only items this host claimed or saw matter; others are not kept."""
+        None (deleted). Only items this host claimed or saw matter; others are not kept.
+        True when it was a claim of ours (taken over or deleted)."""
         if mine:
-            return
+            return False
         slot = (kind, name)
         claimed, moved = self.claimed.get(slot), self.moved.get(slot)
         ours = claimed is not None and claimed.pop(item, None) is not None
@@ -558,6 +596,7 @@ class Publisher:
                 moved.pop(item, None)
         elif ours or (moved is not None and item in moved) or item in self.seen.get(slot, ()):
             self.moved.setdefault(slot, {})[item] = now
+        return ours
 
     def plan(self, kind: str, name: str, seen: Iterable[tuple[str, bytes, float]], now: float) -> Ops:
         """`seen`: (item, the value to publish for it, age) from the data plane's local tables."""

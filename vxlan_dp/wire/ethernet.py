@@ -50,7 +50,7 @@ def mac_to_bytes(mac: str) -> bytes:
 
 
 def mac_to_str(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
+    return bytes(mac).hex(":")  # "aa:bb:cc:dd:ee:ff"; in C, not a generator per octet
 
 
 def is_multicast(mac: bytes) -> bool:
