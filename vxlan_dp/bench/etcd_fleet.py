@@ -400,7 +400,7 @@ def _markdown(r: dict[str, Any]) -> str:
             "| changes seen | p50 | p99 | max | p99 from send | write p99 | daemon CPU | RSS after | growth |\n"
             + "|---:" * 19 + "|\n")
     return head + (f"| {r['networks']} | {r['hosts']} | {r['members_per_network']} | {r['entries']} "
-                   f"| {r['fill_s']} s | {r['ready_s']} s | {r['cold_start_s']} s | {r['rss_mib']} MiB "
+                   f"| {r['fill_s']} s | {'-' if r['ready_s'] is None else str(r['ready_s']) + ' s'} | {r['cold_start_s']} s | {r['rss_mib']} MiB "
                    f"| {r['hwm_mib']} MiB | {c['rate']}/s | {c['seen']}/{c['changes']} | {c['p50_ms']} ms "
                    f"| {c['p99_ms']} ms | {c['max_ms']} ms | {c['from_send_p99_ms']} ms | {c['write_rtt_p99_ms']} ms "
                    f"| {r['daemon_cpu_pct']} % | {r['rss_after_mib']} MiB | {r['rss_growth_pct']} % |\n")
