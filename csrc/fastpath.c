@@ -979,6 +979,19 @@ static void tap_write_one(struct vxdp_net *n, const uint8_t *frame, uint32_t len
     }
 }
 
+/* n->gro_types: set by management (every lock held), turned off by whichever pump's GSO write
+ * the TAP refuses first, while the other queues' pumps read it: relaxed atomics, the value is
+ * a hint (a write already under way with the old one fails the same way and falls back too). */
+static inline unsigned gro_types(const struct vxdp_net *n)
+{
+    return __atomic_load_n(&n->gro_types, __ATOMIC_RELAXED);
+}
+
+static inline void gro_off(struct vxdp_net *n)
+{
+    __atomic_store_n(&n->gro_types, 0u, __ATOMIC_RELAXED);
+}
+
 /* A peer's TCP super-frame (decap_one accepted it: vxdp_super_frame), in MTU-sized segments:
  * one GSO write where the TAP took TSO for its IP version, else split here (offload.c) and
  * written segment by segment. Counted as the segments it stands for, like coalesced writes. */
@@ -993,7 +1006,7 @@ static void deliver_super(struct vxdp_dp *dp, struct vxdp_net *n, uint8_t *frame
     }
     dp->ost.rx_super_segments += (uint64_t)nseg;
     unsigned tso = (vh.gso_type & ~VXDP_GSO_ECN) == VXDP_GSO_TCPV4 ? VXDP_TAP_TSO4 : VXDP_TAP_TSO6;
-    if (n->vnet && (n->gro_types & tso)) {
+    if (n->vnet && (gro_types(n) & tso)) {
         vxdp_super_partial(frame, len, &vh);
         struct iovec iov[2] = { { &vh, VXDP_VNET_HDR_LEN }, { frame, len } };
         ssize_t w;
@@ -1009,7 +1022,7 @@ static void deliver_super(struct vxdp_dp *dp, struct vxdp_net *n, uint8_t *frame
             NQ(n)->c.drop_tap_write_error += (uint64_t)nseg;
             return;
         }
-        n->gro_types = 0;       /* the TAP refuses GSO frames: split them here from now on */
+        gro_off(n);             /* the TAP refuses GSO frames: split them here from now on */
         dp->ost.tap_gso_fallbacks++;
         dp->ost.tap_gso_errno = errno;
     }
@@ -1056,13 +1069,14 @@ static void deliver_run(struct vxdp_dp *dp, struct vxdp_net *n, const uint8_t *c
 {
     if (cnt <= 0)
         return;
-    if (!n->vnet || !n->gro_types) {
+    unsigned types = n->vnet ? gro_types(n) : 0;
+    if (!types) {
         for (int k = 0; k < cnt; k++)
             tap_write_one(n, frames[k], lens[k]);
         return;
     }
     struct vxdp_gro *g = &dp->gro;
-    int items = vxdp_gro_run(g, frames, lens, cnt, n->gro_types);
+    int items = vxdp_gro_run(g, frames, lens, cnt, types);
     if (items < 0) {            /* cannot happen: deliver() never gathers more than dl_cap */
         for (int k = 0; k < cnt; k++)
             tap_write_one(n, frames[k], lens[k]);
@@ -1074,7 +1088,7 @@ static void deliver_run(struct vxdp_dp *dp, struct vxdp_net *n, const uint8_t *c
             tap_write_one(n, frames[it->first], lens[it->first]);
             continue;
         }
-        if (n->gro_types) {
+        if (gro_types(n)) {
             uint8_t h[VXDP_SEG_HDR_MAX];
             struct vxdp_vnet_hdr vh;
             int hlen = vxdp_gro_header(g, k, frames, h, &vh);
@@ -1107,7 +1121,7 @@ static void deliver_run(struct vxdp_dp *dp, struct vxdp_net *n, const uint8_t *c
                 NQ(n)->c.drop_tap_write_error += it->nsegs;
                 continue;
             }
-            n->gro_types = 0;   /* the TAP refuses GSO frames: write them as they came */
+            gro_off(n);         /* the TAP refuses GSO frames: write them as they came */
             dp->ost.tap_gso_fallbacks++;
             dp->ost.tap_gso_errno = errno;
         }

@@ -202,7 +202,8 @@ struct vxdp_ep {
 struct vxdp_net {
     int id, ep;
     bool vnet;                  /* the TAP fd carries a struct vxdp_vnet_hdr per frame */
-    unsigned gro_types;         /* VXDP_TAP_* that writes to the TAP may coalesce into */
+    unsigned gro_types;         /* VXDP_TAP_* that writes to the TAP may coalesce into; a pump
+                                 * turns it off: atomic (fastpath.c gro_types) */
     struct vxdp_net_params p;
     int family;                 /* 4 or 6, from p.local */
     int iphl, l4hlen;           /* outer IP header; UDP + VXLAN/GRE (16) or GRE alone (8) */
