@@ -296,7 +296,9 @@ static void qlock(struct vxdp_dp *dp)
  * the locks are taken in order, never while holding one). */
 static void qunlock(struct vxdp_dp *dp)
 {
-    if (dp->npend && dp->main->nq > 1) {
+    /* view 0 reads nq under its own lock (the one that guards it); another view exists only
+     * once there are several, and queues never shrink */
+    if (dp->npend && (dp->qid > 0 || dp->main->nq > 1)) {
         pthread_mutex_unlock(&dp->lock);
         vxdp_wlock(dp);
         apply_learned(dp);

@@ -38,18 +38,23 @@ struct vxdp_ep *vxdp_get_ep(struct vxdp_dp *dp, int id)
     return id >= 0 && id < dp->neps ? dp->eps[id] : NULL;
 }
 
+/* nq and qs[] change only with view 0's lock held (vxdp_set_queues, which may run while
+ * pumps do: queues grow at any time), so they are read only once that lock is taken; and
+ * wunlock, still holding it, releases exactly the locks wlock took. */
 void vxdp_wlock(struct vxdp_dp *dp)
 {
     dp = dp->main;
-    for (int q = 0; q < dp->nq; q++)
+    pthread_mutex_lock(&dp->lock);
+    for (int q = 1; q < dp->nq; q++)
         pthread_mutex_lock(&dp->qs[q]->lock);
 }
 
 void vxdp_wunlock(struct vxdp_dp *dp)
 {
     dp = dp->main;
-    for (int q = dp->nq - 1; q >= 0; q--)
+    for (int q = dp->nq - 1; q >= 1; q--)
         pthread_mutex_unlock(&dp->qs[q]->lock);
+    pthread_mutex_unlock(&dp->lock);
 }
 
 /* ---- the data plane ------------------------------------------------------------------ */
@@ -816,7 +821,7 @@ int vxdp_set_queues(struct vxdp_dp *dp, int n)
     while (nq < n && dp->qs[nq])
         nq++;
     dp->nq = nq;                /* no pump runs on a new view yet: nobody holds its lock */
-    for (int q = have - 1; q >= 0; q--)     /* unlock what vxdp_wlock took */
+    for (int q = have - 1; q >= 0; q--)     /* unlock what vxdp_wlock took (0, the nq guard, last) */
         pthread_mutex_unlock(&dp->qs[q]->lock);
     return r < 0 ? r : nq;
 }

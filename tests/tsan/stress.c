@@ -263,6 +263,10 @@ static void *manage(void *p)
                          1 + (int)(*rounds & 1), 1);
         if (r < 0)
             die("set_esp", r);
+        /* queues only grow, and may while pumps run (api.py): every lock taken must be a
+         * lock released, for the pumps' own learning too */
+        if (*rounds % 64 == 63 && vxdp_set_queues(dp, QUEUES + 1 + (int)(*rounds / 64) % 8) < 0)
+            die("set_queues", -ENOMEM);
         (*rounds)++;
         usleep(200);
     }
