@@ -243,15 +243,17 @@ class Networks:
         net = self._nets.pop(name)
         if net.recovering:
             net.recovering.cancel()
+        if net.tap is not None and net.tap.fd >= 0:
+            self.pumps.remove_tap(net.handle, net.tap.fds)
+        self.neigh.detach(name)
+        # before the TAP's fds close: until then a pump thread writes the network's frames from
+        # the overlay to them, and a number closed first can be another file's by then
+        self.dp.remove_network(net.handle)
         if net.tap is not None:
-            if net.tap.fd >= 0:
-                self.pumps.remove_tap(net.handle, net.tap.fds)
             if closing is None:
                 net.tap.close()
             else:
                 closing.append(net.tap)
-        self.neigh.detach(name)
-        self.dp.remove_network(net.handle)
         self._release_endpoint(net.ep_key, name, loop)
         log.info("network %s removed", name)
 
