@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from helpers import eth_frame, vxlan_payload
-from vxlan_dp.datapath.poll import POLL_MODES, LoopPumps, ThreadPumps, make_pumps
+from vxlan_dp.datapath.poll import POLL_MODES, LoopPumps, ThreadPumps, _PumpThread, make_pumps
 from vxlan_dp.fastpath import NetworkParams, backends
 
 VNI = 42
@@ -283,21 +283,29 @@ def test_c_queues_pumped_at_once_learn_and_count_exactly() -> None:
         r.close()
 
 
+def _both_queues_failing(cls: Any) -> tuple[QueueRig, Any, list[int], list[int]]:
+    """A two-queue rig pumped from the loop's view (the C backend: a thread per queue) whose
+    TAP fds are both -1 in the Dataplane, a frame waiting on each: both queues' reads fail.
+    Returns the rig, the pumps, the failure callback's calls and the TAP's fds."""
+    r = QueueRig(cls)
+    pumps = make_pumps(r.dp, "interrupt", 200, asyncio.get_running_loop(), queues=2)
+    calls: list[int] = []
+    fds = [r.tap.fileno(), r.tap1.fileno()]
+    pumps.add_endpoint(r.ep, [r.rx.fileno(), r.rx1.fileno()])
+    pumps.add_tap(r.net, fds, calls.append)
+    pumps.start()
+    r.dp.set_tap(r.net, -1)                         # every queue's fd: -1
+    r.host.send(frame(b"\xff" * 6, MAC_A, 1))
+    r.host1.send(frame(b"\xff" * 6, MAC_A, 2))
+    return r, pumps, calls, fds
+
+
 def test_a_tap_failing_on_both_queues_is_reported_once(backend: Any) -> None:
     """Every queue's fd of a vanished TAP fails, each in its own pump thread (C): the daemon
     hears of it once, and the TAP made again carries frames on both queues with no late report."""
     async def main() -> None:
-        r = QueueRig(backend)
-        pumps = make_pumps(r.dp, "interrupt", 200, asyncio.get_running_loop(), queues=2)
-        calls: list[int] = []
-        fds = [r.tap.fileno(), r.tap1.fileno()]
-        pumps.add_endpoint(r.ep, [r.rx.fileno(), r.rx1.fileno()])
-        pumps.add_tap(r.net, fds, calls.append)
-        pumps.start()
+        r, pumps, calls, fds = _both_queues_failing(backend)
         try:
-            r.dp.set_tap(r.net, -1)                         # every queue's fd: -1
-            r.host.send(frame(b"\xff" * 6, MAC_A, 1))
-            r.host1.send(frame(b"\xff" * 6, MAC_A, 2))
             assert await _until(lambda: calls)
             pumps.remove_tap(r.net, fds)                    # what the daemon does next
             await asyncio.sleep(0.2)
@@ -311,4 +319,48 @@ def test_a_tap_failing_on_both_queues_is_reported_once(backend: Any) -> None:
         finally:
             pumps.stop()
             r.close()
+    asyncio.run(main())
+
+
+def test_a_late_failure_report_does_not_undo_the_tap_made_since(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both queues' fds of a vanished TAP fail; one pump thread is slow between taking its fd
+    out of its table and out of its epoll set (a GIL switch there, made long here). The event
+    loop meanwhile takes the TAP out and, a loop turn later, puts the new one in under the same
+    fd numbers, as the daemon's recovery does. The slow thread must neither take the new TAP's
+    fd out of its epoll set (that queue would never be pumped again) nor report the old
+    failure against the new TAP (torn down and made again for nothing)."""
+    if "c" not in backends():
+        pytest.skip("pump threads are the C backend's")
+    real_delete = _PumpThread.delete
+    pump_deletes: list[int] = []
+
+    def slow_delete(self: _PumpThread, fd: int) -> None:
+        if threading.current_thread().name.startswith("vxdp-pump"):
+            pump_deletes.append(fd)
+            if len(pump_deletes) == 2:      # the second thread to report: late
+                time.sleep(0.5)
+        real_delete(self, fd)
+    monkeypatch.setattr(_PumpThread, "delete", slow_delete)
+
+    async def main() -> None:
+        r, pumps, calls, fds = _both_queues_failing(backends()["c"])
+        try:
+            assert await _until(lambda: calls)
+            pumps.remove_tap(r.net, fds)                    # Networks._tap_lost
+            await asyncio.sleep(0.2)                        # _recover_tap runs as a task
+            r.dp.set_tap(r.net, fds[0])
+            r.dp.set_tap_queue(r.net, 1, fds[1])
+            pumps.add_tap(r.net, fds, calls.append)
+            await asyncio.sleep(0.6)                        # the slow thread is done by now
+            assert len(pump_deletes) == 2
+            r.host.send(frame(b"\xff" * 6, MAC_A, 3))
+            r.host1.send(frame(b"\xff" * 6, MAC_A, 4))
+            # 1 and 2 were never read (the fds were -1): every frame, from both queues
+            assert await _until(lambda: r.dp.counters(r.net)["tap_rx_frames"] == 4), \
+                "a queue of the new TAP is not pumped"
+            assert calls == [errno.EBADF]
+        finally:
+            pumps.stop()
+            r.close()
+
     asyncio.run(main())

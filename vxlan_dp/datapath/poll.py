@@ -96,6 +96,12 @@ class _PumpThread:
         self.ep = select.epoll()
         self.wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.tap_fds: dict[int, int] = {}
+        # Held by this thread from taking a failed TAP's fd out of tap_fds until its report is
+        # queued on the loop, and by the loop around changes to tap_fds and the epoll set: a
+        # report is either queued before remove_tap returns (so it runs before the TAP made
+        # since is added, a loop turn later) or not made at all, and the fd the thread takes
+        # out of its epoll set is still the failed TAP's, not a new one's under the same number.
+        self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         owner.dp.poll_ctl(self.ep.fileno(), True, self.wake, owner.dp.POLL_WAKE, self.wake)
 
@@ -120,17 +126,18 @@ class _PumpThread:
         while not o._stopping:
             r, net, err = o.dp.poll_run(self.ep.fileno(), o.mode, spin_ns, self.queue)
             if r == 1:
-                fd = self.tap_fds.pop(net, None)
-                if fd is None:
-                    # the event loop took this TAP out already (another queue's thread saw it
-                    # fail first): an event of this round read the fd -1 it left in the
-                    # Dataplane. Reporting it could only hit the TAP made since.
-                    continue
-                self.delete(fd)             # level-triggered: it would be reported again
-                try:
-                    o.loop.call_soon_threadsafe(o._failed, net, err)
-                except RuntimeError:        # the loop is closed: we are stopping anyway
-                    return
+                with self.lock:
+                    fd = self.tap_fds.pop(net, None)
+                    if fd is None:
+                        # the event loop took this TAP out already (another queue's thread saw
+                        # it fail first): an event of this round read the fd -1 it left in the
+                        # Dataplane. Reporting it could only hit the TAP made since.
+                        continue
+                    self.delete(fd)         # level-triggered: it would be reported again
+                    try:
+                        o.loop.call_soon_threadsafe(o._failed, net, err)
+                    except RuntimeError:    # the loop is closed: we are stopping anyway
+                        return
             elif r < 0:
                 log.error("pump thread %d: epoll failed (%s); its packets are no longer moved",
                           self.queue, os.strerror(-r))
@@ -155,14 +162,16 @@ class ThreadPumps(Pumps):
     def add_tap(self, net: int, fds: Sequence[int], on_fail: OnFail) -> None:
         self._tap_fail[net] = on_fail
         for t, fd in zip(self._threads, fds):
-            t.tap_fds[net] = fd
-            t.add(fd, self.dp.POLL_TAP, net)
+            with t.lock:
+                t.tap_fds[net] = fd
+                t.add(fd, self.dp.POLL_TAP, net)
 
     def remove_tap(self, net: int, fds: Sequence[int]) -> None:
         self._tap_fail.pop(net, None)
         for t, fd in zip(self._threads, fds):
-            t.tap_fds.pop(net, None)
-            t.delete(fd)
+            with t.lock:            # a failure report in progress is queued first (_PumpThread)
+                t.tap_fds.pop(net, None)
+                t.delete(fd)
 
     def add_endpoint(self, ep: int, fds: Sequence[int]) -> None:
         for t, fd in zip(self._threads, fds):
