@@ -45,7 +45,7 @@
 
 static struct vxdp_dp *dp;
 static int ep_plain, ep_esp, net_plain, net_vnet, net_esp;
-static uint16_t ep_port[QUEUES];
+static uint16_t ep_port[QUEUES], esp_port[QUEUES];
 static int tap_peer[QUEUES], esp_tap_peer[QUEUES];     /* our ends of the TAP socketpairs */
 static int vnet_fd[QUEUES];
 static atomic_bool stop;
@@ -173,6 +173,11 @@ static void *pump(void *p)
         }
         size_t n = vxlan_dgram(b, 43, MACS + q, true);
         send_to(from[0], ep_port[q], b, n);
+        for (int i = 0; i < 4; i++) {   /* ESP with SPIs of no key: opened (and refused) */
+            for (int k = 0; k < 96; k++)
+                b[k] = (uint8_t)(rand_r(&seed) | 1);
+            send_to(from[0], esp_port[q], b, 96);
+        }
         for (int i = 0; i < 8; i++) {   /* egress: known MACs, broadcast */
             uint8_t f[60];
             memset(f, 0, sizeof f);
@@ -197,6 +202,7 @@ static void *pump(void *p)
         arp[38] = 192; arp[39] = 168; arp[40] = 0; arp[41] = 9;
         (void)write(tap_peer[q], arp, sizeof arp);
         vxdp_pump_endpoint(v, ep_plain, now);
+        vxdp_pump_endpoint(v, ep_esp, now);
         vxdp_pump_tap(v, net_plain, now);
         vxdp_pump_tap(v, net_esp, now);
         a->rounds++;
@@ -292,8 +298,8 @@ int main(int argc, char **argv)
     if (ep_plain < 0)
         die("add_endpoint", ep_plain);
     vxdp_set_endpoint_queue(dp, ep_plain, 1, ep_fd[1]);
-    uint16_t esp_port;
-    ep_esp = vxdp_add_endpoint(dp, VXDP_ENCAP_VXLAN, udp_socket("127.0.0.1", &esp_port), 0);
+    ep_esp = vxdp_add_endpoint(dp, VXDP_ENCAP_VXLAN, udp_socket("127.0.0.1", &esp_port[0]), 0);
+    vxdp_set_endpoint_queue(dp, ep_esp, 1, udp_socket("127.0.0.1", &esp_port[1]));
 
     struct vxdp_net_params np = {
         .vni = 42, .encap = VXDP_ENCAP_VXLAN, .local = v4("127.0.0.1"), .port = 4789,
@@ -349,15 +355,21 @@ int main(int argc, char **argv)
     vxdp_ep_counters(dp, ep_plain, &ec);
     struct vxdp_neigh_counters nbc;
     vxdp_neigh_counters(dp, net_plain, &nbc);
+    struct vxdp_ep_counters esp;
+    vxdp_ep_counters(dp, ep_esp, &esp);
+    uint64_t esp_drops = esp.drop_esp_too_short + esp.drop_esp_plaintext +
+                         esp.drop_esp_unknown_key + esp.drop_esp_replay + esp.drop_esp_auth;
     printf("stress: %.1f s, pump rounds %llu + %llu, management rounds %llu; rx %llu datagrams, "
-           "learned %llu, moved %llu, tap_rx %llu, ARP answered %llu\n", secs,
+           "learned %llu, moved %llu, tap_rx %llu, ARP answered %llu, ESP refused %llu\n", secs,
            (unsigned long long)pa[0].rounds, (unsigned long long)pa[1].rounds,
            (unsigned long long)mrounds, (unsigned long long)ec.rx_datagrams,
            (unsigned long long)nc.fdb_learned, (unsigned long long)nc.fdb_moved,
-           (unsigned long long)nc.tap_rx_frames, (unsigned long long)nbc.replies_sent);
+           (unsigned long long)nc.tap_rx_frames, (unsigned long long)nbc.replies_sent,
+           (unsigned long long)esp_drops);
     /* the run did what it is for: both pumps moved packets, MACs were learned and moved */
     if (!pa[0].rounds || !pa[1].rounds || !mrounds || !ec.rx_datagrams || !nc.fdb_learned ||
-        !nc.fdb_moved || !nc.tap_rx_frames || !nbc.replies_sent) {
+        !nc.fdb_moved || !nc.tap_rx_frames || !nbc.replies_sent ||
+        !esp_drops) {
         fprintf(stderr, "stress: a path did not run\n");
         return 1;
     }
