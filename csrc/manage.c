@@ -829,7 +829,10 @@ int vxdp_set_queues(struct vxdp_dp *dp, int n)
 struct vxdp_dp *vxdp_queue(struct vxdp_dp *dp, int q)
 {
     dp = dp->main;
-    return q >= 0 && q < dp->nq ? dp->qs[q] : NULL;
+    pthread_mutex_lock(&dp->lock);      /* nq and qs[] are view 0's lock's (vxdp_wlock) */
+    struct vxdp_dp *v = q >= 0 && q < dp->nq ? dp->qs[q] : NULL;
+    pthread_mutex_unlock(&dp->lock);
+    return v;
 }
 
 int vxdp_set_tap_queue(struct vxdp_dp *dp, int net, int q, int fd)

@@ -58,15 +58,20 @@ static uint64_t csum_avx2(const uint8_t **pp, size_t *plen, uint64_t sum)
     return sum;
 }
 
-static int csum_vector = -1;    /* -1: not asked yet; vxdp_csum_vector may turn it off (tests) */
+/* -1: not asked yet; vxdp_csum_vector may turn it off (tests). Every queue's pump thread asks
+ * on first use, and may at once: relaxed atomics (each computes the same answer; a plain int
+ * here is a data race, which TSan reports, tests/tsan). */
+static int csum_vector = -1;
 
 static bool use_avx2(void)
 {
-    if (csum_vector < 0) {      /* a benign race: every thread computes the same answer */
+    int v = __atomic_load_n(&csum_vector, __ATOMIC_RELAXED);
+    if (v < 0) {
         __builtin_cpu_init();
-        csum_vector = __builtin_cpu_supports("avx2") ? 1 : 0;
+        v = __builtin_cpu_supports("avx2") ? 1 : 0;
+        __atomic_store_n(&csum_vector, v, __ATOMIC_RELAXED);
     }
-    return csum_vector == 1;
+    return v == 1;
 }
 #endif
 
@@ -74,9 +79,9 @@ int vxdp_csum_vector(int on)
 {
 #ifdef VXDP_CSUM_AVX2
     if (on == 0)
-        csum_vector = 0;
+        __atomic_store_n(&csum_vector, 0, __ATOMIC_RELAXED);
     else if (on > 0)
-        csum_vector = -1;       /* back to what the CPU can do */
+        __atomic_store_n(&csum_vector, -1, __ATOMIC_RELAXED);  /* back to what the CPU can do */
     return use_avx2();
 #else
     (void)on;

@@ -49,6 +49,7 @@ static uint16_t ep_port[QUEUES], esp_port[QUEUES];
 static int tap_peer[QUEUES], esp_tap_peer[QUEUES];     /* our ends of the TAP socketpairs */
 static int vnet_fd[QUEUES];
 static atomic_bool stop;
+static pthread_barrier_t go;    /* every thread starts at once: first-use races (lazy inits) */
 static double deadline;
 
 static double now_s(void)
@@ -151,6 +152,7 @@ static void send_to(int fd, uint16_t port, const uint8_t *b, size_t len)
 
 struct pump_arg {
     int q;
+    struct vxdp_dp *view;       /* fetched before the threads start, as poll.py's _views */
     uint64_t rounds;
 };
 
@@ -158,7 +160,8 @@ static void *pump(void *p)
 {
     struct pump_arg *a = p;
     int q = a->q;
-    struct vxdp_dp *v = vxdp_queue(dp, q);
+    struct vxdp_dp *v = a->view;
+    pthread_barrier_wait(&go);
     int from[2] = { udp_socket("127.0.0.1", NULL), udp_socket("127.0.0.2", NULL) };
     uint8_t *b = malloc(4096);
     unsigned seed = (unsigned)q * 7919u + 1;
@@ -222,6 +225,7 @@ static void *manage(void *p)
     struct vxdp_fdb_row *rows = calloc(1024, sizeof *rows);
     struct vxdp_addr peer = v4("127.0.0.1");
     uint8_t keys[2 * 32];
+    pthread_barrier_wait(&go);
     for (int i = 0; i < (int)sizeof keys; i++)
         keys[i] = (uint8_t)(i * 13 + 1);
     while (!atomic_load(&stop) && now_s() < deadline) {
@@ -245,6 +249,7 @@ static void *manage(void *p)
         struct vxdp_neigh_counters nbc;
         vxdp_neigh_counters(dp, net_plain, &nbc);
         vxdp_age(dp, now + 1000.0 * (*rounds % 50 == 0));   /* now and then: everything ages */
+        vxdp_csum_vector(1);    /* the checksum's CPU probe again (as tests and bench do) */
         /* coalescing on again, for the pumps to turn off again */
         for (int q = 0; q < QUEUES; q++)
             vxdp_set_tap_queue(dp, net_vnet, q, vnet_fd[q]);
@@ -338,11 +343,12 @@ int main(int argc, char **argv)
     vxdp_neigh_set(dp, net_plain, &ip, mac);
 
     deadline = now_s() + secs;
+    pthread_barrier_init(&go, NULL, QUEUES + 1);
     pthread_t t[QUEUES + 1];
     struct pump_arg pa[QUEUES];
     uint64_t mrounds = 0;
     for (int q = 0; q < QUEUES; q++) {
-        pa[q] = (struct pump_arg){ .q = q };
+        pa[q] = (struct pump_arg){ .q = q, .view = vxdp_queue(dp, q) };
         pthread_create(&t[q], NULL, pump, &pa[q]);
     }
     pthread_create(&t[QUEUES], NULL, manage, &mrounds);
