@@ -48,6 +48,7 @@ back decisions; etcd.py does the talking. Invariants:
 from __future__ import annotations
 
 import binascii
+import functools
 import ipaddress
 import json
 from collections.abc import Iterable
@@ -483,7 +484,16 @@ def desired_for(view: StoreView, net: NetworkConfig) -> Desired:
     keys = None
     if net.encrypt and net.key_file is None:    # keys from the store
         keys = key_set(view.netkeys.get(net.name, {}), view.acks.get(net.name, {}), net.local)
-    return Desired(tuple(sorted(peers, key=ipaddress.ip_address)), fdb, net.neigh_entries(), keys)
+    return Desired(tuple(sorted(peers, key=_addr_order)), fdb, net.neigh_entries(), keys)
+
+
+@functools.lru_cache(maxsize=65536)
+def _addr_order(addr: str) -> tuple[int, int]:
+    """ipaddress order of a normalised address, remembered: a network of 1,000 members is
+    sorted at every membership change, and parsing 1,000 addresses each time was most of the
+    control plane's CPU at 1,000 such networks (bench/README.md)."""
+    a = ipaddress.ip_address(addr)
+    return a.version, int(a)
 
 
 def plan_networks(file_networks: Iterable[NetworkConfig], view: StoreView, etcd: EtcdConfig,
