@@ -4,6 +4,9 @@ Under CI=true a test that needs root, network namespaces or the C backend fails 
 skipping: CI must prove the data plane, not quietly pass without it (helpers.require).
 Every test under tests/netns/ and tests/interop/ builds real namespaces and TAP devices: it
 is marked `root` by its path, here, and so is any test elsewhere marked `root` by hand.
+
+The suite runs on several pytest-xdist workers at once; a test marked `alone` runs with nothing
+beside it (tests/xdist_alone.py, whose hooks are imported here).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import pytest
 
 import vxlan_dp
 from helpers import require
+from xdist_alone import (pytest_configure, pytest_configure_node, pytest_runtest_protocol,  # noqa: F401 - hooks
+                         pytest_unconfigure)
 
 # Hypothesis (>= 6.131) draws some values from the literals of every local module loaded so far,
 # and keeps adding as modules load: a test's examples then depend on which tests ran before it

@@ -24,6 +24,7 @@ from helpers import require
 
 PORT = 4790
 HOSTS = 3
+pytestmark = pytest.mark.xdist_group("docker")   # one worker builds the module's labs, once
 
 
 def gate(backend: str, *, etcd: bool = False) -> None:

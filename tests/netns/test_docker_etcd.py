@@ -14,6 +14,7 @@ from helpers import until
 from tests.netns.test_docker import PORT, DockerLab, _iperf3, gate
 
 LEASE_TTL = 2
+pytestmark = pytest.mark.xdist_group("docker-etcd")   # one worker builds the module's labs, once
 
 
 @pytest.fixture(scope="module", params=["c", "python"])

@@ -19,6 +19,7 @@ from helpers import lab_with_daemons
 from vxlan_dp.lab import Lab
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+pytestmark = pytest.mark.alone      # CPU use measured: no other test's load beside it
 
 
 def _cpu_s(pid: int) -> float:

@@ -217,6 +217,7 @@ class NotifyListener:
         self.sock.close()
 
 
+@pytest.mark.alone     # watchdog gaps timed to 0.1 s: no other test's load beside it
 def test_notify_ready_watchdog_freeze_reload_and_stop(make_lab, tmp_path):
     lab: Lab = make_lab(2)
     h = lab.hosts[0]
