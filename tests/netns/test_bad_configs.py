@@ -13,6 +13,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from vxlan_dp.lab import netns
 
 _spec = importlib.util.spec_from_file_location(
@@ -28,6 +30,7 @@ def _links(ns: str) -> set[str]:
         return {link.get("IFLA_IFNAME") for link in ipr.get_links()}
 
 
+@pytest.mark.alone     # 16 interpreters starting at once: a CPU storm for any test beside it
 def test_every_bad_config_exits_2_names_the_field_and_creates_nothing(make_lab, tmp_path):
     assert len(BAD) >= 30
     lab = make_lab(1)
