@@ -153,10 +153,9 @@ def test_store_entries_reach_the_data_plane_in_batches(backend: str) -> None:
 
     async def scenario() -> None:
         await ctl._read_all(SimpleNamespace(kv=kv))
-        # definitions and stray keys in 2 ranges, members per network named (red in the store,
-        # blue in the file), then per network run: its fdb/ keys (blue's 6,003 in 2 pages of
-        # PAGE, red's in 1) and its neigh/ keys; never green's (not run here)
-        assert kv.requests == 2 + 2 + 3 + 2
+        # definitions and members in 3 ranges around the entries, then per network run: its fdb/
+        # keys (blue's 6,003 in 2 pages of PAGE, red's in 1) and its neigh/ keys; never green's
+        assert kv.requests == 3 + 3 + 2
         blue = _rows(dp, sink, "blue")
         assert len(blue) == 6_001 and blue[_mac(7)] == (_remote(7), True)
         assert "02:aa:00:00:00:01" not in blue and blue[FILE_MAC] == ("198.18.9.9", True)

@@ -449,30 +449,22 @@ class EtcdControl:
     async def _read_all(self, client: Any) -> int:
         """The whole prefix at one revision, in pages; the view and the daemon follow it.
 
-        First the definitions (and any stray key outside members/, fdb/, neigh/), then the
-        members and then the fdb/ and neigh/ keys network by network, one range each, a few in
-        flight: etcd 3.4 walks the whole rest of a range for every page of it, so one range over
-        a million keys costs a quadratic walk (minutes), and other hosts' networks need no read.
+        First everything but the entries (definitions, members, any stray key), then the fdb/
+        and neigh/ keys of each network this host runs, one range per network (a few in flight):
+        etcd 3.4 walks the whole rest of a range for every page of it, so one range over a
+        million entries costs a quadratic walk (minutes), and other hosts' networks need no read.
         """
         from etcd3aio import prefix_range_end
 
         root, fdb, neigh = self.keys.root, self.keys.kind(FDB), self.keys.kind(NEIGH)
         loader = self.view.loader()
-        # what sorts after neigh/ (the definitions: networks/) and before fdb/ (stray keys);
-        # then the members/ of every network named in the store or the file, one range each
-        revision = await _read_range(client, prefix_range_end(neigh), prefix_range_end(root), loader.feed)
-        await _read_range(client, root, fdb, loader.feed, revision)
-        gate = asyncio.Semaphore(READ_PARALLEL)
-
-        async def members(name: str) -> None:
-            async with gate:
-                start = self.keys.members(name)
-                await _read_range(client, start, prefix_range_end(start), loader.feed, revision)
-        await asyncio.gather(*(members(name) for name in sorted(set(loader.networks)
-                                                                | {n.name for n in self.config.networks})))
+        revision = await _read_range(client, root, fdb, loader.feed)
+        for start, end in ((prefix_range_end(fdb), neigh), (prefix_range_end(neigh), prefix_range_end(root))):
+            await _read_range(client, start, end, loader.feed, revision)
         loader.finish()
         nets, _ = plan_networks(self.config.networks, self.view, self.etcd, self.local)
         entries = self.view.loader(entries_only=True)
+        gate = asyncio.Semaphore(READ_PARALLEL)
 
         async def one(name: str) -> None:
             async with gate:
