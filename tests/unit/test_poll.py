@@ -5,13 +5,16 @@ like tun) and UDP sockets on 127.0.0.1 for the underlay. What is checked is what
 relies on: datagrams reaching the endpoint are delivered to the TAP and frames written to the
 TAP are read by the pump without anyone calling a pump by hand, in interrupt, adaptive and
 busy mode; a TAP whose read fails is reported once, with its errno, on the event loop, and its
-fd is out of the poll set; stop() returns promptly (the C loop's thread is woken and joined).
+fd is out of the poll set; stop() returns promptly (the C loop's thread is woken and joined),
+and never closes the epoll set or wake eventfd of a thread still running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
+import os
 import socket
 import threading
 import time
@@ -364,3 +367,69 @@ def test_a_late_failure_report_does_not_undo_the_tap_made_since(monkeypatch: pyt
             r.close()
 
     asyncio.run(main())
+
+
+def _open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+def _kind(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except FileNotFoundError:
+        return "closed"
+
+
+@pytest.mark.skipif("c" not in backends(), reason="pump threads are the C backend's")
+def test_stop_leaves_a_stuck_pump_threads_fds_open_until_it_ends(monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Queue 1's thread is stuck in its C loop (a pump blocked, here a stand-in that ignores
+    the wake) past stop's join: stop returns within its one bound for all queues, says which
+    queue, and leaves that thread's epoll set and wake eventfd open, as the C loop still waits
+    on and drains them (closed, their numbers would be the next file opened). Queue 0 stops as
+    always. Once the stuck thread ends, it closes them itself: nothing is left open."""
+    monkeypatch.setattr(ThreadPumps, "JOIN_TIMEOUT", 0.3)
+    r = QueueRig(backends()["c"])
+    real_run = r.dp.poll_run
+    inside, release = threading.Event(), threading.Event()
+    seen: list[tuple[str, str]] = []
+    wake = [-1]
+
+    def stuck_run(epfd: int, mode: str, spin_ns: int, queue: int = 0) -> tuple[int, int, int]:
+        if queue != 1:
+            return real_run(epfd, mode, spin_ns, queue)
+        inside.set()
+        release.wait(5)
+        seen.append((_kind(epfd), _kind(wake[0])))     # what the C loop would use next
+        return 0, 0, 0
+    r.dp.poll_run = stuck_run
+
+    async def main() -> None:
+        before = _open_fds()
+        pumps = make_pumps(r.dp, "interrupt", 200, asyncio.get_running_loop(), queues=2)
+        assert isinstance(pumps, ThreadPumps)
+        t0, t1 = pumps._threads
+        wake[0] = t1.wake
+        pumps.start()
+        stuck = t1.thread
+        assert stuck is not None and inside.wait(2)
+        began = time.monotonic()
+        with caplog.at_level(logging.ERROR, logger="vxlan_dp"):
+            pumps.stop()
+        assert time.monotonic() - began < 1.0
+        assert t0.ep.closed                                 # queue 0: as always
+        assert not t1.ep.closed, "the stuck thread's epoll set was closed under it"
+        assert (_kind(t1.ep.fileno()), _kind(t1.wake)) == ("anon_inode:[eventpoll]", "anon_inode:[eventfd]")
+        assert [m for m in caplog.messages if "pump thread 1 did not stop" in m], caplog.messages
+        assert pumps.abandoned == [1]
+        release.set()
+        stuck.join(2)
+        assert not stuck.is_alive()
+        assert seen == [("anon_inode:[eventpoll]", "anon_inode:[eventfd]")]
+        assert t1.ep.closed and _open_fds() == before, "fds left open after the stuck thread ended"
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+        r.close()

@@ -26,6 +26,10 @@ Two implementations of one interface (`make_pumps` picks by backend):
   backend always did; adaptive spins and busy polls as tasks on the same loop.
 
 Ownership: callers open and close the fds; a caller removes an fd here before closing it.
+A pump thread's own epoll set and wake eventfd are closed only once the thread has ended: by
+`stop` after the join, or, when the join timed out (ThreadPumps.JOIN_TIMEOUT, one bound for
+all queues), by the thread itself as it ends; closed under a live thread, the C loop would wait
+on and drain whatever file took their numbers next.
 """
 
 from __future__ import annotations
@@ -103,6 +107,10 @@ class _PumpThread:
         # out of its epoll set is still the failed TAP's, not a new one's under the same number.
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
+        # `stop` gave up waiting (abandoned) and the thread ending (ended) are decided under
+        # this lock, so exactly one of them closes ep and wake, and only once the thread is done.
+        self._end_lock = threading.Lock()
+        self._ended = self._abandoned = self._closed = False
         owner.dp.poll_ctl(self.ep.fileno(), True, self.wake, owner.dp.POLL_WAKE, self.wake)
 
     def add(self, fd: int, kind: int, ident: int) -> None:
@@ -117,8 +125,19 @@ class _PumpThread:
 
     def start(self) -> None:
         o = self.owner
-        self.thread = threading.Thread(target=self.run, name=f"vxdp-pump{self.queue}-{o.mode}", daemon=True)
+        self.thread = threading.Thread(target=self._main, name=f"vxdp-pump{self.queue}-{o.mode}", daemon=True)
         self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.run()
+        finally:
+            with self._end_lock:
+                self._ended = True
+                if self._abandoned:     # stop left them open for us: nobody else uses them now
+                    log.warning("pump thread %d ended after stop gave up waiting for it; its epoll "
+                                "and wake fds (%d, %d) are closed now", self.queue, self.ep.fileno(), self.wake)
+                    self._close()
 
     def run(self) -> None:
         o = self.owner
@@ -143,21 +162,46 @@ class _PumpThread:
                           self.queue, os.strerror(-r))
                 return
 
-    def stop(self) -> None:
+    def wake_up(self) -> None:
+        with self._end_lock:
+            if self.thread is not None and not self._closed:
+                os.eventfd_write(self.wake, 1)
+
+    def stop(self, deadline: float) -> bool:
+        """Join the thread (woken by `wake_up`) until `deadline` (time.monotonic) and close its
+        fds; False if it is still running then: its fds stay open, for it to close as it ends."""
         if self.thread is not None:
-            os.eventfd_write(self.wake, 1)
-            self.thread.join(10)
+            self.thread.join(max(0.0, deadline - time.monotonic()))
+        with self._end_lock:
+            if self.thread is not None and not self._ended:
+                self._abandoned = True
+                log.error("pump thread %d did not stop in time (stuck in a pump or in epoll); its "
+                          "epoll and wake fds (%d, %d) are left open while it runs", self.queue,
+                          self.ep.fileno(), self.wake)
+                return False
             self.thread = None
-        self.ep.close()
-        os.close(self.wake)
+            self._close()
+        return True
+
+    def _close(self) -> None:
+        """Once (under _end_lock): stop, or an abandoned thread as it ends, may both get here."""
+        if not self._closed:
+            self._closed = True
+            self.ep.close()
+            os.close(self.wake)
 
 
 class ThreadPumps(Pumps):
+    # seconds `stop` waits for all the threads together (they are woken at once): a bound on
+    # the daemon's stop however many queues there are, well inside systemd's TimeoutStopSec
+    JOIN_TIMEOUT = 10.0
+
     def __init__(self, dp: Any, mode: str, spin_us: int, loop: asyncio.AbstractEventLoop,
                  queues: int = 1) -> None:
         super().__init__(dp, mode, spin_us, loop, queues)
         self._stopping = False
         self._threads = [_PumpThread(self, q) for q in range(queues)]
+        self.abandoned: list[int] = []  # queues whose thread outlived `stop` (logged as an error)
 
     def add_tap(self, net: int, fds: Sequence[int], on_fail: OnFail) -> None:
         self._tap_fail[net] = on_fail
@@ -188,7 +232,9 @@ class ThreadPumps(Pumps):
     def stop(self) -> None:
         self._stopping = True
         for t in self._threads:
-            t.stop()
+            t.wake_up()
+        deadline = time.monotonic() + self.JOIN_TIMEOUT
+        self.abandoned = [t.queue for t in self._threads if not t.stop(deadline)]
 
 
 class LoopPumps(Pumps):
