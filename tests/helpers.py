@@ -7,11 +7,13 @@ plane rather than quietly passing without it. `require()` is that rule, the one 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,10 +27,20 @@ from vxlan_dp.wire import encode_vxlan
 __all__ = ["ones_sum", "CI", "SCRIPTS", "require", "need_tool", "c_backend", "both_impls", "mac", "eth_frame",
            "vxlan_payload",
            "wait_for", "until", "tshark_capture",
-           "lab_with_daemons"]
+           "lab_with_daemons", "in_private_netns"]
 
 CI = os.environ.get("CI", "").lower() == "true"
 SCRIPTS = Path(__file__).resolve().parent / "scripts"   # programs tests run in a namespace or child
+
+
+def in_private_netns(script: str, *args: str, timeout: float = 60) -> Any:
+    """Run SCRIPTS/`script` with this Python in a network namespace of its own (`unshare -n`:
+    it goes with the process, nothing to clean up); the JSON it prints, or fail with its stderr."""
+    proc = subprocess.run(["unshare", "-n", sys.executable, str(SCRIPTS / script), *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"{script} exited {proc.returncode}: {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)
 
 
 def require(missing: str | None, *, module: bool = False, elsewhere: str = "skip") -> None:

@@ -30,7 +30,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from .config import NetworkConfig
@@ -202,39 +202,61 @@ class Networks:
             if tap is not None:
                 tap.close()
             raise
+        handle: int | None = None
+        net: Network | None = None
         try:
             if tap is None:
                 tap = Tap.open(cfg.tap, mtu, cfg.bridge, offload=self._tap_offload(), queues=self.queues)
             handle = self.dp.add_network(cfg.params(mtu), ep.handle, tap.fd, vnet_hdr=tap.vnet_hdr,
                                          offload=tap.offload)
             for q, fd in enumerate(tap.queue_fds, 1):
-                self.dp.set_tap_queue(handle, q, fd)
+                try:
+                    self.dp.set_tap_queue(handle, q, fd)
+                except OSError as e:
+                    raise OSError(e.errno, f"TAP {cfg.tap} queue {q}: the fast path refused its fd "
+                                           f"({e.strerror})") from e
             ring = None
             if cfg.encrypt:     # before any reader: an encrypted network never sends in the clear
                 ring = KeyRing()
-                try:
-                    self._install_keys(cfg, handle, ring, boot := self._boot_id(), {}, store=desired.keys)
-                except Exception:
-                    self.dp.remove_network(handle)
-                    raise
+                self._install_keys(cfg, handle, ring, boot := self._boot_id(), {}, store=desired.keys)
+            ep.users.add(cfg.name)
+            # the keys are installed already (above): apply must not install them again
+            net = self._nets[cfg.name] = Network(cfg, handle, tap, mtu, key, Desired((), (), (), desired.keys))
+            self.neigh.attach(cfg.name, handle, cfg)
+            if ring is not None:
+                net.keys, net.boot_id = ring, boot
+                net.key_seen = {kid: time.monotonic() for kid in ring.keys}
+            self.apply(cfg.name, desired)
+            self._watch_tap(net, tap)
         except Exception:
-            if tap is not None:
-                tap.close()
-            if not ep.users:
-                ep.users.add(cfg.name)
-                self._release_endpoint(key, cfg.name, loop)
+            self._undo_start(cfg, key, tap, handle, net, loop)
             raise
-        ep.users.add(cfg.name)
-        self.neigh.attach(cfg.name, handle, cfg)
-        # the keys are installed already (above): apply must not install them again
-        net = self._nets[cfg.name] = Network(cfg, handle, tap, mtu, key, Desired((), (), (), desired.keys))
-        if ring is not None:
-            net.keys, net.boot_id = ring, boot
-            net.key_seen = {kid: time.monotonic() for kid in ring.keys}
-        self.apply(cfg.name, desired)
-        self._watch_tap(net, tap)
         log.info("network %s up: vni %d %s tap %s mtu %d peers %d", cfg.name, cfg.vni, cfg.encap, cfg.tap,
                  mtu, len(desired.peers))
+
+    def _undo_start(self, cfg: NetworkConfig, key: EndpointKey, tap: Tap | None, handle: int | None,
+                    net: Network | None, loop: asyncio.AbstractEventLoop) -> None:
+        """Take back what a failed `start` did, in `stop`'s order, so that the network can be
+        started again: out of the pumps, the Dataplane (its fds still open), then the TAP closed
+        and the endpoint released if no other network has it. Each step runs whatever the one
+        before it did; a step that fails is logged (the caller raises the start's own error)."""
+        def step(what: str, fn: Callable[[], object]) -> None:
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - undo the rest regardless
+                log.error("network %s: undoing a failed start: %s: %s", cfg.name, what, e)
+
+        if net is not None and self._nets.get(cfg.name) is net:
+            del self._nets[cfg.name]
+            self.neigh.detach(cfg.name)
+        if handle is not None:
+            if tap is not None:
+                step("taking the TAP out of the pumps", lambda: self.pumps.remove_tap(handle, tap.fds))
+            step("removing the network from the fast path", lambda: self.dp.remove_network(handle))
+        if tap is not None:
+            step(f"removing TAP {cfg.tap}", tap.close)
+        self._endpoints[key].users.add(cfg.name)
+        step("releasing the endpoint", lambda: self._release_endpoint(key, cfg.name, loop))
 
     def stop(self, name: str, *, closing: list[Tap] | None = None) -> None:
         """Stop network `name`; its TAP is closed here, or appended to `closing` for the

@@ -14,23 +14,12 @@ TAP queues fed one by one, are tests/unit/test_poll.py.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-from helpers import lab_with_daemons, until
+from helpers import in_private_netns, lab_with_daemons, until
 from vxlan_dp.lab import netns
 from vxlan_dp.wire import encode_vxlan
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
-
-
 def test_a_frame_on_either_queue_of_a_real_tap_is_tunnelled(backend):
-    proc = subprocess.run(["unshare", "-n", sys.executable, str(SCRIPTS / "tap_queues.py"), backend],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout)
+    got = in_private_netns("tap_queues.py", backend)
     remade = got["remade"]      # the single-queue TAP in the way was replaced, with two queues
     assert remade["index"] != remade["old_index"] and remade["queues"] == 2, remade
     for q in (0, 1):
