@@ -516,11 +516,20 @@ class Networks:
                 log.debug("network %s: TAP not back yet: %s", net.cfg.name, e)
                 await asyncio.sleep(TAP_RETRY)
                 continue
+            try:
+                self.dp.set_tap(net.handle, tap.fd, vnet_hdr=tap.vnet_hdr, offload=tap.offload)
+                for q, fd in enumerate(tap.queue_fds, 1):
+                    self.dp.set_tap_queue(net.handle, q, fd)
+                self._watch_tap(net, tap)
+            except Exception as e:  # noqa: BLE001 - as before the TAP came back (_tap_lost); try again
+                log.error("network %s: TAP %s is back but the fast path refused it (%s); trying again",
+                          net.cfg.name, tap.name, e)
+                self.pumps.remove_tap(net.handle, tap.fds)
+                self.dp.set_tap(net.handle, -1)     # every queue's fd, before they close
+                tap.close()
+                await asyncio.sleep(TAP_RETRY)
+                continue
             net.tap = tap
-            self.dp.set_tap(net.handle, tap.fd, vnet_hdr=tap.vnet_hdr, offload=tap.offload)
-            for q, fd in enumerate(tap.queue_fds, 1):
-                self.dp.set_tap_queue(net.handle, q, fd)
-            self._watch_tap(net, tap)
             net.recovering = None
             log.info("network %s: TAP %s is back", net.cfg.name, tap.name)
             return

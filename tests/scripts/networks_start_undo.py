@@ -3,7 +3,8 @@
 to fail after the network is in the Dataplane: in `set_tap_queue` (queue 1's fd refused), in
 applying the control plane's peers, and encrypted with no key to install. After each failure, what is left: whether the
 Dataplane still knows the network and its endpoint, whether the TAP link and any fd of it or of
-the endpoint is still open; then the same network started for real, stopped, and every fd of
+the endpoint is still open; then the same network started for real; its TAP deleted and the
+first one made again refused by the fast path (recovery tries again); stopped, and every fd of
 ours closed. Prints JSON.
 """
 
@@ -12,8 +13,10 @@ import errno
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 from pyroute2 import IPRoute
@@ -61,18 +64,68 @@ def known(fn, handle) -> bool:
         return False
 
 
-class Errors(logging.Handler):
+class Log(logging.Handler):
+    """What the daemon logs (INFO and up; an error's message starts with "ERROR ")."""
+
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.INFO)
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        self.messages.append(("ERROR " if record.levelno >= logging.ERROR else "") + record.getMessage())
+
+
+async def recover_through_a_refusal(dp, nets, net, log) -> dict[str, object]:
+    """The running network's TAP is deleted; the first TAP made again has queue 1's fd refused
+    by the fast path. The next one, a second later, must be taken and pumped."""
+    real = dp.set_tap_queue
+    refusals = []
+
+    def refused_once(*a, **kw):
+        if not refusals:
+            refusals.append(a)
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return real(*a, **kw)
+
+    dp.set_tap_queue = refused_once
+    await asyncio.to_thread(delete_tap)
+    said_back = await until(lambda: f"network blue: TAP {TAP} is back" in log.messages, 5)
+    del dp.set_tap_queue
+    back = said_back and net.tap is not None and net.recovering is None
+    rx = dp.counters(net.handle)["tap_rx_frames"]
+    if back:                        # a frame sent through the TAP is read by a pump
+        await asyncio.to_thread(send_through_tap)
+        await until(lambda: dp.counters(net.handle)["tap_rx_frames"] > rx, 2)
+    return {"refusals": len(refusals), "back": back,
+            "said": [m for m in log.messages if "ERROR " in m and "is back" in m],
+            "tun_fds": sum(t == "/dev/net/tun" for t in fds().values()),
+            "pumped": dp.counters(net.handle)["tap_rx_frames"] - rx}
+
+
+async def until(cond, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(cond())
+
+
+def delete_tap() -> None:
+    with IPRoute() as ipr:
+        ipr.link("del", index=ipr.link_lookup(ifname=TAP)[0])
+
+
+def send_through_tap() -> None:
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as pkt:
+        pkt.bind((TAP, 0))
+        pkt.send(b"\xff" * 6 + bytes.fromhex("02000000000a") + b"\x08\x00" + bytes(50))
 
 
 async def main() -> dict[str, object]:
-    errors = Errors()
-    logging.getLogger("vxlan_dp").addHandler(errors)
+    log = Log()
+    logging.getLogger("vxlan_dp").addHandler(log)
+    logging.getLogger("vxlan_dp").setLevel(logging.INFO)
     dp = backends()[sys.argv[1]](batch=8)
     nets = Networks(dp, OffloadPlan(), queues=2)
     before = fds()
@@ -125,9 +178,11 @@ async def main() -> dict[str, object]:
     net = nets.get("blue")
     out["again"] = {"raised": raised, "running": net is not None and known(dp.counters, net.handle),
                     "peers": dp.peers(net.handle) if net is not None else None}
+    if net is not None:
+        out["recovery"] = await recover_through_a_refusal(dp, nets, net, log)
     nets.close()
     out["left_open"] = sorted(t for n, t in fds().items() if n not in before)
-    out["undo_errors"] = errors.messages
+    out["undo_errors"] = [m for m in log.messages if "undoing" in m]
     return out
 
 
