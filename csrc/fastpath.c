@@ -880,6 +880,12 @@ int vxdp_decap(struct vxdp_dp *dp, int ep, uint8_t *buf, size_t buflen,
 
 /* ---- pumps: one readiness event each ------------------------------------------------- */
 
+/* The pump thread's policy reads this (poll.c); single writer under the view's lock. */
+static void moved(struct vxdp_dp *dp, uint64_t bytes)
+{
+    __atomic_store_n(&dp->pst.moved_bytes, dp->pst.moved_bytes + bytes, __ATOMIC_RELAXED);
+}
+
 int vxdp_pump_tap(struct vxdp_dp *dp, int net, double now)
 {
     qlock(dp);
@@ -907,6 +913,10 @@ int vxdp_pump_tap(struct vxdp_dp *dp, int net, double now)
     }
     if (got) {
         NQ(n)->c.tap_rx_batches++;
+        uint64_t bytes = 0;
+        for (int i = 0; i < got; i++)
+            bytes += dp->lens[i];
+        moved(dp, bytes);
         struct sink s = { .dp = dp, .n = n, .fd = dp->tx_fd[n->family == 6], .send = true };
         struct vxdp_txq *q = dp->txq;
         q->n = 0;
@@ -1190,8 +1200,13 @@ int vxdp_pump_endpoint(struct vxdp_dp *dp, int ep, double now)
         qunlock(dp);
         return r;
     }
-    if (r > 0)
+    if (r > 0) {
         EQ(e)->c.rx_batches++;
+        uint64_t bytes = 0;
+        for (int i = 0; i < r; i++)
+            bytes += dp->rx_msg[i].msg_len;
+        moved(dp, bytes);
+    }
     int nd = 0;
     for (int i = 0; i < r; i++) {
         struct vxdp_addr src;

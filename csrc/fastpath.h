@@ -264,6 +264,21 @@ int vxdp_pump_endpoint(struct vxdp_dp *dp, int ep, double now);
 #define VXDP_POLL_EP 2
 #define VXDP_POLL_WAKE 3
 int vxdp_poll_ctl(int epfd, int add, int fd, int kind, int id);
+/* adaptive: a round that moved this many bytes is bulk (its wake-up is paid for many times
+ * over), and no window opens within VXDP_SPIN_QUIET_NS of one: spinning is for sparse traffic. */
+#define VXDP_SPIN_HEAVY_BYTES 16384
+#define VXDP_SPIN_QUIET_NS 1000000
+/* adaptive's choice after a round that moved `bytes` (> 0) at `now_ns`: poll until the time
+ * returned, or block (0). *last_heavy_ns is the caller's state, 0 at first. */
+int64_t vxdp_spin_next(int64_t *last_heavy_ns, int64_t now_ns, uint64_t bytes, int64_t spin_ns);
+/* One queue's pump thread (vxlan_dp.fastpath.api.POLL_STATS, same order). */
+struct vxdp_poll_stats {
+    uint64_t moved_bytes;       /* bytes its pumps read from TAPs and underlay sockets */
+    uint64_t wakeups;           /* blocking waits that ended with work: a sleep and a wake-up */
+    uint64_t spin_windows;      /* adaptive: rounds after which it kept polling instead */
+    uint64_t spin_polls;        /* non-blocking polls (adaptive's windows, busy) */
+};
+int vxdp_poll_stats(struct vxdp_dp *dp, int queue, struct vxdp_poll_stats *out);
 /* 0: woken through the VXDP_POLL_WAKE eventfd; 1: a TAP failed, failed[0] its network and
  * failed[1] the errno (take its fd out of the set before calling again); -errno: epoll failed. */
 int vxdp_poll_run(struct vxdp_dp *dp, int epfd, int mode, int64_t spin_ns, int32_t *failed);

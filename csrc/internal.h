@@ -297,6 +297,9 @@ struct vxdp_dp {
     struct vxdp_gso_sock gso_socks[VXDP_GSO_SOCKS];
     uint64_t gso_clock;
     struct vxdp_offload_stats ost;
+    /* this view's pump thread; written by it (moved_bytes: by the pumps, under `lock`), read
+     * by vxdp_poll_stats from another thread: relaxed atomics, counters need no ordering */
+    struct vxdp_poll_stats pst;
 };
 
 /* ---- esp.c: encrypted networks (ESP in UDP) ------------------------------------------ */

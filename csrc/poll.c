@@ -17,6 +17,10 @@
  *              (a request/response exchange) is picked up without a sleep and a wake-up;
  *              an idle daemon blocks and uses no CPU. The window restarts with every round
  *              that moves packets and is never longer than spin_ns after the last one.
+ *              Not after bulk (vxdp_spin_next): a round that moved VXDP_SPIN_HEAVY_BYTES
+ *              has paid for its wake-up many times over, and the CPU a spin would burn
+ *              between such rounds is the CPU the applications and the kernel's network
+ *              stack need; so no window opens within VXDP_SPIN_QUIET_NS of a heavy round.
  *   busy       never block: this one thread polls without pause and holds one core, the
  *              asyncio thread (management, metrics, ageing) still sleeps in its own loop.
  *   An empty poll while spinning (adaptive, busy) yields the CPU to any other runnable task
@@ -58,10 +62,40 @@ int vxdp_poll_ctl(int epfd, int add, int fd, int kind, int id)
     return 0;
 }
 
+int64_t vxdp_spin_next(int64_t *last_heavy_ns, int64_t now_ns, uint64_t bytes, int64_t spin_ns)
+{
+    if (bytes >= VXDP_SPIN_HEAVY_BYTES)
+        *last_heavy_ns = now_ns;
+    if (*last_heavy_ns && now_ns - *last_heavy_ns < VXDP_SPIN_QUIET_NS)
+        return 0;
+    return now_ns + spin_ns;
+}
+
+static void count(uint64_t *c)
+{
+    __atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+}
+
+int vxdp_poll_stats(struct vxdp_dp *dp, int queue, struct vxdp_poll_stats *out)
+{
+    dp = dp->main;
+    pthread_mutex_lock(&dp->lock);          /* nq and qs[] (manage.c, vxdp_wlock) */
+    int r = queue >= 0 && queue < dp->nq ? 0 : -EINVAL;
+    if (!r) {
+        const struct vxdp_poll_stats *s = &dp->qs[queue]->pst;
+        out->moved_bytes = __atomic_load_n(&s->moved_bytes, __ATOMIC_RELAXED);
+        out->wakeups = __atomic_load_n(&s->wakeups, __ATOMIC_RELAXED);
+        out->spin_windows = __atomic_load_n(&s->spin_windows, __ATOMIC_RELAXED);
+        out->spin_polls = __atomic_load_n(&s->spin_polls, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&dp->lock);
+    return r;
+}
+
 int vxdp_poll_run(struct vxdp_dp *dp, int epfd, int mode, int64_t spin_ns, int32_t *failed)
 {
     struct epoll_event ev[POLL_EVENTS];
-    int64_t spin_until = 0;
+    int64_t spin_until = 0, last_heavy = 0;
     if (mode < VXDP_POLL_INTERRUPT || mode > VXDP_POLL_BUSY || spin_ns < 0)
         return -EINVAL;
     char name[16];              /* "vxdp-pump<queue>" in top -H, perf, /proc/PID/task/TID/comm */
@@ -78,6 +112,10 @@ int vxdp_poll_run(struct vxdp_dp *dp, int epfd, int mode, int64_t spin_ns, int32
                 continue;
             return -errno;
         }
+        if (timeout == 0)
+            count(&dp->pst.spin_polls);
+        else if (n > 0)
+            count(&dp->pst.wakeups);
         if (n == 0) {
             if (timeout != 0)
                 continue;
@@ -93,6 +131,7 @@ int vxdp_poll_run(struct vxdp_dp *dp, int epfd, int mode, int64_t spin_ns, int32
         int64_t now_ns = mono_ns();
         double now = (double)now_ns / 1e9;
         int moved = 0;
+        uint64_t bytes0 = dp->pst.moved_bytes;     /* only this thread's pumps write it */
         for (int i = 0; i < n; i++) {
             uint32_t kind = (uint32_t)(ev[i].data.u64 >> 32);
             int32_t id = (int32_t)(uint32_t)ev[i].data.u64;
@@ -116,7 +155,10 @@ int vxdp_poll_run(struct vxdp_dp *dp, int epfd, int mode, int64_t spin_ns, int32
                     moved = 1;
             }
         }
-        if (moved && mode == VXDP_POLL_ADAPTIVE)
-            spin_until = now_ns + spin_ns;
+        if (moved && mode == VXDP_POLL_ADAPTIVE) {
+            spin_until = vxdp_spin_next(&last_heavy, now_ns, dp->pst.moved_bytes - bytes0, spin_ns);
+            if (spin_until && timeout != 0)
+                count(&dp->pst.spin_windows);
+        }
     }
 }

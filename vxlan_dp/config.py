@@ -221,8 +221,8 @@ class DaemonConfig:
     log_level: str = "info"
     fdb_sweep: float = 5.0                  # seconds between FDB ageing sweeps
     offload: bool = True                    # TAP TSO/GRO, UDP_SEGMENT, UDP_GRO where probed to work
-    poll: str = "interrupt"                 # "interrupt" | "adaptive" | "busy" (datapath/poll.py)
-    poll_spin_us: int = 100                 # adaptive: how long to keep polling after traffic
+    poll: str = "adaptive"                  # "interrupt" | "adaptive" | "busy" (datapath/poll.py)
+    poll_spin_us: int = 300                 # adaptive: how long to keep polling after sparse traffic
     queues: int = 1                         # TAP queues and pump threads ("auto" resolved at parse)
 
     @property

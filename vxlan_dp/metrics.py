@@ -97,6 +97,7 @@ class DataplaneCollector:
                                 value=int(getattr(dp, "batch", 0)))
         yield GaugeMetricFamily(_name("networks"), "Overlay networks running.", value=len(nets))
         yield from self._offload()
+        yield from self._poll()
         reloads = CounterMetricFamily(_name("reloads"), "Config reloads (SIGHUP) by result.",
                                       labels=["result"])
         reloads.add_metric(["applied"], src.reloads)
@@ -129,6 +130,26 @@ class DataplaneCollector:
                 if not event.endswith("_errno"):
                     ev.add_metric([event], n)
             yield ev
+
+    def _poll(self) -> Iterator[Metric]:
+        """Each queue's pump ([daemon] poll): what it moved, how often it slept and was woken,
+        how often it polled instead (adaptive's windows, busy)."""
+        get = getattr(self.source, "poll_stats", None)
+        if get is None:
+            return
+        mode, queues = get()
+        info = InfoMetricFamily(_name("poll"), '[daemon] poll: "interrupt", "adaptive" or "busy".')
+        info.add_metric([], {"mode": mode})
+        yield info
+        helps = {"moved_bytes": "Bytes the queue's pumps read from TAPs and underlay sockets.",
+                 "wakeups": "Sleeps of the queue's pump that ended with work: one scheduler wake-up each.",
+                 "spin_windows": 'poll = "adaptive": times the pump kept polling after traffic instead of sleeping.',
+                 "spin_polls": "Polls that did not sleep (adaptive's windows, busy)."}
+        for key, text in helps.items():
+            fam = CounterMetricFamily(_name(f"pump_{key}"), text, labels=["queue"])
+            for q, st in enumerate(queues):
+                fam.add_metric([str(q)], st[key])
+            yield fam
 
     def _control(self) -> Iterator[Metric]:
         """The control plane's health (the daemon's `control`; absent in a bare test source)."""

@@ -38,6 +38,7 @@ from .control import Desired
 from .core.fdbtable import FdbBuilder, FdbTable
 from .datapath.offload import OffloadPlan
 from .datapath.poll import Pumps, ThreadPumps, make_pumps
+from .fastpath.api import POLL_STATS
 from .datapath.tap import Tap
 from .datapath.underlay import gro_enabled, open_endpoints, open_tx_socket, underlay_mtu
 from .fastpath.api import Dataplane
@@ -94,7 +95,7 @@ class Network:
 class Networks:
     """The running networks, their endpoints and egress sockets, on the running event loop."""
 
-    def __init__(self, dp: Dataplane, offload: OffloadPlan, *, poll: str = "interrupt", poll_spin_us: int = 100,
+    def __init__(self, dp: Dataplane, offload: OffloadPlan, *, poll: str = "adaptive", poll_spin_us: int = 300,
                  queues: int = 1) -> None:
         self.dp = dp
         self.offload = offload
@@ -492,6 +493,12 @@ class Networks:
                      self.queues, "s" if self.queues > 1 else "",
                      "a C pump thread each" if isinstance(self._pumps, ThreadPumps) else "event loop")
         return self._pumps
+
+    def poll_stats(self) -> list[dict[str, int]]:
+        """POLL_STATS by queue; zeros before the first network made the pumps."""
+        if self._pumps is None:
+            return [dict.fromkeys(POLL_STATS, 0) for _ in range(self.queues)]
+        return [self._pumps.stats(q) for q in range(self.queues)]
 
     def _watch_tap(self, net: Network, tap: Tap) -> None:
         self.pumps.add_tap(net.handle, tap.fds, lambda err: self._tap_lost(net, err))

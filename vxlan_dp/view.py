@@ -102,6 +102,10 @@ class View:
     def metric_endpoints(self) -> list[EndpointView]:
         return [EndpointView(k[0], k[1], k[2], e.handle) for k, e in self.networks.endpoints()]
 
+    def poll_stats(self) -> tuple[str, list[dict[str, int]]]:
+        """([daemon] poll, POLL_STATS by queue): what each pump thread did (datapath/poll.py)."""
+        return self.networks.poll, self.networks.poll_stats()
+
     def offload_features(self) -> dict[str, bool]:
         """Feature -> in use now: the plan, less what the data path turned off at run time."""
         dp = self.dp
@@ -181,6 +185,8 @@ class View:
                 "reload_failures": self.reload_failures, "last_reload_ok": self.last_reload_ok,
                 "control": self.control.health(), "networks": nets, "endpoints": eps,
                 "offload": self.offload_status()}
+        mode, queues = self.poll_stats()
+        snap["poll"] = {"mode": mode, "queues": queues}
         for fe in self.front_ends:
             snap.update(fe.status())
         return snap

@@ -1,6 +1,6 @@
 """`[daemon] poll`: what each mode costs in CPU, measured from /proc/PID/stat of a live daemon.
 
-- interrupt (the default) and adaptive: once traffic stops, the daemon sleeps: its CPU use
+- adaptive (the default) and interrupt: once traffic stops, the daemon sleeps: its CPU use
   falls to near zero within a second (a spin is bounded by poll_spin_us, then epoll blocks).
 - busy: the daemon holds ONE core while idle, documented as such, and no more: one pump
   thread (C) or the event loop (Python) polls, nothing else spins. On this shared 2-core
@@ -48,6 +48,12 @@ def test_an_idle_daemon_uses_no_cpu_a_second_after_traffic(make_lab, backend, po
     a, b = lab.hosts[0].containers[0], lab.hosts[1].containers[0]
     res = lab.iperf3(a, b, seconds=1.5)
     assert res["end"]["sum_received"]["bytes"] > 1_000_000
+    for h in lab.hosts:                 # `vxlan-dp status` (and the pump metrics) show the mode at work
+        st = lab.status(h)["poll"]
+        assert st["mode"] == poll and st["queues"][0]["moved_bytes"] > 1_000_000
+        assert st["queues"][0]["wakeups"] > 0
+        if poll == "interrupt":
+            assert st["queues"][0]["spin_polls"] == 0
     time.sleep(1.0)
     for h in lab.hosts:
         assert h.proc is not None

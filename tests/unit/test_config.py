@@ -452,9 +452,9 @@ def test_any_values_give_a_config_or_a_config_error(network: dict, daemon: dict)
         assert n.ageing > 0 and math.isfinite(n.ageing)
 
 
-def test_poll_defaults_to_interrupt_and_takes_each_mode() -> None:
+def test_poll_defaults_to_adaptive_and_takes_each_mode() -> None:
     d = parse_config(net()).daemon
-    assert (d.poll, d.poll_spin_us) == ("interrupt", 100)
+    assert (d.poll, d.poll_spin_us) == ("adaptive", 300)
     for mode in ("interrupt", "adaptive", "busy"):
         assert parse_config(f'[daemon]\npoll = "{mode}"\n' + net()).daemon.poll == mode
     assert parse_config("[daemon]\npoll_spin_us = 250\n" + net()).daemon.poll_spin_us == 250

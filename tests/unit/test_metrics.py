@@ -47,6 +47,9 @@ class FakeDaemon:
     def offload_features(self) -> dict[str, bool]:
         return {"vnet_hdr": True, "udp_segment": False}
 
+    def poll_stats(self) -> tuple[str, list[dict[str, int]]]:
+        return "adaptive", [self.dp.poll_stats(0)]
+
 
 def _fake(dp_class: type = PureDataplane) -> FakeDaemon:
     """Two networks on one VXLAN endpoint; traffic, flooding, learning and drops on "blue"."""
@@ -115,6 +118,11 @@ EXPECTED = {
     "vxlan_dp_endpoint_drops": ("counter", {"endpoint", "reason"}),
     "vxlan_dp_offload_enabled": ("gauge", {"feature"}),
     "vxlan_dp_offload_events": ("counter", {"event"}),
+    "vxlan_dp_poll_info": ("gauge", {"mode"}),
+    "vxlan_dp_pump_moved_bytes": ("counter", {"queue"}),
+    "vxlan_dp_pump_wakeups": ("counter", {"queue"}),
+    "vxlan_dp_pump_spin_windows": ("counter", {"queue"}),
+    "vxlan_dp_pump_spin_polls": ("counter", {"queue"}),
     "vxlan_dp_neigh_entries": ("gauge", {"network"}),
     "vxlan_dp_neigh_suppressed": ("counter", {"network", "protocol"}),
     "vxlan_dp_neigh_replies": ("counter", {"network", "result"}),

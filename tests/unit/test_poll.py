@@ -22,9 +22,13 @@ from typing import Any
 
 import pytest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from helpers import eth_frame, vxlan_payload
 from vxlan_dp.datapath.poll import POLL_MODES, LoopPumps, ThreadPumps, _PumpThread, make_pumps
 from vxlan_dp.fastpath import NetworkParams, backends
+from vxlan_dp.fastpath.api import SPIN_HEAVY_BYTES, SPIN_QUIET_NS, spin_next
 
 VNI = 42
 MAC_A, MAC_X = bytes.fromhex("02000000000a"), bytes.fromhex("020000000099")
@@ -98,6 +102,18 @@ def test_pumps_move_frames_both_ways_in_every_mode(backend: Any, mode: str) -> N
                 r.host.send(frame(b"\xff" * 6, MAC_A, 100 + i))     # counted as refused sends)
             assert await _until(lambda: r.dp.counters(r.net)["tap_rx_frames"] == 7)
             assert failed == []
+            # what the pump says it did (the vxlan_dp_pump_* metrics): every byte read, and
+            # sleeps / polls as the mode has them
+            st = pumps.stats(0)
+            assert st["moved_bytes"] == sum(len(vxlan(f)) for f in frames) + 7 * len(frames[0])
+            if mode == "busy":
+                assert st["wakeups"] == 0 and st["spin_polls"] > 0
+            else:
+                assert st["wakeups"] >= 1
+            if mode == "interrupt":
+                assert st["spin_windows"] == st["spin_polls"] == 0
+            if mode == "adaptive":                  # sparse traffic: a window after each burst
+                assert st["spin_windows"] >= 1 and st["spin_polls"] > 0
         finally:
             pumps.stop()
             r.close()
@@ -433,3 +449,58 @@ def test_stop_leaves_a_stuck_pump_threads_fds_open_until_it_ends(monkeypatch: py
     finally:
         release.set()
         r.close()
+
+
+def test_adaptive_spins_after_sparse_traffic_and_not_after_bulk(backend: Any) -> None:
+    """One datagram of more than SPIN_HEAVY_BYTES (one round, whatever the timing): the pump
+    goes back to sleep at once, no window. A small one well after it (> SPIN_QUIET_NS): a
+    window opens and the pump polls. Fails with the spin after every round it replaced."""
+    async def main() -> None:
+        r = Rig(backend)
+        pumps = make_pumps(r.dp, "adaptive", 5000, asyncio.get_running_loop())
+        pumps.add_endpoint(r.ep, [r.rx.fileno()])
+        pumps.add_tap(r.net, [r.tap.fileno()], lambda err: None)
+        pumps.start()
+        try:
+            port = r.rx.getsockname()[1]
+            bulk = vxlan(eth_frame(MAC_A, MAC_X, SPIN_HEAVY_BYTES))
+            r.peer.sendto(bulk, ("127.0.0.1", port))
+            assert await _until(lambda: pumps.stats(0)["moved_bytes"] == len(bulk))
+            await asyncio.sleep(0.05)               # longer than the 5 ms window would be
+            st = pumps.stats(0)
+            assert (st["wakeups"], st["spin_windows"], st["spin_polls"]) == (1, 0, 0), st
+            await asyncio.sleep(SPIN_QUIET_NS / 1e9)
+            small = vxlan(frame(MAC_A, MAC_X, 1))
+            r.peer.sendto(small, ("127.0.0.1", port))
+            assert await _until(lambda: pumps.stats(0)["moved_bytes"] == len(bulk) + len(small))
+            assert await _until(lambda: pumps.stats(0)["spin_polls"] > 0)
+            st = pumps.stats(0)
+            assert (st["wakeups"], st["spin_windows"]) == (2, 1), st
+        finally:
+            pumps.stop()
+            r.close()
+    asyncio.run(main())
+
+
+def test_spin_next_opens_a_window_after_sparse_rounds_only() -> None:
+    state = [0]
+    assert spin_next(state, 10_000, 100, 300_000) == 310_000            # sparse: a window
+    assert spin_next(state, 20_000, SPIN_HEAVY_BYTES, 300_000) == 0     # bulk: sleep
+    assert state == [20_000]
+    quiet_end = 20_000 + SPIN_QUIET_NS
+    assert spin_next(state, quiet_end - 1, 100, 300_000) == 0           # too soon after bulk
+    assert spin_next(state, quiet_end, 100, 300_000) == quiet_end + 300_000
+    assert spin_next(state, quiet_end + 5, SPIN_HEAVY_BYTES - 1, 7) == quiet_end + 12
+
+
+@pytest.mark.skipif("c" not in backends(), reason="C fast path not built")
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3 * SPIN_QUIET_NS), st.integers(1, 4 * SPIN_HEAVY_BYTES)),
+                max_size=30), st.integers(1, 10_000_000))
+def test_c_spin_next_equals_python(steps: list[tuple[int, int]], spin_ns: int) -> None:
+    from vxlan_dp.fastpath import _c
+    py, c, now = [0], [0], 1
+    for gap, moved in steps:
+        now += gap
+        assert _c.spin_next(c, now, moved, spin_ns) == spin_next(py, now, moved, spin_ns)
+        assert c == py

@@ -7,7 +7,7 @@ Tunnels (VARIANTS), each in its own lab, all in the same run:
   (the lab's former setting, which makes the kernel segment and checksum in software). A
   labelled second reference only.
 - `c`, `python`: vxlan-dp with the C / pure-Python backend, default offloads and settings
-  (poll = "interrupt"); `c-adaptive`, `c-busy`: the C backend in the other poll modes, for
+  (poll = "adaptive"); `c-interrupt`, `c-busy`: the C backend in the other poll modes, for
   their latency next to their CPU cost. `c-mq2`: the C backend with `queues = 2` (two-queue
   TAPs, two SO_REUSEPORT sockets, two pump threads), next to `c` (one queue) in the same run.
 - `socat`: socat's TAP-over-UDP, the naive userspace baseline.
@@ -54,8 +54,9 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "kernel": Variant("kernel", label="kernel vxlan, default offloads (reference)"),
     "kernel-txoff": Variant("kernel", tx_csum=False, label="kernel vxlan, underlay tx checksum off"),
-    "c": Variant("c", label="vxlan-dp C backend, defaults (poll = interrupt)"),
+    "c": Variant("c", label="vxlan-dp C backend, defaults (poll = adaptive)"),
     "c-adaptive": Variant("c", daemon_extra='poll = "adaptive"\n', label="vxlan-dp C backend, poll = adaptive"),
+    "c-interrupt": Variant("c", daemon_extra='poll = "interrupt"\n', label="vxlan-dp C backend, poll = interrupt"),
     "c-busy": Variant("c", daemon_extra='poll = "busy"\n', label="vxlan-dp C backend, poll = busy (holds a core)"),
     "c-mq2": Variant("c", daemon_extra="queues = 2\n", label="vxlan-dp C backend, queues = 2 (two pump threads)"),
     "python": Variant("python", label="vxlan-dp Python backend, defaults"),
@@ -65,7 +66,7 @@ VARIANTS: dict[str, Variant] = {
 }
 WG_PORT = 51820
 WG_NET = "10.99.0."
-DEFAULT_VARIANTS = ("kernel", "kernel-txoff", "c", "c-mq2", "c-adaptive", "c-busy", "python", "socat")
+DEFAULT_VARIANTS = ("kernel", "kernel-txoff", "c", "c-mq2", "c-interrupt", "c-busy", "python", "socat")
 SOCAT_PORT = 9999
 RR_PORT = 5301
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -1,13 +1,15 @@
 """Readiness to pumps: who waits on the TAPs and underlay sockets, and how (`[daemon] poll`).
 
 Modes, the same for both backends:
-- "interrupt" (default): sleep until a descriptor is readable; no CPU while idle.
-- "adaptive": as interrupt, but after a round that moved packets keep polling for
-  `poll_spin_us` more, so a reply arriving inside that window is taken without a sleep and a
-  wake-up; idle, it sleeps like interrupt and uses no CPU. Not the default: on the 2-core
-  machine this project is measured on, the spin costs bulk throughput (the CPU it burns is
-  the CPU iperf3 and the kernel need) for a few microseconds of request/response latency;
-  bench/README.md has the figures.
+- "interrupt": sleep until a descriptor is readable; no CPU while idle, a scheduler wake-up
+  (tens of microseconds on a VM whose idle vCPUs halt) for every burst.
+- "adaptive" (default): as interrupt, but after a round that moved sparse traffic keep polling
+  for `poll_spin_us` more, so a reply arriving inside that window (a ping, a request/response
+  exchange) is taken without a sleep and a wake-up; idle, it sleeps like interrupt and uses no
+  CPU. Bulk opens no window (fastpath.api.spin_next): a round that moved SPIN_HEAVY_BYTES has
+  paid for its wake-up many times over, and a spin between such rounds would take the CPU
+  the applications and the kernel need (it cost single-stream TCP 10-15 % on 2 cores before
+  this rule; bench/README.md has the figures).
 - "busy": never sleep. Holds ONE core per queue whatever the number of networks: each pump
   thread (C backend) or the event loop (Python backend, all queues) polls without pause.
 
@@ -43,6 +45,8 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Callable
+
+from ..fastpath.api import POLL_STATS, check_queue, spin_next
 
 __all__ = ["POLL_MODES", "Pumps", "ThreadPumps", "LoopPumps", "make_pumps"]
 
@@ -82,6 +86,11 @@ class Pumps:
         raise NotImplementedError
 
     def stop(self) -> None:
+        raise NotImplementedError
+
+    def stats(self, queue: int) -> dict[str, int]:
+        """POLL_STATS of one queue (fastpath.api): bytes moved, sleeps ended by work, spin
+        windows opened, non-blocking polls."""
         raise NotImplementedError
 
     def _failed(self, net: int, err: int) -> None:
@@ -236,6 +245,9 @@ class ThreadPumps(Pumps):
         deadline = time.monotonic() + self.JOIN_TIMEOUT
         self.abandoned = [t.queue for t in self._threads if not t.stop(deadline)]
 
+    def stats(self, queue: int) -> dict[str, int]:
+        return dict(self.dp.poll_stats(queue))
+
 
 class LoopPumps(Pumps):
     """Every queue from the event loop: (net, queue) and (ep, queue) are the units here."""
@@ -247,6 +259,9 @@ class LoopPumps(Pumps):
         self._eps: dict[tuple[int, int], int] = {}
         self._task: asyncio.Task[None] | None = None
         self._spinning = False
+        self._until = 0                 # adaptive: poll until (monotonic ns), 0: wait for readers
+        self._last_heavy = [0]          # spin_next's state
+        self._polls = [dict.fromkeys(POLL_STATS, 0) for _ in range(queues)]
 
     def add_tap(self, net: int, fds: Sequence[int], on_fail: OnFail) -> None:
         self._tap_fail[net] = on_fail
@@ -300,13 +315,37 @@ class LoopPumps(Pumps):
         if fd is not None and self.mode != "busy":
             self.loop.remove_reader(fd)
 
+    def stats(self, queue: int) -> dict[str, int]:
+        check_queue(queue, self.queues)
+        return {**self._polls[queue], "moved_bytes": self.dp.poll_stats(queue)["moved_bytes"]}
+
+    def _moved(self) -> int:
+        return sum(self.dp.poll_stats(q)["moved_bytes"] for q in range(self.queues))
+
     def _on_tap(self, net: int, q: int) -> None:
+        before = self._moved()
         if self._pump_tap(net, q) > 0:
-            self._kick()
+            self._woken(q, before)
 
     def _on_endpoint(self, ep: int, q: int) -> None:
+        before = self._moved()
         if self.dp.pump_endpoint(ep, time.monotonic(), q) > 0:
-            self._kick()
+            self._woken(q, before)
+
+    def _woken(self, q: int, before: int) -> None:
+        """A reader's callback moved packets: the loop's sleep ended with work (a wake-up, as
+        csrc/poll.c counts them); adaptive may open a spin window after it."""
+        if not self._spinning:
+            self._polls[q]["wakeups"] += 1
+        if self.mode == "adaptive":
+            self._after_round(self._moved() - before)
+            if self._until and not self._spinning:
+                self._polls[q]["spin_windows"] += 1
+                self._spinning = True
+                self._task = self.loop.create_task(self._spin())
+
+    def _after_round(self, moved: int) -> None:
+        self._until = spin_next(self._last_heavy, time.monotonic_ns(), moved, int(self.spin * 1e9))
 
     def _round(self) -> bool:
         moved = False
@@ -316,23 +355,22 @@ class LoopPumps(Pumps):
             moved = self.dp.pump_endpoint(ep, time.monotonic(), q) > 0 or moved
         return moved
 
-    def _kick(self) -> None:
-        if self.mode == "adaptive" and not self._spinning:
-            self._spinning = True
-            self._task = self.loop.create_task(self._spin())
-
     async def _spin(self) -> None:
+        """adaptive: a round every loop iteration until the window closes (spin_next)."""
         try:
-            until = time.monotonic() + self.spin
-            while time.monotonic() < until:
+            while self._until and time.monotonic_ns() < self._until:
                 await asyncio.sleep(0)
+                self._polls[0]["spin_polls"] += 1   # one loop serves every queue: counted on 0
+                before = self._moved()
                 if self._round():
-                    until = time.monotonic() + self.spin
+                    self._after_round(self._moved() - before)
         finally:
             self._spinning = False
+            self._until = 0
 
     async def _busy(self) -> None:
         while True:
+            self._polls[0]["spin_polls"] += 1
             self._round()
             await asyncio.sleep(0)
 

@@ -32,7 +32,7 @@ from ..wire.offload import VNET_HDR_LEN, VnetHdr, decode_vnet_hdr
 from ..core.fdbtable import FdbTable
 from ..core.neigh import NEIGH_COUNTERS
 from ..wire.esp import CIPHERS, REPLAY_WINDOW
-from .api import (NEIGH_LEARN_MAX, OFFLOAD_STATS, QUEUES_MAX, SUPER_MAX, FdbRow, NeighRow, NetworkParams, check_batch,
+from .api import (NEIGH_LEARN_MAX, OFFLOAD_STATS, POLL_STATS, QUEUES_MAX, SUPER_MAX, FdbRow, NeighRow, NetworkParams, check_batch,
                   check_endpoint_args, check_esp_args, check_family, check_fdb_table, check_mac_list, check_neigh_entry,
                   check_neigh_mode, check_network_args, check_queue, check_shared_with_c,
                   check_tap_args)
@@ -59,6 +59,8 @@ if _fields("struct vxdp_net_counters") != NET_COUNTERS or \
     raise ImportError("C fast path counters do not match vxlan_dp.core.counters; rebuild it")
 if not hasattr(lib, "vxdp_offload_stats") or _fields("struct vxdp_offload_stats") != OFFLOAD_STATS:
     raise ImportError("C fast path offload stats do not match vxlan_dp.fastpath.api; rebuild it")
+if not hasattr(lib, "vxdp_poll_stats") or _fields("struct vxdp_poll_stats") != POLL_STATS:
+    raise ImportError("C fast path poll stats do not match vxlan_dp.fastpath.api; rebuild it")
 if not hasattr(lib, "vxdp_neigh_counters") or \
         _fields("struct vxdp_neigh_counters") != NEIGH_COUNTERS:
     raise ImportError("C fast path neighbour counters do not match vxlan_dp.core.neigh; rebuild it")
@@ -496,6 +498,12 @@ class Dataplane:
         """Add `fd` to (or take it out of) the epoll set `epfd` with token (kind, ident)."""
         _check(lib.vxdp_poll_ctl(epfd, int(add), fd, kind, ident))
 
+    def poll_stats(self, queue: int = 0) -> dict[str, int]:
+        check_queue(queue, len(self._views))
+        st = ffi.new("struct vxdp_poll_stats *")
+        _check(lib.vxdp_poll_stats(self._dp, queue, st))
+        return {name: int(getattr(st, name)) for name in POLL_STATS}
+
     def poll_run(self, epfd: int, mode: str, spin_ns: int, queue: int = 0) -> tuple[int, int, int]:
         """Pump `queue` for whatever `epfd` reports until woken (0, ...) or a TAP fails
         (1, net, errno). Blocks the calling thread without the GIL; -errno if epoll failed."""
@@ -515,6 +523,14 @@ def _max_segments(item: bytes) -> int:
 
 
 # --- the offload functions alone, for the differential tests (vxlan_dp.wire.offload) ---------
+
+def spin_next(last_heavy_ns: list[int], now_ns: int, moved: int, spin_ns: int) -> int:
+    """vxlan_dp.fastpath.api.spin_next, computed by csrc/poll.c."""
+    state = ffi.new("int64_t *", last_heavy_ns[0])
+    r = int(lib.vxdp_spin_next(state, now_ns, moved, spin_ns))
+    last_heavy_ns[0] = int(state[0])
+    return r
+
 
 def split(hdr: VnetHdr, frame: bytes) -> list[bytes]:
     """vxlan_dp.wire.offload.split, computed by csrc/offload.c."""

@@ -31,7 +31,7 @@ from ..wire.offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, VNET_HDR
                             decode_vnet_hdr, encode_vnet_hdr, split)
 from ..wire.esp import ESP_EXTRA
 from ._pure_gso import GsoSender
-from .api import (FRAME_MAX, NEIGH_LEARN_MAX, OFFLOAD_STATS, QUEUES_MAX, SUPER_MAX, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow,
+from .api import (FRAME_MAX, NEIGH_LEARN_MAX, OFFLOAD_STATS, POLL_STATS, QUEUES_MAX, SUPER_MAX, TAP_TSO4, TAP_TSO6, TAP_USO, FdbRow,
                   NeighRow, NetworkParams, check_batch, check_endpoint_args, check_esp_args, check_family,
                   check_fdb_table, check_mac_list, check_neigh_entry, check_neigh_mode, check_network_args,
                   check_queue, check_tap_args, gro_types)
@@ -112,6 +112,7 @@ class Dataplane:
         self._ost = dict.fromkeys(OFFLOAD_STATS, 0)
         self._gso = GsoSender(self._ost)   # test-only mirror of C's UDP_SEGMENT sends
         self._queues = 1
+        self._moved = [0] * QUEUES_MAX  # poll_stats' moved_bytes, by queue
         self._q = 0                 # the queue being pumped: frames for a TAP go out through its fd
 
     def _wfd(self, n: _Net) -> int:
@@ -246,6 +247,11 @@ class Dataplane:
 
     def offload_stats(self) -> dict[str, int]:
         return dict(self._ost)
+
+    def poll_stats(self, queue: int = 0) -> dict[str, int]:
+        """The loop's sleeps and spins are LoopPumps' to count (no pump thread here)."""
+        check_queue(queue, self._queues)
+        return {**dict.fromkeys(POLL_STATS, 0), "moved_bytes": self._moved[queue]}
 
     def set_peers(self, net: int, peers: Sequence[str]) -> None:
         n = self._nets[net]
@@ -594,6 +600,7 @@ class Dataplane:
                 break
         if frames:
             n.c["tap_rx_batches"] += 1
+            self._moved[queue] += sum(len(f) for f in frames)
             if not n.vnet:
                 self._send(n, self._encap_frames(n, frames, now))
             for item in frames if n.vnet else ():
@@ -650,6 +657,7 @@ class Dataplane:
                 err = -(ex.errno or errno.EIO)
                 break
             msgs += 1
+            self._moved[queue] += len(data)
             size = _gro_size(anc)
             if 0 < size < len(data):    # UDP_GRO: each datagram as if it had come alone
                 self._ost["gro_messages"] += 1

@@ -62,6 +62,9 @@ Offloads (vxlan_dp/wire/offload.py has the rules, csrc/offload.c the same in C):
 - `encap(..., vnet_hdr=True)`: each item is a virtio-net header and its frame, as a vnet TAP
   read returns them; the I/O-free twin of the vnet pump_tap (raw-socket packets only).
 - `offload_stats()`: counters of the whole Dataplane, named by OFFLOAD_STATS.
+- `poll_stats(queue)`: POLL_STATS of one queue: the bytes its pumps read (TAP frames as read,
+  datagrams as received), and in the C backend its pump thread's sleeps and spins
+  (csrc/poll.c); the Python backend's loop counts its own (datapath/poll.py LoopPumps).
 
 Queues (multi-queue TAPs, `[daemon] queues`): `set_queues(n)` (grow only, 1..QUEUES_MAX) gives
 the Dataplane n queues; queue q of a network reads and writes the TAP fd `set_tap_queue(net,
@@ -122,7 +125,8 @@ from ..wire import offload as _w
 
 __all__ = ["NetworkParams", "FdbRow", "NeighRow", "Dataplane", "NEIGH_LEARN_MAX", "OFFLOAD_STATS", "TAP_CSUM",
            "TAP_TSO4", "TAP_TSO6", "TAP_USO", "gro_types", "FRAME_MAX", "SUPER_MAX", "BATCH_MAX", "GSO_SEGS",
-           "GSO_SOCKS", "GSO_RETRY_S", "GSO_REPROBE", "QUEUES_MAX", "check_batch", "check_queue", "shared_with_c", "check_shared_with_c"]
+           "GSO_SOCKS", "GSO_RETRY_S", "GSO_REPROBE", "QUEUES_MAX", "SPIN_HEAVY_BYTES", "SPIN_QUIET_NS",
+           "POLL_STATS", "spin_next", "check_batch", "check_queue", "shared_with_c", "check_shared_with_c"]
 
 # TUN_F_* of linux/if_tun.h, as TUNSETOFFLOAD takes them; USO is TUN_F_USO4 | TUN_F_USO6
 TAP_CSUM, TAP_TSO4, TAP_TSO6, TAP_USO = TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4 | TUN_F_USO6
@@ -138,6 +142,25 @@ GSO_SOCKS = 64              # UDP_SEGMENT send sockets a Dataplane keeps open at
 GSO_RETRY_S = 10            # seconds before a send socket whose bind failed is tried again
 GSO_REPROBE = 10            # seconds before UDP_SEGMENT is tried again on a path that refused it
 QUEUES_MAX = 16             # queues (TAP queues, pump threads) a Dataplane serves at most
+SPIN_HEAVY_BYTES = 16384    # poll = "adaptive": a round that moved this much is bulk (spin_next)
+SPIN_QUIET_NS = 1_000_000   # ... and no spin window opens within this long of one
+
+# struct vxdp_poll_stats (csrc/fastpath.h), in order: one queue's pump thread or loop
+POLL_STATS = ("moved_bytes", "wakeups", "spin_windows", "spin_polls")
+
+
+def spin_next(last_heavy_ns: list[int], now_ns: int, moved: int, spin_ns: int) -> int:
+    """poll = "adaptive" after a round that moved `moved` bytes at `now_ns`: keep polling
+    until the time returned, or block (0). No window after bulk: a round of SPIN_HEAVY_BYTES
+    paid for its wake-up many times over, and the CPU a spin burns between such rounds is the
+    applications' and the kernel's (csrc/poll.c vxdp_spin_next, the same rule; last_heavy_ns
+    is the caller's state, [0] at first)."""
+    if moved >= SPIN_HEAVY_BYTES:
+        last_heavy_ns[0] = now_ns
+    if last_heavy_ns[0] and now_ns - last_heavy_ns[0] < SPIN_QUIET_NS:
+        return 0
+    return now_ns + spin_ns
+
 
 # struct vxdp_offload_stats (csrc/fastpath.h), in order
 OFFLOAD_STATS = (
@@ -260,6 +283,7 @@ class Dataplane(Protocol):
     def set_queues(self, n: int) -> None: ...
     def set_tap_queue(self, net: int, queue: int, fd: int) -> None: ...
     def set_endpoint_queue(self, ep: int, queue: int, fd: int) -> None: ...
+    def poll_stats(self, queue: int = 0) -> dict[str, int]: ...
     def counters(self, net: int) -> dict[str, int]: ...
     def csum_peer(self, net: int) -> str | None: ...
     def endpoint_counters(self, ep: int) -> dict[str, int]: ...
@@ -284,6 +308,7 @@ def shared_with_c() -> dict[str, int]:
         "VXDP_FRAME_MAX": FRAME_MAX, "VXDP_SUPER_MAX": SUPER_MAX, "VXDP_BATCH_MAX": BATCH_MAX,
         "VXDP_GSO_SEGS": GSO_SEGS, "VXDP_GSO_SOCKS": GSO_SOCKS, "VXDP_GSO_RETRY_S": GSO_RETRY_S, "VXDP_GSO_REPROBE": GSO_REPROBE,
         "VXDP_QUEUES_MAX": QUEUES_MAX,
+        "VXDP_SPIN_HEAVY_BYTES": SPIN_HEAVY_BYTES, "VXDP_SPIN_QUIET_NS": SPIN_QUIET_NS,
         "VXDP_HDR_MAX": max(encap_overhead(e, True) for e in ENCAPS),
         "VXDP_VNET_HDR_LEN": _w.VNET_HDR_LEN, "VXDP_VNET_F_NEEDS_CSUM": _w.F_NEEDS_CSUM,
         "VXDP_VNET_F_DATA_VALID": _w.F_DATA_VALID, "VXDP_GSO_NONE": _w.GSO_NONE,
