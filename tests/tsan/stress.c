@@ -243,6 +243,9 @@ static void *manage(void *p)
         vxdp_net_counters(dp, net_plain, &nc);
         vxdp_ep_counters(dp, ep_plain, &ec);
         vxdp_offload_stats(dp, &os);
+        struct vxdp_poll_stats ps;      /* the pump counters a scrape reads (metrics.py) */
+        for (int q = 0; q < 2; q++)
+            vxdp_poll_stats(dp, q, &ps);
         vxdp_local_macs(dp, net_plain, now, rows, 1024);
         struct vxdp_addr csum_src;
         vxdp_csum_peer(dp, net_plain, &csum_src);
