@@ -364,6 +364,8 @@ class LoopPumps(Pumps):
                 before = self._moved()
                 if self._round():
                     self._after_round(self._moved() - before)
+                else:
+                    os.sched_yield()    # as csrc/poll.c: whoever we wait for may need this CPU
         finally:
             self._spinning = False
             self._until = 0
@@ -371,7 +373,8 @@ class LoopPumps(Pumps):
     async def _busy(self) -> None:
         while True:
             self._polls[0]["spin_polls"] += 1
-            self._round()
+            if not self._round():
+                os.sched_yield()
             await asyncio.sleep(0)
 
 
