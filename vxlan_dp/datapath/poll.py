@@ -8,7 +8,7 @@ Modes, the same for both backends:
   exchange) is taken without a sleep and a wake-up; idle, it sleeps like interrupt and uses no
   CPU. Bulk opens no window (fastpath.api.spin_next): a round that moved SPIN_HEAVY_BYTES has
   paid for its wake-up many times over, and a spin between such rounds would take the CPU
-  the applications and the kernel need (it cost single-stream TCP 10-15 % on 2 cores before
+  the applications and the kernel need (it cost single-stream TCP 4-18 % on 2 cores before
   this rule; bench/README.md has the figures).
 - "busy": never sleep. Holds ONE core per queue whatever the number of networks: each pump
   thread (C backend) or the event loop (Python backend, all queues) polls without pause.
