@@ -319,16 +319,18 @@ class LoopPumps(Pumps):
         check_queue(queue, self.queues)
         return {**self._polls[queue], "moved_bytes": self.dp.poll_stats(queue)["moved_bytes"]}
 
-    def _moved(self) -> int:
-        return sum(self.dp.poll_stats(q)["moved_bytes"] for q in range(self.queues))
+    def _moved(self, queue: int | None = None) -> int:
+        """Bytes the pumps moved: of `queue`, or of every queue (a spin round pumps them all)."""
+        qs = range(self.queues) if queue is None else (queue,)
+        return sum(self.dp.poll_stats(q)["moved_bytes"] for q in qs)
 
     def _on_tap(self, net: int, q: int) -> None:
-        before = self._moved()
+        before = self._moved(q) if self.mode == "adaptive" else 0   # only adaptive weighs rounds
         if self._pump_tap(net, q) > 0:
             self._woken(q, before)
 
     def _on_endpoint(self, ep: int, q: int) -> None:
-        before = self._moved()
+        before = self._moved(q) if self.mode == "adaptive" else 0
         if self.dp.pump_endpoint(ep, time.monotonic(), q) > 0:
             self._woken(q, before)
 
@@ -338,7 +340,7 @@ class LoopPumps(Pumps):
         if not self._spinning:
             self._polls[q]["wakeups"] += 1
         if self.mode == "adaptive":
-            self._after_round(self._moved() - before)
+            self._after_round(self._moved(q) - before)
             if self._until and not self._spinning:
                 self._polls[q]["spin_windows"] += 1
                 self._spinning = True
