@@ -38,10 +38,9 @@ from .control import Desired
 from .core.fdbtable import FdbBuilder, FdbTable
 from .datapath.offload import OffloadPlan
 from .datapath.poll import Pumps, ThreadPumps, make_pumps
-from .fastpath.api import POLL_STATS
 from .datapath.tap import Tap
 from .datapath.underlay import gro_enabled, open_endpoints, open_tx_socket, underlay_mtu
-from .fastpath.api import Dataplane
+from .fastpath.api import POLL_STATS, Dataplane
 from .control.etcd_keys import KeySet
 from .core.keys import KeyFileError, KeyRing, load_key_file, new_boot_id
 from .neighbours import Neighbours
